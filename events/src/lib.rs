@@ -1,0 +1,20 @@
+//! The contract between the Stowage services: every event they exchange, as
+//! versioned serde types, and S3's own EventBridge events as they arrive.
+//!
+//! Services share nothing else. Within a major version changes are additive
+//! (new optional fields) and unknown fields are ignored; a breaking change is a
+//! new type with the next major version, published beside the old one.
+//!
+//! # Layout
+//! - [`envelope`]: the EventBridge envelope that wraps every event on a queue.
+//! - [`stowage`]: our own events (`UploadGranted.v1`, `UsageChanged.v1`).
+//! - [`s3`]: S3's `Object Created` / `Object Deleted` events.
+//! - [`schema`]: JSON Schema generation for everything above.
+
+pub mod envelope;
+pub mod s3;
+pub mod schema;
+pub mod stowage;
+
+pub use envelope::{Envelope, RawEnvelope};
+pub use stowage::{EventMeta, StowageEvent, TraceContext, UploadGrantedV1, UsageChangedV1};

@@ -1,0 +1,60 @@
+//! S3's own EventBridge events (`source: aws.s3`), typed as far as Stowage
+//! reads them. S3 sends them to the account's default bus when the bucket has
+//! EventBridge notifications on.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The `source` of every S3 event.
+pub const SOURCE: &str = "aws.s3";
+/// `detail-type` of a new or overwritten object.
+pub const OBJECT_CREATED: &str = "Object Created";
+/// `detail-type` of a deleted object (including lifecycle expiration).
+pub const OBJECT_DELETED: &str = "Object Deleted";
+
+/// The detail of S3's `Object Created` and `Object Deleted` events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct ObjectEventDetail {
+    #[serde(default)]
+    pub version: String,
+    pub bucket: Bucket,
+    pub object: S3Object,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ip_address: Option<String>,
+    /// `PutObject`, `POST Object`, `CopyObject`, `CompleteMultipartUpload`,
+    /// `DeleteObject` or `Lifecycle Expiration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// On deletes: `Permanently Deleted` or `Delete Marker Created`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_type: Option<String>,
+}
+
+/// The bucket an S3 event is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Bucket {
+    pub name: String,
+}
+
+/// The object an S3 event is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct S3Object {
+    /// The object key as the event carries it; see the ledger's key
+    /// resolution for how it may be encoded.
+    pub key: String,
+    /// Object size in bytes; absent on deletes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+    /// Hex string ordering the events of one key; see the ledger's `Sequencer`.
+    pub sequencer: String,
+}

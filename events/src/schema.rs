@@ -1,0 +1,27 @@
+//! JSON Schemas of every event, generated from the Rust types. The committed
+//! copies under `events/schemas/` are what other teams read; a test fails when
+//! they drift from the types.
+
+use schemars::{JsonSchema, Schema, schema_for};
+
+use crate::{UploadGrantedV1, UsageChangedV1, s3::ObjectEventDetail};
+
+/// Every schema Stowage publishes, as `(file name, schema of the detail)`.
+pub fn all() -> Vec<(&'static str, Schema)> {
+    vec![
+        ("UploadGranted.v1.json", schema::<UploadGrantedV1>()),
+        ("UsageChanged.v1.json", schema::<UsageChangedV1>()),
+        ("aws.s3.ObjectEvent.json", schema::<ObjectEventDetail>()),
+    ]
+}
+
+fn schema<T: JsonSchema>() -> Schema {
+    schema_for!(T)
+}
+
+/// Renders a schema the way it is committed: pretty JSON with a final newline.
+pub fn render(schema: &Schema) -> String {
+    let mut text = serde_json::to_string_pretty(schema).unwrap_or_default();
+    text.push('\n');
+    text
+}

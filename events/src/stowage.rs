@@ -1,0 +1,133 @@
+//! Stowage's own events. `source` is `stowage.<service>`, `detail-type` is
+//! `<Name>.v<major>`.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// What every Stowage event type declares about itself.
+pub trait StowageEvent: Serialize + DeserializeOwned + JsonSchema {
+    /// The event's name without version, e.g. `UsageChanged`.
+    const NAME: &'static str;
+    /// The major version; a consumer subscribes to exactly one.
+    const MAJOR: u32;
+    /// The producing service's source, `stowage.<service>`.
+    const SOURCE: &'static str;
+
+    /// The EventBridge `detail-type`, e.g. `UsageChanged.v1`.
+    fn detail_type() -> String {
+        format!("{}.v{}", Self::NAME, Self::MAJOR)
+    }
+
+    /// The fields every event carries.
+    fn meta(&self) -> &EventMeta;
+}
+
+/// The fields every Stowage event carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct EventMeta {
+    /// Unique per event; consumers use it as the idempotency key.
+    pub event_id: Uuid,
+    /// When the producer decided the event happened (RFC 3339).
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String", extend("format" = "date-time"))]
+    pub occurred_at: OffsetDateTime,
+    /// The user the event is about.
+    pub user_id: String,
+    /// The producer's trace, so the consumer continues it.
+    #[serde(default)]
+    pub trace: TraceContext,
+}
+
+impl EventMeta {
+    /// Metadata for a new event about `user_id`, happening now.
+    pub fn new(user_id: impl Into<String>, trace: TraceContext) -> Self {
+        Self {
+            event_id: Uuid::new_v4(),
+            occurred_at: OffsetDateTime::now_utc(),
+            user_id: user_id.into(),
+            trace,
+        }
+    }
+}
+
+/// W3C trace context of the span that produced an event.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TraceContext {
+    /// W3C `traceparent`; absent when the producer was not tracing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    /// W3C `tracestate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
+}
+
+/// Intake signed an upload grant: the user may POST one object of at most
+/// `max_size` bytes to `key` until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct UploadGrantedV1 {
+    #[serde(flatten)]
+    pub meta: EventMeta,
+    pub grant_id: Uuid,
+    /// Full object key, `users/<user_id>/<path>`.
+    pub key: String,
+    /// Upper bound of `content-length-range` in the signed policy.
+    pub max_size: u64,
+    pub content_type: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String", extend("format" = "date-time"))]
+    pub expires_at: OffsetDateTime,
+}
+
+impl StowageEvent for UploadGrantedV1 {
+    const NAME: &'static str = "UploadGranted";
+    const MAJOR: u32 = 1;
+    const SOURCE: &'static str = "stowage.intake";
+    fn meta(&self) -> &EventMeta {
+        &self.meta
+    }
+}
+
+/// What happened to the object that changed a user's usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectChange {
+    /// The object was created or overwritten.
+    Created,
+    /// The object was deleted.
+    Deleted,
+}
+
+/// The ledger applied an S3 event: the user's totals after it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct UsageChangedV1 {
+    #[serde(flatten)]
+    pub meta: EventMeta,
+    /// Grows by at least one with every change of this user's usage; a
+    /// consumer ignores a revision it has already passed.
+    pub revision: u64,
+    /// Bytes S3 holds for the user after this change.
+    pub used_bytes: u64,
+    pub object_count: u64,
+    /// `used_bytes` split by S3 storage class.
+    #[serde(default)]
+    pub by_storage_class: BTreeMap<String, u64>,
+    /// The object key whose event caused this change.
+    pub key: String,
+    pub change: ObjectChange,
+    /// The object's size after the change; absent when it was deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_size: Option<u64>,
+}
+
+impl StowageEvent for UsageChangedV1 {
+    const NAME: &'static str = "UsageChanged";
+    const MAJOR: u32 = 1;
+    const SOURCE: &'static str = "stowage.ledger";
+    fn meta(&self) -> &EventMeta {
+        &self.meta
+    }
+}

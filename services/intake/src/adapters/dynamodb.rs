@@ -1,0 +1,313 @@
+//! Accounts and grants in intake's DynamoDB table (partition key `pk`).
+//!
+//! - `USER#<id>`: quota override, committed bytes and revision from the
+//!   ledger, reservations by key, and `version`, which every write checks and
+//!   increments, so concurrent writers cannot lose each other's updates.
+//! - `GRANT#<id>`: one upload grant; expires by TTL a week after the grant.
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::{
+    Client,
+    types::{AttributeValue, Put, TransactWriteItem},
+};
+use stowage_shared::dynamo::{
+    Failure, Item, classify, classify_transaction, get_num, get_str_list, n, req_num, req_str, s, str_list,
+};
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+use crate::{
+    domain::{
+        keys::UserId,
+        quota::{Account, Reservation},
+    },
+    ports::{AccountStore, GrantRecord, GrantState, StoreError, Versioned},
+};
+
+/// How long a grant's record outlives the grant.
+const GRANT_RECORD_TTL_SECONDS: i64 = 7 * 24 * 3600;
+
+/// [`AccountStore`] on DynamoDB.
+#[derive(Debug, Clone)]
+pub struct DynamoAccountStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoAccountStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    /// Reads one grant.
+    pub async fn grant(&self, grant_id: &str) -> Result<Option<GrantRecord>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("GRANT#{grant_id}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::from(classify("GetItem", e)))?;
+        output.item.map(|item| grant_from_item(&item)).transpose()
+    }
+}
+
+fn user_pk(user: &UserId) -> AttributeValue {
+    s(format!("USER#{user}"))
+}
+
+impl From<Failure> for StoreError {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Conflict => Self::Conflict,
+            Failure::Throttled(e) => Self::Throttled(e),
+            Failure::Other(e) => Self::Other(e),
+        }
+    }
+}
+
+fn bad_item(error: stowage_shared::dynamo::AttributeError) -> StoreError {
+    StoreError::Other(error.into())
+}
+
+fn account_to_item(user: &UserId, account: &Account, version: u64) -> Item {
+    let reservations = account
+        .reservations
+        .iter()
+        .map(|(key, r)| {
+            let value = AttributeValue::M(HashMap::from([
+                ("max".to_string(), n(r.max_size)),
+                ("held".to_string(), n(r.held)),
+                ("lapses".to_string(), n(r.lapses_at)),
+                ("rev".to_string(), n(r.revision)),
+                ("grants".to_string(), str_list(&r.grants)),
+            ]));
+            (key.clone(), value)
+        })
+        .collect();
+    let mut item = HashMap::from([
+        ("pk".to_string(), user_pk(user)),
+        ("used_bytes".to_string(), n(account.used_bytes)),
+        ("object_count".to_string(), n(account.object_count)),
+        ("revision".to_string(), n(account.revision)),
+        ("version".to_string(), n(version)),
+        ("reservations".to_string(), AttributeValue::M(reservations)),
+    ]);
+    if let Some(quota) = account.quota_override {
+        item.insert("quota_bytes".to_string(), n(quota));
+    }
+    item
+}
+
+fn account_from_item(item: &Item) -> Result<(Account, u64), StoreError> {
+    let mut reservations = BTreeMap::new();
+    if let Some(AttributeValue::M(map)) = item.get("reservations") {
+        for (key, value) in map {
+            let AttributeValue::M(r) = value else {
+                return Err(StoreError::Other(anyhow::anyhow!("reservation {key} is not a map")));
+            };
+            reservations.insert(
+                key.clone(),
+                Reservation {
+                    max_size: req_num(r, "max").map_err(bad_item)?,
+                    held: req_num(r, "held").map_err(bad_item)?,
+                    lapses_at: req_num(r, "lapses").map_err(bad_item)?,
+                    revision: req_num(r, "rev").map_err(bad_item)?,
+                    grants: get_str_list(r, "grants").map_err(bad_item)?,
+                },
+            );
+        }
+    }
+    let account = Account {
+        quota_override: get_num(item, "quota_bytes").map_err(bad_item)?,
+        used_bytes: get_num(item, "used_bytes").map_err(bad_item)?.unwrap_or(0),
+        object_count: get_num(item, "object_count").map_err(bad_item)?.unwrap_or(0),
+        revision: get_num(item, "revision").map_err(bad_item)?.unwrap_or(0),
+        reservations,
+    };
+    Ok((account, req_num(item, "version").map_err(bad_item)?))
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+fn grant_to_item(grant: &GrantRecord) -> Item {
+    HashMap::from([
+        ("pk".to_string(), s(format!("GRANT#{}", grant.grant_id))),
+        ("user_id".to_string(), s(&grant.user_id)),
+        ("key".to_string(), s(&grant.key)),
+        ("max_size".to_string(), n(grant.max_size)),
+        ("content_type".to_string(), s(&grant.content_type)),
+        ("state".to_string(), s(grant.state.as_str())),
+        ("created_at".to_string(), s(rfc3339(grant.created_at))),
+        ("expires_at".to_string(), s(rfc3339(grant.expires_at))),
+        (
+            "expires_at_epoch".to_string(),
+            n(grant.expires_at.unix_timestamp() + GRANT_RECORD_TTL_SECONDS),
+        ),
+    ])
+}
+
+fn grant_from_item(item: &Item) -> Result<GrantRecord, StoreError> {
+    let text = |name: &str| req_str(item, name).map_err(bad_item);
+    let time = |name: &str| -> Result<OffsetDateTime, StoreError> {
+        OffsetDateTime::parse(text(name)?, &Rfc3339)
+            .map_err(|e| StoreError::Other(anyhow::anyhow!("attribute {name}: {e}")))
+    };
+    let state = text("state")?;
+    Ok(GrantRecord {
+        grant_id: text("pk")?.trim_start_matches("GRANT#").to_string(),
+        user_id: text("user_id")?.to_string(),
+        key: text("key")?.to_string(),
+        max_size: req_num(item, "max_size").map_err(bad_item)?,
+        content_type: text("content_type")?.to_string(),
+        state: GrantState::parse(state)
+            .ok_or_else(|| StoreError::Other(anyhow::anyhow!("unknown grant state {state}")))?,
+        created_at: time("created_at")?,
+        expires_at: time("expires_at")?,
+    })
+}
+
+/// An account item with the condition that makes its write safe: the version
+/// read must still be the stored one.
+struct ConditionalPut {
+    item: Item,
+    condition: &'static str,
+    values: Option<HashMap<String, AttributeValue>>,
+}
+
+fn account_write(user: &UserId, account: &Account, expected: Option<u64>) -> ConditionalPut {
+    let item = account_to_item(user, account, expected.map_or(1, |v| v + 1));
+    match expected {
+        Some(version) => ConditionalPut {
+            item,
+            condition: "version = :expected",
+            values: Some(HashMap::from([(":expected".to_string(), n(version))])),
+        },
+        None => ConditionalPut { item, condition: "attribute_not_exists(pk)", values: None },
+    }
+}
+
+#[async_trait]
+impl AccountStore for DynamoAccountStore {
+    async fn load(&self, user: &UserId) -> Result<Versioned<Account>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", user_pk(user))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::from(classify("GetItem", e)))?;
+        match output.item {
+            Some(item) => {
+                let (account, version) = account_from_item(&item)?;
+                Ok(Versioned { value: account, version: Some(version) })
+            }
+            None => Ok(Versioned { value: Account::new(), version: None }),
+        }
+    }
+
+    async fn save(
+        &self,
+        user: &UserId,
+        account: &Account,
+        expected: Option<u64>,
+        grant: Option<&GrantRecord>,
+    ) -> Result<(), StoreError> {
+        let write = account_write(user, account, expected);
+        let Some(grant) = grant else {
+            let result = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(write.item))
+                .condition_expression(write.condition)
+                .set_expression_attribute_values(write.values)
+                .send()
+                .await;
+            return result.map(drop).map_err(|e| classify("PutItem", e).into());
+        };
+        let account_put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(write.item))
+            .condition_expression(write.condition)
+            .set_expression_attribute_values(write.values)
+            .build()
+            .map_err(|e| StoreError::Other(e.into()))?;
+        let grant_put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(grant_to_item(grant)))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(|e| StoreError::Other(e.into()))?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(account_put).build())
+            .transact_items(TransactWriteItem::builder().put(grant_put).build())
+            .send()
+            .await;
+        result.map(drop).map_err(|e| classify_transaction(e).into())
+    }
+
+    async fn record_grant(&self, grant: &GrantRecord) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(grant_to_item(grant)))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(|e| StoreError::from(classify("PutItem", e)))?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map_err(|e| StoreError::from(classify("DescribeTable", e)))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accounts_survive_a_round_trip_through_items() {
+        let user = UserId::parse("alice").unwrap();
+        let mut account = Account { quota_override: Some(10), used_bytes: 3, object_count: 1, revision: 4, ..Account::new() };
+        account.reservations.insert(
+            "users/alice/a b".into(),
+            Reservation { max_size: 7, held: 4, lapses_at: -5, revision: 2, grants: vec!["g1".into(), "g2".into()] },
+        );
+        let (back, version) = account_from_item(&account_to_item(&user, &account, 9)).unwrap();
+        assert_eq!(back, account);
+        assert_eq!(version, 9);
+    }
+
+    #[test]
+    fn grants_survive_a_round_trip_through_items() {
+        let grant = GrantRecord {
+            grant_id: "g".into(),
+            user_id: "alice".into(),
+            key: "users/alice/x".into(),
+            max_size: 5,
+            content_type: "image/png".into(),
+            state: GrantState::Rejected,
+            created_at: OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
+            expires_at: OffsetDateTime::from_unix_timestamp(1_700_000_900).unwrap(),
+        };
+        assert_eq!(grant_from_item(&grant_to_item(&grant)).unwrap(), grant);
+    }
+}

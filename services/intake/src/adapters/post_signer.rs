@@ -1,0 +1,149 @@
+//! Signs upload policies with SigV4, as S3's browser-based POST uploads
+//! require. The SDK cannot build POST policies, so the policy is built by
+//! [`crate::domain::policy`] and signed here with `aws-sigv4`'s signing key.
+
+use std::{sync::Arc, time::SystemTime};
+
+use aws_credential_types::{Credentials, provider::{ProvideCredentials, SharedCredentialsProvider}};
+use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
+use time::{OffsetDateTime, macros::format_description};
+use tokio::sync::RwLock;
+
+use crate::domain::policy::{SigningFields, UploadPolicy};
+
+/// A signed upload: POST `fields` plus the file, as multipart/form-data, to `url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedUpload {
+    pub url: String,
+    /// Form fields in order; the file goes after them.
+    pub fields: Vec<(String, String)>,
+}
+
+/// Signs upload policies for one bucket with the service's own credentials.
+#[derive(Debug, Clone)]
+pub struct PostSigner {
+    credentials: SharedCredentialsProvider,
+    cached: Arc<RwLock<Option<Credentials>>>,
+    region: String,
+    url: String,
+}
+
+/// Credentials closer than this to expiry are refreshed before signing, so a
+/// grant never outlives the credentials that signed it by surprise.
+const REFRESH_BEFORE_EXPIRY: std::time::Duration = std::time::Duration::from_secs(20 * 60);
+
+impl PostSigner {
+    /// `url` is where browsers POST the form: the bucket's endpoint.
+    pub fn new(credentials: SharedCredentialsProvider, region: impl Into<String>, url: impl Into<String>) -> Self {
+        Self { credentials, cached: Arc::default(), region: region.into(), url: url.into() }
+    }
+
+    /// The bucket URL the forms are posted to.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    async fn credentials(&self) -> anyhow::Result<Credentials> {
+        let fresh = |c: &Credentials| {
+            c.expiry().is_none_or(|expiry| expiry > SystemTime::now() + REFRESH_BEFORE_EXPIRY)
+        };
+        if let Some(credentials) = self.cached.read().await.as_ref().filter(|c| fresh(c)) {
+            return Ok(credentials.clone());
+        }
+        let mut cached = self.cached.write().await;
+        if let Some(credentials) = cached.as_ref().filter(|c| fresh(c)) {
+            return Ok(credentials.clone());
+        }
+        let credentials = self
+            .credentials
+            .provide_credentials()
+            .await
+            .map_err(|e| anyhow::anyhow!("no AWS credentials to sign uploads with: {e}"))?;
+        *cached = Some(credentials.clone());
+        Ok(credentials)
+    }
+
+    /// Signs `policy` at `now`.
+    pub async fn sign(&self, policy: &UploadPolicy, now: OffsetDateTime) -> anyhow::Result<SignedUpload> {
+        let credentials = self.credentials().await?;
+        Ok(sign_with(&credentials, &self.region, &self.url, policy, now))
+    }
+}
+
+/// Signs `policy` with `credentials`; the pure part of [`PostSigner::sign`].
+pub fn sign_with(
+    credentials: &Credentials,
+    region: &str,
+    url: &str,
+    policy: &UploadPolicy,
+    now: OffsetDateTime,
+) -> SignedUpload {
+    let now = now.to_offset(time::UtcOffset::UTC);
+    let date = now.format(format_description!("[year][month][day]")).unwrap_or_default();
+    let amz_date = now
+        .format(format_description!("[year][month][day]T[hour][minute][second]Z"))
+        .unwrap_or_default();
+    let credential = format!("{}/{date}/{region}/s3/aws4_request", credentials.access_key_id());
+    let signing = SigningFields {
+        credential: &credential,
+        amz_date: &amz_date,
+        security_token: credentials.session_token(),
+    };
+    let encoded = BASE64.encode(policy.document(&signing));
+    let signature = sign_policy(credentials.secret_access_key(), now, region, &encoded);
+    let mut fields: Vec<(String, String)> =
+        policy.form_fields(&signing).into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    fields.push(("policy".to_string(), encoded));
+    fields.push(("x-amz-signature".to_string(), signature));
+    SignedUpload { url: url.to_string(), fields }
+}
+
+/// The SigV4 signature of a base64-encoded policy.
+pub fn sign_policy(secret: &str, at: OffsetDateTime, region: &str, encoded_policy: &str) -> String {
+    let key = aws_sigv4::sign::v4::generate_signing_key(secret, SystemTime::from(at), region, "s3");
+    aws_sigv4::sign::v4::calculate_signature(key, encoded_policy.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    /// AWS's published example of a browser-based upload with SigV4
+    /// ("Example: Browser-Based Upload using HTTP POST", 2015-12-29).
+    #[test]
+    fn signs_the_published_aws_example_as_aws_does() {
+        let policy = "eyAiZXhwaXJhdGlvbiI6ICIyMDE1LTEyLTMwVDEyOjAwOjAwLjAwMFoiLA0KICAiY29uZGl0aW9ucyI6IFsNCiAgICB7ImJ1Y2tldCI6ICJzaWd2NGV4YW1wbGVidWNrZXQifSwNCiAgICBbInN0YXJ0cy13aXRoIiwgIiRrZXkiLCAidXNlci91c2VyMS8iXSwNCiAgICB7ImFjbCI6ICJwdWJsaWMtcmVhZCJ9LA0KICAgIHsic3VjY2Vzc19hY3Rpb25fcmVkaXJlY3QiOiAiaHR0cDovL3NpZ3Y0ZXhhbXBsZWJ1Y2tldC5zMy5hbWF6b25hd3MuY29tL3N1Y2Nlc3NmdWxfdXBsb2FkLmh0bWwifSwNCiAgICBbInN0YXJ0cy13aXRoIiwgIiRDb250ZW50LVR5cGUiLCAiaW1hZ2UvIl0sDQogICAgeyJ4LWFtei1tZXRhLXV1aWQiOiAiMTQzNjUxMjM2NTEyNzQifSwNCiAgICB7IngtYW16LXNlcnZlci1zaWRlLWVuY3J5cHRpb24iOiAiQUVTMjU2In0sDQogICAgWyJzdGFydHMtd2l0aCIsICIkeC1hbXotbWV0YS10YWciLCAiIl0sDQoNCiAgICB7IngtYW16LWNyZWRlbnRpYWwiOiAiQUtJQUlPU0ZPRE5ON0VYQU1QTEUvMjAxNTEyMjkvdXMtZWFzdC0xL3MzL2F3czRfcmVxdWVzdCJ9LA0KICAgIHsieC1hbXotYWxnb3JpdGhtIjogIkFXUzQtSE1BQy1TSEEyNTYifSwNCiAgICB7IngtYW16LWRhdGUiOiAiMjAxNTEyMjlUMDAwMDAwWiIgfQ0KICBdDQp9";
+        let signature = sign_policy(
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            datetime!(2015-12-29 00:00:00 UTC),
+            "us-east-1",
+            policy,
+        );
+        assert_eq!(signature, "8afdbf4008c03f22c2cd3cdb72e4afbb1f6a588f3255ac628749a66d7f09699e");
+    }
+
+    #[test]
+    fn the_form_carries_the_signed_policy_and_the_credential_scope() {
+        let credentials = Credentials::new("AKID", "secret", Some("session".into()), None, "test");
+        let policy = UploadPolicy {
+            bucket: "b".into(),
+            key: "users/alice/x.png".into(),
+            content_type: "image/png".into(),
+            max_size: 10,
+            expires_at: datetime!(2026-11-23 10:15:00 UTC),
+        };
+        let signed = sign_with(&credentials, "eu-west-1", "https://b.s3.eu-west-1.amazonaws.com", &policy, datetime!(2026-11-23 10:00:00 UTC));
+        let field = |name: &str| signed.fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        assert_eq!(field("x-amz-credential"), Some("AKID/20261123/eu-west-1/s3/aws4_request"));
+        assert_eq!(field("x-amz-date"), Some("20261123T100000Z"));
+        assert_eq!(field("x-amz-security-token"), Some("session"));
+        let encoded = field("policy").unwrap();
+        let document = String::from_utf8(BASE64.decode(encoded).unwrap()).unwrap();
+        assert!(document.contains("\"x-amz-security-token\":\"session\""));
+        assert_eq!(
+            field("x-amz-signature").unwrap(),
+            sign_policy("secret", datetime!(2026-11-23 10:00:00 UTC), "eu-west-1", encoded)
+        );
+    }
+}

@@ -1,0 +1,153 @@
+//! User ids, user paths and object keys. A user can only ever name keys under
+//! `users/<user_id>/`: every path is validated here before it becomes a key.
+
+use std::fmt;
+
+use unicode_normalization::UnicodeNormalization;
+
+/// Longest path, in UTF-8 bytes, after normalisation. With the
+/// `users/<id>/` prefix a key stays under S3's 1024-byte limit.
+pub const MAX_PATH_BYTES: usize = 880;
+
+/// Why a user id or path was refused; the message is shown to the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidName(pub String);
+
+/// A user id: the token's `sub`, matching `^[A-Za-z0-9_-]{1,128}$`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(String);
+
+impl UserId {
+    pub fn parse(value: &str) -> Result<Self, InvalidName> {
+        let valid = (1..=128).contains(&value.len())
+            && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if valid {
+            Ok(Self(value.to_string()))
+        } else {
+            Err(InvalidName("user id must match ^[A-Za-z0-9_-]{1,128}$".into()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The key prefix of everything this user stores: `users/<id>/`.
+    pub fn prefix(&self) -> String {
+        format!("users/{}/", self.0)
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A validated path inside a user's corner of the bucket: NFC-normalised,
+/// relative, made of non-empty segments other than `.` and `..`, without
+/// backslashes or control characters, at most [`MAX_PATH_BYTES`] long.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UserPath(String);
+
+impl UserPath {
+    pub fn parse(raw: &str) -> Result<Self, InvalidName> {
+        let path: String = raw.nfc().collect();
+        let refuse = |why: &str| Err(InvalidName(format!("path {why}")));
+        if path.is_empty() {
+            return refuse("must not be empty");
+        }
+        if path.len() > MAX_PATH_BYTES {
+            return refuse(&format!("must be at most {MAX_PATH_BYTES} bytes of UTF-8"));
+        }
+        if path.starts_with('/') {
+            return refuse("must not start with '/'");
+        }
+        if path.contains('\\') {
+            return refuse("must not contain a backslash");
+        }
+        if path.chars().any(char::is_control) {
+            return refuse("must not contain control characters");
+        }
+        for segment in path.split('/') {
+            match segment {
+                "" => return refuse("must not contain empty segments ('//' or a trailing '/')"),
+                "." | ".." => return refuse("must not contain '.' or '..' segments"),
+                _ => {}
+            }
+        }
+        Ok(Self(path))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The object key of `path` for `user`: `users/<user_id>/<path>`.
+pub fn object_key(user: &UserId, path: &UserPath) -> String {
+    format!("users/{}/{}", user.0, path.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn user_ids_follow_the_token_rule() {
+        for ok in ["alice", "A_b-9", &"x".repeat(128)] {
+            assert!(UserId::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a/b", "a.b", "ä", "a b", &"x".repeat(129), "../x"] {
+            assert!(UserId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ordinary_paths_map_to_keys_under_the_user_prefix() {
+        let user = UserId::parse("alice").unwrap();
+        let path = UserPath::parse("photos/2026/cat 1+2%.jpg").unwrap();
+        assert_eq!(object_key(&user, &path), "users/alice/photos/2026/cat 1+2%.jpg");
+    }
+
+    #[test]
+    fn traversal_and_malformed_paths_are_refused() {
+        let bad = [
+            "", "/etc/passwd", "a/../b", "..", ".", "a/./b", "a//b", "a/", "a\\b", "a\u{0}b",
+            "line\nbreak", "tab\there", "del\u{7f}", "c1\u{85}",
+        ];
+        for raw in bad {
+            assert!(UserPath::parse(raw).is_err(), "{raw:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn length_is_counted_in_utf8_bytes_after_normalisation() {
+        assert!(UserPath::parse(&"a".repeat(MAX_PATH_BYTES)).is_ok());
+        assert!(UserPath::parse(&"a".repeat(MAX_PATH_BYTES + 1)).is_err());
+        // 'é' is two bytes in UTF-8.
+        assert!(UserPath::parse(&"é".repeat(MAX_PATH_BYTES / 2 + 1)).is_err());
+    }
+
+    #[test]
+    fn canonically_equal_spellings_name_the_same_key() {
+        let composed = UserPath::parse("caf\u{e9}.txt").unwrap();
+        let decomposed = UserPath::parse("cafe\u{301}.txt").unwrap();
+        assert_eq!(composed, decomposed);
+    }
+
+    proptest! {
+        #[test]
+        fn an_accepted_path_never_leaves_the_user_prefix(raw in "\\PC{0,40}") {
+            let user = UserId::parse("bob").unwrap();
+            if let Ok(path) = UserPath::parse(&raw) {
+                let key = object_key(&user, &path);
+                prop_assert!(key.starts_with("users/bob/"));
+                let rest = &key["users/bob/".len()..];
+                prop_assert!(rest.split('/').all(|s| !s.is_empty() && s != "." && s != ".."));
+            }
+        }
+    }
+}

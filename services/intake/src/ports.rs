@@ -1,0 +1,98 @@
+//! What the API needs from the outside world, one small trait per concern.
+//! Handlers depend on these, never on an AWS type.
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::domain::{keys::UserId, quota::Account};
+
+/// A stored value with the version it was read at, for conditional writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned<T> {
+    pub value: T,
+    /// `None` when nothing is stored yet.
+    pub version: Option<u64>,
+}
+
+/// The life of an upload grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantState {
+    Initiated,
+    Complete,
+    Rejected,
+}
+
+impl GrantState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Initiated => "INITIATED",
+            Self::Complete => "COMPLETE",
+            Self::Rejected => "REJECTED",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "INITIATED" => Some(Self::Initiated),
+            "COMPLETE" => Some(Self::Complete),
+            "REJECTED" => Some(Self::Rejected),
+            _ => None,
+        }
+    }
+}
+
+/// One upload grant as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRecord {
+    pub grant_id: String,
+    pub user_id: String,
+    pub key: String,
+    pub max_size: u64,
+    pub content_type: String,
+    pub state: GrantState,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
+/// Storage failures the API distinguishes.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A conditional write lost a race; read again and retry.
+    #[error("the record changed concurrently")]
+    Conflict,
+    /// The backend asked us to slow down.
+    #[error("the store is throttling requests")]
+    Throttled(#[source] anyhow::Error),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl StoreError {
+    /// True when repeating the operation may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Conflict | Self::Throttled(_))
+    }
+}
+
+/// Users' accounts (quota, committed bytes, reservations) and their grants.
+#[async_trait]
+pub trait AccountStore: Send + Sync + 'static {
+    /// Reads an account with a strongly consistent read.
+    async fn load(&self, user: &UserId) -> Result<Versioned<Account>, StoreError>;
+
+    /// Writes `account` if it is still at `expected` version, together with
+    /// `grant` when given, atomically. [`StoreError::Conflict`] otherwise.
+    async fn save(
+        &self,
+        user: &UserId,
+        account: &Account,
+        expected: Option<u64>,
+        grant: Option<&GrantRecord>,
+    ) -> Result<(), StoreError>;
+
+    /// Records a grant on its own (a refused one).
+    async fn record_grant(&self, grant: &GrantRecord) -> Result<(), StoreError>;
+
+    /// Checks that the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,167 @@
+//! `POST /v1/uploads`: reserve quota for one upload and hand out a signed S3
+//! POST policy that allows exactly that upload.
+
+use std::time::Duration;
+
+use axum::{Json, extract::State, extract::rejection::JsonRejection, http::StatusCode};
+use backon::{BackoffBuilder, ExponentialBuilder};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use stowage_events::{EventMeta, TraceContext, UploadGrantedV1};
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use uuid::Uuid;
+
+use super::{AppState, bad_json};
+use crate::{
+    auth::Caller,
+    domain::{
+        keys::{UserId, UserPath, object_key},
+        policy::UploadPolicy,
+        quota::{Refusal, ReservationRequest},
+    },
+    error::ApiError,
+    ports::{GrantRecord, GrantState, StoreError},
+};
+
+/// An upload request.
+#[derive(Debug, Deserialize)]
+pub struct CreateUpload {
+    /// Where the file goes, relative to the caller's own folder.
+    pub path: String,
+    /// The file's size in bytes; the grant accepts files up to this size.
+    pub size: i64,
+    /// The file's content type; one of the deployment's allowed types.
+    pub content_type: String,
+}
+
+/// A signed grant for one browser upload: POST `fields` and then the file as
+/// multipart/form-data to `url`.
+#[derive(Debug, Serialize)]
+pub struct UploadGrant {
+    pub grant_id: Uuid,
+    pub key: String,
+    pub url: String,
+    pub fields: Map<String, Value>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    pub max_size: u64,
+}
+
+/// Concurrent grants for one user race on the account's version; a loser
+/// reads again and retries this many times before answering 503.
+const MAX_RESERVE_ATTEMPTS: usize = 200;
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Json<CreateUpload>, JsonRejection>,
+) -> Result<(StatusCode, Json<UploadGrant>), ApiError> {
+    let request = body.map_err(bad_json)?.0;
+    let settings = &state.settings;
+    let path = UserPath::parse(&request.path).map_err(|e| ApiError::BadRequest(e.0))?;
+    let max_upload = settings.max_upload_bytes;
+    let size = match u64::try_from(request.size) {
+        Ok(size) if (1..=max_upload).contains(&size) => size,
+        _ => return Err(ApiError::BadRequest(format!("size must be between 1 and {max_upload} bytes"))),
+    };
+    let content_type = request.content_type.trim().to_ascii_lowercase();
+    if !settings.allowed_content_types.iter().any(|allowed| allowed.eq_ignore_ascii_case(&content_type)) {
+        return Err(ApiError::UnsupportedContentType(request.content_type));
+    }
+
+    let key = object_key(&caller.user, &path);
+    let now = state.now().replace_nanosecond(0).unwrap_or_else(|_| state.now());
+    let expires_at = now + settings.grant_ttl();
+    let grant = GrantRecord {
+        grant_id: Uuid::new_v4().to_string(),
+        user_id: caller.user.to_string(),
+        key: key.clone(),
+        max_size: size,
+        content_type: content_type.clone(),
+        state: GrantState::Initiated,
+        created_at: now,
+        expires_at,
+    };
+    if let Err(refusal) = reserve(&state, &caller.user, &grant).await? {
+        let rejected = GrantRecord { state: GrantState::Rejected, ..grant };
+        if let Err(error) = state.store.record_grant(&rejected).await {
+            tracing::warn!(error = format!("{error:#}"), grant_id = %rejected.grant_id, "could not record a refused grant");
+        }
+        tracing::info!(user = %caller.user, grant_id = %rejected.grant_id, ?refusal, "grant refused");
+        return Err(refusal.into());
+    }
+
+    let policy = UploadPolicy {
+        bucket: settings.bucket.clone(),
+        key: key.clone(),
+        content_type: content_type.clone(),
+        max_size: size,
+        expires_at,
+    };
+    let signed = state.signer.sign(&policy, now).await.map_err(ApiError::Internal)?;
+    let grant_id = Uuid::parse_str(&grant.grant_id).map_err(|e| ApiError::Internal(e.into()))?;
+    publish_granted(&state, &caller.user, grant_id, &policy).await;
+    tracing::info!(user = %caller.user, %grant_id, size, "grant issued");
+
+    Ok((
+        StatusCode::CREATED,
+        Json(UploadGrant {
+            grant_id,
+            key,
+            url: signed.url,
+            fields: signed.fields.into_iter().map(|(k, v)| (k, Value::String(v))).collect(),
+            expires_at,
+            max_size: size,
+        }),
+    ))
+}
+
+/// Reserves the grant's size against the caller's quota and records the
+/// grant, in one conditional write. `Ok(Err(_))` is a refusal.
+async fn reserve(state: &AppState, user: &UserId, grant: &GrantRecord) -> Result<Result<(), Refusal>, ApiError> {
+    let settings = &state.settings;
+    let lapses_at = (grant.expires_at + settings.settle_window()).unix_timestamp();
+    let mut pauses = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(2))
+        .with_max_delay(Duration::from_millis(100))
+        .with_jitter()
+        .without_max_times()
+        .build();
+    for _ in 0..MAX_RESERVE_ATTEMPTS {
+        let stored = state.store.load(user).await.map_err(|e| ApiError::Unavailable(e.into()))?;
+        let mut account = stored.value;
+        let request = ReservationRequest { grant_id: &grant.grant_id, key: &grant.key, size: grant.max_size, lapses_at };
+        let now = state.now().unix_timestamp();
+        if let Err(refusal) =
+            account.reserve(&request, now, settings.default_quota_bytes, settings.max_outstanding_grants)
+        {
+            return Ok(Err(refusal));
+        }
+        match state.store.save(user, &account, stored.version, Some(grant)).await {
+            Ok(()) => return Ok(Ok(())),
+            Err(error) if error.is_retryable() => {
+                if let Some(pause) = pauses.next() {
+                    tokio::time::sleep(pause).await;
+                }
+            }
+            Err(error) => return Err(ApiError::Unavailable(error.into())),
+        }
+    }
+    Err(ApiError::Unavailable(StoreError::Conflict.into()))
+}
+
+async fn publish_granted(state: &AppState, user: &UserId, grant_id: Uuid, policy: &UploadPolicy) {
+    let event = UploadGrantedV1 {
+        meta: EventMeta::new(user.as_str(), TraceContext::default()),
+        grant_id,
+        key: policy.key.clone(),
+        max_size: policy.max_size,
+        content_type: policy.content_type.clone(),
+        expires_at: policy.expires_at,
+    };
+    // The grant is valid without the event; the ledger only uses it to
+    // report uploads that arrive without one.
+    if let Err(error) = state.bus.publish(&event).await {
+        tracing::warn!(error = format!("{error:#}"), %grant_id, expires_at = %policy.expires_at.format(&Rfc3339).unwrap_or_default(), "UploadGranted not published");
+    }
+}

@@ -1,0 +1,108 @@
+//! Intake's configuration, read from `STOWAGE_*` environment variables (or the
+//! matching command-line flags). Defaults run against the local stack.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::Parser;
+use secrecy::SecretString;
+
+/// Everything intake needs to run.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "stowage-intake", about = "Stowage's HTTP API")]
+pub struct Settings {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "STOWAGE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// The bucket holding every user's files.
+    #[arg(long, env = "STOWAGE_BUCKET")]
+    pub bucket: String,
+
+    /// Base URL browsers POST uploads to. Default: the bucket's
+    /// virtual-hosted S3 URL in the SDK's region.
+    #[arg(long, env = "STOWAGE_S3_PUBLIC_URL")]
+    pub s3_public_url: Option<String>,
+
+    /// Address buckets by path (`endpoint/bucket`) rather than by host name.
+    #[arg(long, env = "STOWAGE_S3_PATH_STYLE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub s3_path_style: bool,
+
+    /// Intake's own DynamoDB table (accounts and grants).
+    #[arg(long, env = "STOWAGE_INTAKE_TABLE")]
+    pub table: String,
+
+    /// The event bus Stowage events are published to.
+    #[arg(long, env = "STOWAGE_EVENT_BUS", default_value = "stowage")]
+    pub event_bus: String,
+
+    /// Intake's queue, fed with `UsageChanged.v1` by its rule.
+    #[arg(long, env = "STOWAGE_INTAKE_QUEUE_URL")]
+    pub queue_url: String,
+
+    /// Shared secret for HS256 bearer tokens (local use).
+    #[arg(long, env = "STOWAGE_JWT_SECRET", value_parser = parse_secret)]
+    pub jwt_secret: Option<SecretString>,
+
+    /// Required `iss` of every token.
+    #[arg(long, env = "STOWAGE_JWT_ISSUER", default_value = "stowage-local")]
+    pub jwt_issuer: String,
+
+    /// Required `aud` of every token.
+    #[arg(long, env = "STOWAGE_JWT_AUDIENCE", default_value = "stowage")]
+    pub jwt_audience: String,
+
+    /// Quota of a user without one of their own.
+    #[arg(long, env = "STOWAGE_DEFAULT_QUOTA_BYTES", default_value_t = 1 << 30)]
+    pub default_quota_bytes: u64,
+
+    /// Largest single upload (S3 accepts at most 5 GiB in one POST).
+    #[arg(long, env = "STOWAGE_MAX_UPLOAD_BYTES", default_value_t = 5 << 30)]
+    pub max_upload_bytes: u64,
+
+    /// Lifetime of an upload grant, in seconds.
+    #[arg(long, env = "STOWAGE_GRANT_TTL_SECONDS", default_value_t = 900)]
+    pub grant_ttl_seconds: u64,
+
+    /// How long a reservation outlives its grant, in seconds, so that an
+    /// upload made just before expiry is counted before its bytes are freed.
+    #[arg(long, env = "STOWAGE_SETTLE_WINDOW_SECONDS", default_value_t = 3600)]
+    pub settle_window_seconds: u64,
+
+    /// Most grants a user may have outstanding at once.
+    #[arg(long, env = "STOWAGE_MAX_OUTSTANDING_GRANTS", default_value_t = 100)]
+    pub max_outstanding_grants: usize,
+
+    /// Content types an upload may declare.
+    #[arg(
+        long,
+        env = "STOWAGE_ALLOWED_CONTENT_TYPES",
+        value_delimiter = ',',
+        default_value = "image/jpeg,image/png,image/gif,image/webp,image/heic,application/pdf,text/plain,text/csv,application/json,application/zip,application/octet-stream,audio/mpeg,video/mp4,video/quicktime"
+    )]
+    pub allowed_content_types: Vec<String>,
+
+    /// Workers reading intake's queue.
+    #[arg(long, env = "STOWAGE_CONSUMER_WORKERS", default_value_t = 2)]
+    pub consumer_workers: usize,
+
+    /// Long-poll wait of the queue consumer, in seconds.
+    #[arg(long, env = "STOWAGE_CONSUMER_WAIT_SECONDS", default_value_t = 20)]
+    pub consumer_wait_seconds: u64,
+}
+
+fn parse_secret(value: &str) -> Result<SecretString, String> {
+    if value.len() < 16 {
+        return Err("must be at least 16 characters".into());
+    }
+    Ok(SecretString::from(value.to_string()))
+}
+
+impl Settings {
+    pub fn grant_ttl(&self) -> Duration {
+        Duration::from_secs(self.grant_ttl_seconds)
+    }
+
+    pub fn settle_window(&self) -> Duration {
+        Duration::from_secs(self.settle_window_seconds)
+    }
+}

@@ -1,0 +1,7 @@
+//! The ledger's adapters: one file per technology. AWS SDK types stay here.
+//!
+//! - [`dynamodb`]: [`crate::ports::LedgerStore`] on the ledger's table.
+//! - [`s3`]: [`crate::ports::ObjectProbe`] with `HeadObject`.
+
+pub mod dynamodb;
+pub mod s3;

@@ -1,0 +1,209 @@
+//! How one S3 event changes the ledger: the object's row and its owner's
+//! totals change together, or not at all.
+//!
+//! Each object row remembers the sequencer it last applied and the distinct
+//! events applied at that sequencer. An event with a smaller sequencer is
+//! stale; one already applied at the same sequencer is a duplicate. On AWS an
+//! equal sequencer always means the same event again; the emulators reuse a
+//! sequencer for different events of one key (a put and a delete within a
+//! second), so a different event at the same sequencer is applied in arrival
+//! order. A deleted object keeps its row as a tombstone, so a late
+//! `Object Created` cannot bring it back.
+
+use std::collections::BTreeMap;
+
+use super::sequencer::Sequencer;
+
+/// The storage class of objects whose events do not say otherwise.
+pub const DEFAULT_STORAGE_CLASS: &str = "STANDARD";
+
+/// What an S3 event did to one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Created { size: u64, etag: Option<String>, storage_class: String },
+    Deleted,
+}
+
+/// One S3 event, reduced to what the ledger needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectEvent {
+    pub change: Change,
+    pub sequencer: Sequencer,
+}
+
+impl ObjectEvent {
+    /// Identifies the event among others at the same sequencer.
+    pub fn fingerprint(&self) -> String {
+        match &self.change {
+            Change::Created { size, etag, storage_class } => {
+                format!("created:{}:{size}:{storage_class}", etag.as_deref().unwrap_or(""))
+            }
+            Change::Deleted => "deleted".to_string(),
+        }
+    }
+}
+
+/// The ledger's row of one object (or tombstone of a deleted one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectRow {
+    /// False for a tombstone.
+    pub live: bool,
+    pub size: u64,
+    pub storage_class: String,
+    pub etag: Option<String>,
+    /// The sequencer of the last applied event.
+    pub sequencer: Sequencer,
+    /// Fingerprints of the events applied at `sequencer`.
+    pub applied: Vec<String>,
+}
+
+/// One user's totals.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub used_bytes: u64,
+    pub object_count: u64,
+    pub by_storage_class: BTreeMap<String, u64>,
+    /// Grows by one with every applied event.
+    pub revision: u64,
+}
+
+impl Usage {
+    fn add(&mut self, size: u64, class: &str) {
+        self.used_bytes += size;
+        self.object_count += 1;
+        *self.by_storage_class.entry(class.to_string()).or_default() += size;
+    }
+
+    fn remove(&mut self, size: u64, class: &str) {
+        self.used_bytes = self.used_bytes.saturating_sub(size);
+        self.object_count = self.object_count.saturating_sub(1);
+        if let Some(bytes) = self.by_storage_class.get_mut(class) {
+            *bytes = bytes.saturating_sub(size);
+            if *bytes == 0 {
+                self.by_storage_class.remove(class);
+            }
+        }
+    }
+}
+
+/// What to do with an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Already applied.
+    Duplicate,
+    /// A later event of the key was applied already.
+    Stale,
+    /// Write these together.
+    Apply { object: ObjectRow, usage: Usage },
+}
+
+/// Decides how `event` changes a key's row `current` and its owner's `usage`.
+pub fn decide(current: Option<&ObjectRow>, usage: &Usage, event: &ObjectEvent) -> Decision {
+    let fingerprint = event.fingerprint();
+    let mut applied = vec![fingerprint.clone()];
+    if let Some(row) = current {
+        match event.sequencer.cmp(&row.sequencer) {
+            std::cmp::Ordering::Less => return Decision::Stale,
+            std::cmp::Ordering::Equal if row.applied.contains(&fingerprint) => return Decision::Duplicate,
+            std::cmp::Ordering::Equal => applied = [row.applied.clone(), applied].concat(),
+            std::cmp::Ordering::Greater => {}
+        }
+    }
+    let mut usage = usage.clone();
+    if let Some(row) = current.filter(|r| r.live) {
+        usage.remove(row.size, &row.storage_class);
+    }
+    let object = match &event.change {
+        Change::Created { size, etag, storage_class } => {
+            usage.add(*size, storage_class);
+            ObjectRow {
+                live: true,
+                size: *size,
+                storage_class: storage_class.clone(),
+                etag: etag.clone(),
+                sequencer: event.sequencer.clone(),
+                applied,
+            }
+        }
+        Change::Deleted => ObjectRow {
+            live: false,
+            size: 0,
+            storage_class: current.map_or(DEFAULT_STORAGE_CLASS.to_string(), |r| r.storage_class.clone()),
+            etag: None,
+            sequencer: event.sequencer.clone(),
+            applied,
+        },
+    };
+    usage.revision += 1;
+    Decision::Apply { object, usage }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn created(seq: &str, size: u64, etag: &str) -> ObjectEvent {
+        ObjectEvent {
+            change: Change::Created { size, etag: Some(etag.into()), storage_class: DEFAULT_STORAGE_CLASS.into() },
+            sequencer: Sequencer::parse(seq).unwrap(),
+        }
+    }
+
+    fn deleted(seq: &str) -> ObjectEvent {
+        ObjectEvent { change: Change::Deleted, sequencer: Sequencer::parse(seq).unwrap() }
+    }
+
+    /// Applies events in order to one key, as the store would.
+    fn run(events: &[ObjectEvent]) -> (Option<ObjectRow>, Usage, Vec<&'static str>) {
+        let (mut row, mut usage, mut outcomes) = (None, Usage::default(), Vec::new());
+        for event in events {
+            match decide(row.as_ref(), &usage, event) {
+                Decision::Duplicate => outcomes.push("duplicate"),
+                Decision::Stale => outcomes.push("stale"),
+                Decision::Apply { object, usage: u } => {
+                    row = Some(object);
+                    usage = u;
+                    outcomes.push("applied");
+                }
+            }
+        }
+        (row, usage, outcomes)
+    }
+
+    #[test]
+    fn a_new_object_is_counted_once() {
+        let (_, usage, outcomes) = run(&[created("01", 10, "a"), created("01", 10, "a")]);
+        assert_eq!((usage.used_bytes, usage.object_count, usage.revision), (10, 1, 1));
+        assert_eq!(outcomes, ["applied", "duplicate"]);
+    }
+
+    #[test]
+    fn an_overwrite_changes_usage_by_the_difference() {
+        let (_, usage, _) = run(&[created("01", 10, "a"), created("02", 4, "b")]);
+        assert_eq!((usage.used_bytes, usage.object_count), (4, 1));
+        assert_eq!(usage.by_storage_class.get("STANDARD"), Some(&4));
+    }
+
+    #[test]
+    fn a_late_create_cannot_resurrect_a_deleted_object() {
+        let (row, usage, outcomes) = run(&[created("01", 10, "a"), deleted("03"), created("02", 7, "c")]);
+        assert_eq!((usage.used_bytes, usage.object_count), (0, 0));
+        assert!(!row.unwrap().live);
+        assert_eq!(outcomes, ["applied", "applied", "stale"]);
+    }
+
+    #[test]
+    fn different_events_at_one_sequencer_apply_in_arrival_order() {
+        // The emulators give a put and the delete right after it one sequencer.
+        let (_, usage, outcomes) = run(&[created("05", 10, "a"), deleted("05"), created("05", 10, "a")]);
+        assert_eq!((usage.used_bytes, usage.object_count), (0, 0));
+        assert_eq!(outcomes, ["applied", "applied", "duplicate"]);
+    }
+
+    #[test]
+    fn deleting_an_unknown_object_leaves_a_tombstone_and_no_debt() {
+        let (row, usage, _) = run(&[deleted("09"), created("08", 5, "x")]);
+        assert_eq!(usage.used_bytes, 0);
+        assert!(!row.unwrap().live);
+    }
+}

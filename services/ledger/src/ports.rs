@@ -1,0 +1,80 @@
+//! What the ledger needs from the outside world, one small trait per concern.
+
+use async_trait::async_trait;
+
+use crate::domain::usage::{ObjectRow, Usage};
+
+/// A key's row and its owner's totals as read, with what a conditional write
+/// needs to know that neither changed since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub object: Option<ObjectRow>,
+    /// Version of the object row; `None` when there is none.
+    pub object_version: Option<u64>,
+    pub usage: Usage,
+    /// False when the user has no usage row yet.
+    pub usage_exists: bool,
+}
+
+/// Storage failures the ledger distinguishes.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A conditional write lost a race; read again and retry.
+    #[error("the rows changed concurrently")]
+    Conflict,
+    #[error("the store is throttling requests")]
+    Throttled(#[source] anyhow::Error),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl StoreError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Conflict | Self::Throttled(_))
+    }
+}
+
+/// The ledger's rows: objects, tombstones, usage totals.
+#[async_trait]
+pub trait LedgerStore: Send + Sync + 'static {
+    /// Reads `key`'s row and `user`'s totals, strongly consistent.
+    async fn snapshot(&self, user: &str, key: &str) -> Result<Snapshot, StoreError>;
+
+    /// Writes the object row and the totals in one transaction, only if
+    /// neither changed since `before` was read.
+    async fn commit(
+        &self,
+        user: &str,
+        key: &str,
+        before: &Snapshot,
+        object: &ObjectRow,
+        usage: &Usage,
+    ) -> Result<(), StoreError>;
+
+    /// Remembers the newest upload grant for a key.
+    async fn record_grant(&self, grant: &GrantNote) -> Result<(), StoreError>;
+}
+
+/// What the ledger keeps of an `UploadGranted` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantNote {
+    pub user_id: String,
+    pub key: String,
+    pub grant_id: String,
+    pub max_size: u64,
+    /// Unix time the grant expires.
+    pub expires_at: i64,
+}
+
+/// What S3 holds at a key now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectHead {
+    pub size: u64,
+    pub etag: Option<String>,
+}
+
+/// Asks S3 about a key, to resolve keys an event spells ambiguously.
+#[async_trait]
+pub trait ObjectProbe: Send + Sync + 'static {
+    async fn head(&self, key: &str) -> anyhow::Result<Option<ObjectHead>>;
+}

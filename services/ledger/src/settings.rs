@@ -1,0 +1,50 @@
+//! The ledger's configuration, read from `STOWAGE_*` environment variables (or
+//! the matching command-line flags).
+
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Everything the ledger needs to run.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "stowage-ledger", about = "Stowage's usage ledger")]
+pub struct Settings {
+    /// The bucket whose events the ledger counts.
+    #[arg(long, env = "STOWAGE_BUCKET")]
+    pub bucket: String,
+
+    /// Address buckets by path (`endpoint/bucket`) rather than by host name.
+    #[arg(long, env = "STOWAGE_S3_PATH_STYLE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub s3_path_style: bool,
+
+    /// The ledger's DynamoDB table.
+    #[arg(long, env = "STOWAGE_LEDGER_TABLE")]
+    pub table: String,
+
+    /// The ledger's queue.
+    #[arg(long, env = "STOWAGE_LEDGER_QUEUE_URL")]
+    pub queue_url: String,
+
+    /// The bus `UsageChanged.v1` is published to.
+    #[arg(long, env = "STOWAGE_EVENT_BUS", default_value = "stowage")]
+    pub event_bus: String,
+
+    /// Days a deleted object's tombstone is kept; longer than the queues'
+    /// retention (14 days) and the archive's replay window.
+    #[arg(long, env = "STOWAGE_TOMBSTONE_TTL_DAYS", default_value_t = 45)]
+    pub tombstone_ttl_days: u64,
+
+    /// Concurrent workers reading the queue.
+    #[arg(long, env = "STOWAGE_CONSUMER_WORKERS", default_value_t = 4)]
+    pub workers: usize,
+
+    /// Long-poll wait, in seconds.
+    #[arg(long, env = "STOWAGE_CONSUMER_WAIT_SECONDS", default_value_t = 20)]
+    pub wait_seconds: u64,
+}
+
+impl Settings {
+    pub fn tombstone_ttl(&self) -> Duration {
+        Duration::from_secs(self.tombstone_ttl_days * 24 * 3600)
+    }
+}

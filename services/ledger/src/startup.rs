@@ -1,0 +1,55 @@
+//! Wiring: builds the ledger from its settings and runs its queue consumer.
+
+use std::{sync::Arc, time::Duration};
+
+use stowage_shared::{
+    aws,
+    consumer::{ConsumerOptions, QueueConsumer},
+    publisher::EventBus,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    adapters::{dynamodb::DynamoLedgerStore, s3::S3Probe},
+    ledger::Ledger,
+    settings::Settings,
+};
+
+/// A built ledger, ready to consume.
+#[derive(Debug)]
+pub struct App {
+    consumer: Arc<QueueConsumer<Ledger>>,
+}
+
+impl App {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let sdk = aws::load().await;
+        let ledger = Ledger::new(
+            Arc::new(DynamoLedgerStore::new(aws::dynamodb(&sdk), &settings.table, settings.tombstone_ttl())),
+            Arc::new(S3Probe::new(aws::s3(&sdk, settings.s3_path_style), &settings.bucket)),
+            EventBus::new(aws::eventbridge(&sdk), &settings.event_bus),
+            &settings.bucket,
+        );
+        let consumer = QueueConsumer::new(
+            aws::sqs(&sdk),
+            &settings.queue_url,
+            Arc::new(ledger),
+            ConsumerOptions {
+                workers: settings.workers,
+                wait: Duration::from_secs(settings.wait_seconds),
+                ..ConsumerOptions::default()
+            },
+        );
+        Ok(Self { consumer: Arc::new(consumer) })
+    }
+
+    /// The consumer, for tests that drain the queue batch by batch.
+    pub fn consumer(&self) -> &QueueConsumer<Ledger> {
+        &self.consumer
+    }
+
+    /// Consumes until `shutdown`, then finishes the batches in hand.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) {
+        self.consumer.run(shutdown).await;
+    }
+}

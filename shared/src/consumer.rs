@@ -1,0 +1,273 @@
+//! The SQS consumer loop shared by every service that reads a queue.
+//!
+//! A message is deleted only after its handler reports the effect durable.
+//! Anything else stays on the queue: it becomes visible again, and after the
+//! queue's `maxReceiveCount` receives SQS moves it to the dead-letter queue, so
+//! a message that keeps failing never blocks the ones behind it.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
+use backon::{BackoffBuilder, ExponentialBuilder};
+use tokio_util::sync::CancellationToken;
+
+/// One message as a handler sees it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub message_id: String,
+    pub body: String,
+    /// How many times SQS has handed this message out, this time included.
+    pub receive_count: u32,
+}
+
+/// What a handler made of one message.
+#[derive(Debug)]
+pub enum Disposition {
+    /// The effect is durable (or there is none to have); delete the message.
+    /// The label names the outcome for logs and counts, e.g. `applied`.
+    Done(&'static str),
+    /// A passing failure (throttling, a conflict, a backend outage): leave the
+    /// message for redelivery after its visibility timeout.
+    Retry(anyhow::Error),
+    /// The message can never be handled (unparseable, unknown version): make
+    /// it visible again at once so it reaches the dead-letter queue quickly.
+    Poison(String),
+}
+
+/// Handles one message at a time.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, delivery: &Delivery) -> impl Future<Output = Disposition> + Send;
+}
+
+/// How a consumer polls its queue.
+#[derive(Debug, Clone)]
+pub struct ConsumerOptions {
+    /// Concurrent long-polling workers.
+    pub workers: usize,
+    /// Long-poll wait, at most 20 s.
+    pub wait: Duration,
+    /// How long a received message stays hidden from other workers.
+    pub visibility_timeout: Duration,
+    /// Messages per receive, 1 to 10.
+    pub batch_size: i32,
+    /// Cap of the exponential backoff after errors.
+    pub max_backoff: Duration,
+}
+
+impl Default for ConsumerOptions {
+    fn default() -> Self {
+        Self {
+            workers: 2,
+            wait: Duration::from_secs(20),
+            visibility_timeout: Duration::from_secs(60),
+            batch_size: 10,
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What one `process_batch` call did, by outcome.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BatchOutcome {
+    pub received: usize,
+    pub deleted: usize,
+    pub retried: usize,
+    pub poisoned: usize,
+    /// Labels of the messages handled to completion, in order.
+    pub done: Vec<&'static str>,
+}
+
+impl BatchOutcome {
+    /// True when every received message was handled to completion.
+    pub fn all_done(&self) -> bool {
+        self.retried == 0 && self.poisoned == 0 && self.deleted == self.received
+    }
+}
+
+/// Reads one queue and hands each message to a [`Handler`].
+#[derive(Debug)]
+pub struct QueueConsumer<H> {
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    handler: Arc<H>,
+    options: ConsumerOptions,
+}
+
+impl<H: Handler> QueueConsumer<H> {
+    pub fn new(sqs: aws_sdk_sqs::Client, queue_url: impl Into<String>, handler: Arc<H>, options: ConsumerOptions) -> Self {
+        Self { sqs, queue_url: queue_url.into(), handler, options }
+    }
+
+    /// The queue this consumer reads.
+    pub fn queue_url(&self) -> &str {
+        &self.queue_url
+    }
+
+    /// Receives one batch (long polling), handles its messages in order, and
+    /// deletes the ones handled to completion. Tests call this to drain a
+    /// queue step by step.
+    pub async fn process_batch(&self) -> anyhow::Result<BatchOutcome> {
+        let messages = self.receive().await?;
+        self.handle_all(&messages).await
+    }
+
+    async fn receive(&self) -> anyhow::Result<Vec<Message>> {
+        let received = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(self.options.batch_size)
+            .wait_time_seconds(self.options.wait.as_secs().min(20) as i32)
+            .visibility_timeout(self.options.visibility_timeout.as_secs() as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("ReceiveMessage on {}: {}", self.queue_url, aws_sdk_sqs::error::DisplayErrorContext(e)))?;
+        Ok(received.messages.unwrap_or_default())
+    }
+
+    /// Handles received messages in order and deletes the completed ones.
+    async fn handle_all(&self, messages: &[Message]) -> anyhow::Result<BatchOutcome> {
+        let mut outcome = BatchOutcome { received: messages.len(), ..Default::default() };
+        let mut to_delete = Vec::new();
+        for (index, message) in messages.iter().enumerate() {
+            let (Some(handle), Some(message_id)) = (message.receipt_handle(), message.message_id()) else {
+                continue;
+            };
+            let delivery = Delivery {
+                message_id: message_id.to_string(),
+                body: message.body().unwrap_or_default().to_string(),
+                receive_count: message
+                    .attributes()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(1),
+            };
+            match self.handler.handle(&delivery).await {
+                Disposition::Done(label) => {
+                    outcome.done.push(label);
+                    to_delete.push(
+                        DeleteMessageBatchRequestEntry::builder()
+                            .id(index.to_string())
+                            .receipt_handle(handle)
+                            .build()?,
+                    );
+                }
+                Disposition::Retry(error) => {
+                    outcome.retried += 1;
+                    tracing::warn!(
+                        queue = %self.queue_url,
+                        message_id = %delivery.message_id,
+                        receive_count = delivery.receive_count,
+                        error = format!("{error:#}"),
+                        "message left for redelivery"
+                    );
+                }
+                Disposition::Poison(reason) => {
+                    outcome.poisoned += 1;
+                    tracing::error!(
+                        queue = %self.queue_url,
+                        message_id = %delivery.message_id,
+                        receive_count = delivery.receive_count,
+                        %reason,
+                        "poison message; it moves to the dead-letter queue after the queue's maxReceiveCount"
+                    );
+                    self.release(handle).await;
+                }
+            }
+        }
+        outcome.deleted = self.delete(to_delete).await?;
+        Ok(outcome)
+    }
+
+    /// Makes a message visible again at once.
+    async fn release(&self, receipt_handle: &str) {
+        if let Err(error) = self
+            .sqs
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(0)
+            .send()
+            .await
+        {
+            tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(error), "could not release a message; it reappears after its visibility timeout");
+        }
+    }
+
+    async fn delete(&self, entries: Vec<DeleteMessageBatchRequestEntry>) -> anyhow::Result<usize> {
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let requested = entries.len();
+        let output = self
+            .sqs
+            .delete_message_batch()
+            .queue_url(&self.queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("DeleteMessageBatch on {}: {}", self.queue_url, aws_sdk_sqs::error::DisplayErrorContext(e)))?;
+        for failed in output.failed() {
+            // The effect is durable; the message will be redelivered and the
+            // handler recognises it as a duplicate.
+            tracing::warn!(queue = %self.queue_url, entry = failed.id(), code = failed.code(), "delete failed; the message will come back as a duplicate");
+        }
+        Ok(requested - output.failed().len())
+    }
+
+    /// Runs `options.workers` workers until `shutdown` is cancelled, then
+    /// waits for each to finish the batch it is handling.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut workers = tokio::task::JoinSet::new();
+        for worker in 0..self.options.workers.max(1) {
+            let consumer = Arc::clone(&self);
+            let shutdown = shutdown.clone();
+            workers.spawn(async move { consumer.work(worker, shutdown).await });
+        }
+        while workers.join_next().await.is_some() {}
+        tracing::info!(queue = %self.queue_url, "consumer stopped");
+    }
+
+    async fn work(&self, worker: usize, shutdown: CancellationToken) {
+        let mut backoff = self.backoff();
+        loop {
+            // Only the long poll is cut short by shutdown; messages already
+            // received are handled and deleted before the worker returns.
+            let received = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                received = self.receive() => received,
+            };
+            let batch = match received {
+                Ok(messages) => self.handle_all(&messages).await,
+                Err(error) => Err(error),
+            };
+            let pause = match batch {
+                Ok(outcome) if outcome.retried == 0 => {
+                    backoff = self.backoff();
+                    None
+                }
+                Ok(_) => backoff.next(),
+                Err(error) => {
+                    tracing::warn!(worker, error = format!("{error:#}"), "receive failed; backing off");
+                    backoff.next()
+                }
+            };
+            if let Some(pause) = pause {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(pause) => {},
+                }
+            }
+        }
+    }
+
+    fn backoff(&self) -> impl Iterator<Item = Duration> {
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(self.options.max_backoff)
+            .with_jitter()
+            .without_max_times()
+            .build()
+    }
+}

@@ -1,0 +1,126 @@
+//! Small helpers for reading and writing DynamoDB items, so adapters convert
+//! at the edge without repeating the attribute plumbing.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::{
+    error::{DisplayErrorContext, ProvideErrorMetadata, SdkError},
+    types::AttributeValue,
+};
+
+/// A DynamoDB item.
+pub type Item = HashMap<String, AttributeValue>;
+
+/// A string attribute.
+pub fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+/// A number attribute.
+pub fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+/// Why an item could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("attribute {name}: {problem}")]
+pub struct AttributeError {
+    pub name: String,
+    pub problem: &'static str,
+}
+
+fn error(name: &str, problem: &'static str) -> AttributeError {
+    AttributeError { name: name.to_string(), problem }
+}
+
+/// An optional number attribute.
+pub fn get_num<T: std::str::FromStr>(item: &Item, name: &str) -> Result<Option<T>, AttributeError> {
+    match item.get(name) {
+        None | Some(AttributeValue::Null(_)) => Ok(None),
+        Some(AttributeValue::N(v)) => v.parse().map(Some).map_err(|_| error(name, "number out of range")),
+        Some(_) => Err(error(name, "not a number")),
+    }
+}
+
+/// A required number attribute.
+pub fn req_num<T: std::str::FromStr>(item: &Item, name: &str) -> Result<T, AttributeError> {
+    get_num(item, name)?.ok_or_else(|| error(name, "missing"))
+}
+
+/// An optional string attribute.
+pub fn get_str<'a>(item: &'a Item, name: &str) -> Result<Option<&'a str>, AttributeError> {
+    match item.get(name) {
+        None | Some(AttributeValue::Null(_)) => Ok(None),
+        Some(AttributeValue::S(v)) => Ok(Some(v)),
+        Some(_) => Err(error(name, "not a string")),
+    }
+}
+
+/// A required string attribute.
+pub fn req_str<'a>(item: &'a Item, name: &str) -> Result<&'a str, AttributeError> {
+    get_str(item, name)?.ok_or_else(|| error(name, "missing"))
+}
+
+/// A list of strings (missing means empty).
+pub fn get_str_list(item: &Item, name: &str) -> Result<Vec<String>, AttributeError> {
+    match item.get(name) {
+        None => Ok(Vec::new()),
+        Some(AttributeValue::L(list)) => list
+            .iter()
+            .map(|v| v.as_s().cloned().map_err(|_| error(name, "not a list of strings")))
+            .collect(),
+        Some(_) => Err(error(name, "not a list")),
+    }
+}
+
+/// A list of strings as an attribute.
+pub fn str_list<S: AsRef<str>>(values: &[S]) -> AttributeValue {
+    AttributeValue::L(values.iter().map(|v| s(v.as_ref())).collect())
+}
+
+/// How a failed DynamoDB call should be treated.
+#[derive(Debug)]
+pub enum Failure {
+    /// A condition or transaction conflict: read again and retry.
+    Conflict,
+    /// Throttling: retry later.
+    Throttled(anyhow::Error),
+    Other(anyhow::Error),
+}
+
+/// Classifies a failed call; `operation` names it in the message.
+pub fn classify<E, R>(operation: &'static str, err: SdkError<E, R>) -> Failure
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let code = err.as_service_error().and_then(|e| e.code()).map(str::to_string);
+    match code.as_deref() {
+        Some("ConditionalCheckFailedException" | "TransactionConflictException") => Failure::Conflict,
+        Some(
+            "ProvisionedThroughputExceededException"
+            | "ThrottlingException"
+            | "RequestLimitExceeded"
+            | "TransactionInProgressException",
+        ) => Failure::Throttled(anyhow::anyhow!("{operation}: {}", DisplayErrorContext(err))),
+        _ => Failure::Other(anyhow::anyhow!("{operation}: {}", DisplayErrorContext(err))),
+    }
+}
+
+/// Classifies a failed `TransactWriteItems`: a transaction cancelled because a
+/// condition failed or another transaction interfered is a conflict.
+pub fn classify_transaction(
+    err: SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> Failure {
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+    if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = err.as_service_error() {
+        let conflict = cancelled
+            .cancellation_reasons()
+            .iter()
+            .any(|r| matches!(r.code(), Some("ConditionalCheckFailed" | "TransactionConflict")));
+        if conflict {
+            return Failure::Conflict;
+        }
+    }
+    classify("TransactWriteItems", err)
+}

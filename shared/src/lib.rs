@@ -1,0 +1,19 @@
+//! Runtime plumbing shared by the Stowage services. No domain logic lives
+//! here: only how a service reaches AWS, logs, publishes events, consumes its
+//! queue and stops.
+//!
+//! # Layout
+//! - [`aws`]: the SDK configuration and clients, honouring `AWS_ENDPOINT_URL`.
+//! - [`telemetry`]: `tracing` subscriber set-up.
+//! - [`publisher`]: puts Stowage events on the event bus.
+//! - [`dynamo`]: DynamoDB item and error helpers.
+//! - [`consumer`]: the SQS consumer loop (long polling, batch deletes,
+//!   backoff, workers, graceful shutdown).
+//! - [`shutdown`]: a cancellation token tripped by SIGINT or SIGTERM.
+
+pub mod aws;
+pub mod consumer;
+pub mod dynamo;
+pub mod publisher;
+pub mod shutdown;
+pub mod telemetry;
