@@ -49,7 +49,8 @@ impl std::error::Error for DecodeError {}
 impl RawEnvelope {
     /// Parses an SQS message body.
     pub fn parse(body: &str) -> Result<Self, DecodeError> {
-        serde_json::from_str(body).map_err(|e| DecodeError(format!("not an EventBridge event: {e}")))
+        serde_json::from_str(body)
+            .map_err(|e| DecodeError(format!("not an EventBridge event: {e}")))
     }
 
     /// Decodes the detail into `D`, keeping the envelope.

@@ -39,10 +39,20 @@ fn committed_schemas_match_the_types() {
 
 #[test]
 fn every_committed_schema_is_generated() {
-    let generated: Vec<_> = schema::all().into_iter().map(|(f, _)| f.to_string()).collect();
+    let generated: Vec<_> = schema::all()
+        .into_iter()
+        .map(|(f, _)| f.to_string())
+        .collect();
     for entry in std::fs::read_dir(dir("schemas")).expect("schemas dir") {
-        let name = entry.expect("entry").file_name().into_string().expect("utf-8");
-        assert!(generated.contains(&name), "{name} is committed but no type generates it");
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .into_string()
+            .expect("utf-8");
+        assert!(
+            generated.contains(&name),
+            "{name} is committed but no type generates it"
+        );
     }
 }
 
@@ -70,7 +80,8 @@ fn every_sample_still_parses() {
     for entry in std::fs::read_dir(dir("samples")).expect("samples dir") {
         let path = entry.expect("entry").path();
         let body = std::fs::read_to_string(&path).expect("read sample");
-        let envelope = RawEnvelope::parse(&body).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let envelope =
+            RawEnvelope::parse(&body).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         decode(envelope).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         seen += 1;
     }
@@ -79,7 +90,8 @@ fn every_sample_still_parses() {
 
 #[test]
 fn unknown_fields_are_ignored_within_a_major_version() {
-    let body = std::fs::read_to_string(dir("samples").join("UsageChanged.v1.json")).expect("sample");
+    let body =
+        std::fs::read_to_string(dir("samples").join("UsageChanged.v1.json")).expect("sample");
     let mut value: serde_json::Value = serde_json::from_str(&body).expect("json");
     value["detail"]["added_in_a_later_minor"] = serde_json::json!({"anything": 1});
     let envelope: RawEnvelope = serde_json::from_value(value).expect("envelope");
@@ -89,10 +101,16 @@ fn unknown_fields_are_ignored_within_a_major_version() {
 
 #[test]
 fn a_detail_missing_required_fields_is_refused() {
-    let body = std::fs::read_to_string(dir("samples").join("UploadGranted.v1.json")).expect("sample");
+    let body =
+        std::fs::read_to_string(dir("samples").join("UploadGranted.v1.json")).expect("sample");
     let mut value: serde_json::Value = serde_json::from_str(&body).expect("json");
-    value["detail"].as_object_mut().expect("object").remove("max_size");
+    value["detail"]
+        .as_object_mut()
+        .expect("object")
+        .remove("max_size");
     let envelope: RawEnvelope = serde_json::from_value(value).expect("envelope");
-    let err = envelope.decode::<UploadGrantedV1>().expect_err("must not decode");
+    let err = envelope
+        .decode::<UploadGrantedV1>()
+        .expect_err("must not decode");
     assert!(err.to_string().contains("max_size"), "{err}");
 }

@@ -94,8 +94,18 @@ pub struct QueueConsumer<H> {
 }
 
 impl<H: Handler> QueueConsumer<H> {
-    pub fn new(sqs: aws_sdk_sqs::Client, queue_url: impl Into<String>, handler: Arc<H>, options: ConsumerOptions) -> Self {
-        Self { sqs, queue_url: queue_url.into(), handler, options }
+    pub fn new(
+        sqs: aws_sdk_sqs::Client,
+        queue_url: impl Into<String>,
+        handler: Arc<H>,
+        options: ConsumerOptions,
+    ) -> Self {
+        Self {
+            sqs,
+            queue_url: queue_url.into(),
+            handler,
+            options,
+        }
     }
 
     /// The queue this consumer reads.
@@ -122,16 +132,26 @@ impl<H: Handler> QueueConsumer<H> {
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .send()
             .await
-            .map_err(|e| anyhow::anyhow!("ReceiveMessage on {}: {}", self.queue_url, aws_sdk_sqs::error::DisplayErrorContext(e)))?;
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "ReceiveMessage on {}: {}",
+                    self.queue_url,
+                    aws_sdk_sqs::error::DisplayErrorContext(e)
+                )
+            })?;
         Ok(received.messages.unwrap_or_default())
     }
 
     /// Handles received messages in order and deletes the completed ones.
     async fn handle_all(&self, messages: &[Message]) -> anyhow::Result<BatchOutcome> {
-        let mut outcome = BatchOutcome { received: messages.len(), ..Default::default() };
+        let mut outcome = BatchOutcome {
+            received: messages.len(),
+            ..Default::default()
+        };
         let mut to_delete = Vec::new();
         for (index, message) in messages.iter().enumerate() {
-            let (Some(handle), Some(message_id)) = (message.receipt_handle(), message.message_id()) else {
+            let (Some(handle), Some(message_id)) = (message.receipt_handle(), message.message_id())
+            else {
                 continue;
             };
             let delivery = Delivery {
@@ -207,7 +227,13 @@ impl<H: Handler> QueueConsumer<H> {
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(|e| anyhow::anyhow!("DeleteMessageBatch on {}: {}", self.queue_url, aws_sdk_sqs::error::DisplayErrorContext(e)))?;
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "DeleteMessageBatch on {}: {}",
+                    self.queue_url,
+                    aws_sdk_sqs::error::DisplayErrorContext(e)
+                )
+            })?;
         for failed in output.failed() {
             // The effect is durable; the message will be redelivered and the
             // handler recognises it as a duplicate.
@@ -249,7 +275,11 @@ impl<H: Handler> QueueConsumer<H> {
                 }
                 Ok(_) => backoff.next(),
                 Err(error) => {
-                    tracing::warn!(worker, error = format!("{error:#}"), "receive failed; backing off");
+                    tracing::warn!(
+                        worker,
+                        error = format!("{error:#}"),
+                        "receive failed; backing off"
+                    );
                     backoff.next()
                 }
             };

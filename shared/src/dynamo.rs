@@ -30,14 +30,20 @@ pub struct AttributeError {
 }
 
 fn error(name: &str, problem: &'static str) -> AttributeError {
-    AttributeError { name: name.to_string(), problem }
+    AttributeError {
+        name: name.to_string(),
+        problem,
+    }
 }
 
 /// An optional number attribute.
 pub fn get_num<T: std::str::FromStr>(item: &Item, name: &str) -> Result<Option<T>, AttributeError> {
     match item.get(name) {
         None | Some(AttributeValue::Null(_)) => Ok(None),
-        Some(AttributeValue::N(v)) => v.parse().map(Some).map_err(|_| error(name, "number out of range")),
+        Some(AttributeValue::N(v)) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| error(name, "number out of range")),
         Some(_) => Err(error(name, "not a number")),
     }
 }
@@ -67,7 +73,11 @@ pub fn get_str_list(item: &Item, name: &str) -> Result<Vec<String>, AttributeErr
         None => Ok(Vec::new()),
         Some(AttributeValue::L(list)) => list
             .iter()
-            .map(|v| v.as_s().cloned().map_err(|_| error(name, "not a list of strings")))
+            .map(|v| {
+                v.as_s()
+                    .cloned()
+                    .map_err(|_| error(name, "not a list of strings"))
+            })
             .collect(),
         Some(_) => Err(error(name, "not a list")),
     }
@@ -94,9 +104,14 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    let code = err.as_service_error().and_then(|e| e.code()).map(str::to_string);
+    let code = err
+        .as_service_error()
+        .and_then(|e| e.code())
+        .map(str::to_string);
     match code.as_deref() {
-        Some("ConditionalCheckFailedException" | "TransactionConflictException") => Failure::Conflict,
+        Some("ConditionalCheckFailedException" | "TransactionConflictException") => {
+            Failure::Conflict
+        }
         Some(
             "ProvisionedThroughputExceededException"
             | "ThrottlingException"
@@ -110,14 +125,21 @@ where
 /// Classifies a failed `TransactWriteItems`: a transaction cancelled because a
 /// condition failed or another transaction interfered is a conflict.
 pub fn classify_transaction(
-    err: SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, aws_sdk_dynamodb::config::http::HttpResponse>,
+    err: SdkError<
+        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
+        aws_sdk_dynamodb::config::http::HttpResponse,
+    >,
 ) -> Failure {
     use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-    if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = err.as_service_error() {
-        let conflict = cancelled
-            .cancellation_reasons()
-            .iter()
-            .any(|r| matches!(r.code(), Some("ConditionalCheckFailed" | "TransactionConflict")));
+    if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+        err.as_service_error()
+    {
+        let conflict = cancelled.cancellation_reasons().iter().any(|r| {
+            matches!(
+                r.code(),
+                Some("ConditionalCheckFailed" | "TransactionConflict")
+            )
+        });
         if conflict {
             return Failure::Conflict;
         }

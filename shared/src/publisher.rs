@@ -7,7 +7,11 @@ use stowage_events::StowageEvent;
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error("event bus {bus} refused the event: {code}: {message}")]
-    Refused { bus: String, code: String, message: String },
+    Refused {
+        bus: String,
+        code: String,
+        message: String,
+    },
     #[error("could not reach the event bus {bus}")]
     Unreachable {
         bus: String,
@@ -25,7 +29,10 @@ pub struct EventBus {
 
 impl EventBus {
     pub fn new(client: aws_sdk_eventbridge::Client, name: impl Into<String>) -> Self {
-        Self { client, name: name.into() }
+        Self {
+            client,
+            name: name.into(),
+        }
     }
 
     /// The bus's name.
@@ -62,8 +69,14 @@ impl EventBus {
             let entry = output.entries().first();
             return Err(PublishError::Refused {
                 bus: self.name.clone(),
-                code: entry.and_then(|e| e.error_code()).unwrap_or("unknown").to_string(),
-                message: entry.and_then(|e| e.error_message()).unwrap_or("").to_string(),
+                code: entry
+                    .and_then(|e| e.error_code())
+                    .unwrap_or("unknown")
+                    .to_string(),
+                message: entry
+                    .and_then(|e| e.error_message())
+                    .unwrap_or("")
+                    .to_string(),
             });
         }
         Ok(())

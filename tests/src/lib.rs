@@ -1,1 +1,289 @@
-//! placeholder
+//! The end-to-end harness: deploys an isolated copy of the stack (its own
+//! bucket, bus, queues and tables under a random name) to the running
+//! emulators, runs intake, ledger and lifecycle in this process against it,
+//! and drives them only through their public surfaces: HTTP, S3, the queues.
+//!
+//! The emulators are started by `make test` (`infra/local/stack.py run`),
+//! which exports their endpoints and the path of the deploy script.
+
+use std::{collections::HashMap, future::Future, process::Command, time::Duration};
+
+use anyhow::Context;
+use clap::Parser;
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// HS256 secret the test system's intake accepts.
+pub const JWT_SECRET: &str = "end-to-end-test-secret-0123456789";
+const ISSUER: &str = "stowage-e2e";
+const AUDIENCE: &str = "stowage";
+
+/// One deployed copy of the stack's resources.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub name: String,
+    /// The settings `stack.py deploy` printed: endpoints and resource names.
+    pub settings: HashMap<String, String>,
+}
+
+impl Stack {
+    /// Deploys a fresh stack with a random name.
+    pub fn deploy() -> anyhow::Result<Self> {
+        let python = std::env::var("STOWAGE_STACK_PYTHON")
+            .context("the end-to-end tests need the emulators: run them with `make test`")?;
+        let script = std::env::var("STOWAGE_STACK_SCRIPT")
+            .context("the end-to-end tests need the emulators: run them with `make test`")?;
+        let name = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let output = Command::new(python)
+            .args([&script, "deploy", "--name", &name, "--json"])
+            .output()
+            .context("cannot run the deploy script")?;
+        anyhow::ensure!(
+            output.status.success(),
+            "deploying stack {name} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let settings =
+            serde_json::from_slice(&output.stdout).context("deploy printed no settings")?;
+        Ok(Self { name, settings })
+    }
+
+    /// One setting, e.g. `STOWAGE_BUCKET`.
+    pub fn get(&self, key: &str) -> &str {
+        self.settings
+            .get(key)
+            .map(String::as_str)
+            .unwrap_or_default()
+    }
+
+    /// Command-line arguments for a service's settings parser.
+    fn args(&self, binary: &str, pairs: &[(&str, &str)]) -> Vec<String> {
+        std::iter::once(binary.to_string())
+            .chain(
+                pairs
+                    .iter()
+                    .flat_map(|(flag, key)| [format!("--{flag}"), self.get(key).to_string()]),
+            )
+            .collect()
+    }
+}
+
+/// Intake, ledger and lifecycle running against one stack.
+#[derive(Debug)]
+pub struct System {
+    pub stack: Stack,
+    pub intake_url: String,
+    pub http: reqwest::Client,
+    pub s3: aws_sdk_s3::Client,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl System {
+    /// Deploys a stack and starts every service on it.
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[]).await
+    }
+
+    /// Like [`System::start`], with extra intake flags (e.g. a small quota).
+    pub async fn start_with(intake_flags: &[(&str, &str)]) -> anyhow::Result<Self> {
+        init_logs();
+        let stack = Stack::deploy()?;
+        let shutdown = CancellationToken::new();
+
+        let mut args = stack.args(
+            "stowage-intake",
+            &[
+                ("bucket", "STOWAGE_BUCKET"),
+                ("s3-public-url", "STOWAGE_S3_PUBLIC_URL"),
+                ("s3-path-style", "STOWAGE_S3_PATH_STYLE"),
+                ("table", "STOWAGE_INTAKE_TABLE"),
+                ("event-bus", "STOWAGE_EVENT_BUS"),
+                ("queue-url", "STOWAGE_INTAKE_QUEUE_URL"),
+            ],
+        );
+        args.extend(
+            [
+                ("listen", "127.0.0.1:0"),
+                ("jwt-secret", JWT_SECRET),
+                ("jwt-issuer", ISSUER),
+                ("jwt-audience", AUDIENCE),
+                ("consumer-wait-seconds", "1"),
+            ]
+            .iter()
+            .chain(intake_flags)
+            .flat_map(|(flag, value)| [format!("--{flag}"), value.to_string()]),
+        );
+        let intake =
+            stowage_intake::App::build(stowage_intake::Settings::try_parse_from(args)?).await?;
+        let intake_url = format!("http://{}", intake.local_addr());
+
+        let mut args = stack.args(
+            "stowage-ledger",
+            &[
+                ("bucket", "STOWAGE_BUCKET"),
+                ("s3-path-style", "STOWAGE_S3_PATH_STYLE"),
+                ("table", "STOWAGE_LEDGER_TABLE"),
+                ("queue-url", "STOWAGE_LEDGER_QUEUE_URL"),
+                ("event-bus", "STOWAGE_EVENT_BUS"),
+            ],
+        );
+        args.extend(["--wait-seconds".to_string(), "1".to_string()]);
+        let ledger =
+            stowage_ledger::App::build(stowage_ledger::Settings::try_parse_from(args)?).await?;
+
+        let mut args = stack.args(
+            "stowage-lifecycle",
+            &[("queue-url", "STOWAGE_LIFECYCLE_QUEUE_URL")],
+        );
+        args.extend(["--wait-seconds".to_string(), "1".to_string()]);
+        let lifecycle =
+            stowage_lifecycle::App::build(stowage_lifecycle::Settings::try_parse_from(args)?)
+                .await?;
+
+        let tasks = vec![
+            tokio::spawn({
+                let stop = shutdown.clone();
+                async move {
+                    if let Err(error) = intake.run_until_stopped(stop).await {
+                        eprintln!("intake failed: {error:#}");
+                    }
+                }
+            }),
+            tokio::spawn(ledger.run_until_stopped(shutdown.clone())),
+            tokio::spawn(lifecycle.run_until_stopped(shutdown.clone())),
+        ];
+
+        let sdk = stowage_shared::aws::load().await;
+        Ok(Self {
+            stack,
+            intake_url,
+            http: reqwest::Client::new(),
+            s3: stowage_shared::aws::s3(&sdk, true),
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Stops every service and waits for them.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// A valid bearer token for `user`.
+    pub fn token(&self, user: &str) -> String {
+        token_with(json!({ "sub": user }))
+    }
+
+    /// `POST /v1/uploads`.
+    pub async fn grant(&self, token: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/uploads", self.intake_url))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("intake answers")
+    }
+
+    /// `GET /v1/usage`.
+    pub async fn usage(&self, token: &str) -> Value {
+        let response = self
+            .http
+            .get(format!("{}/v1/usage", self.intake_url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("intake answers");
+        assert_eq!(response.status(), 200, "GET /v1/usage");
+        response.json().await.expect("usage is JSON")
+    }
+
+    /// Uploads `data` the way a browser does: the grant's fields and then the
+    /// file, as multipart/form-data, straight to S3.
+    pub async fn upload(&self, grant: &Value, data: Vec<u8>) -> reqwest::Response {
+        let mut form = reqwest::multipart::Form::new();
+        for (name, value) in grant["fields"].as_object().expect("fields") {
+            form = form.text(
+                name.clone(),
+                value.as_str().expect("string field").to_string(),
+            );
+        }
+        form = form.part(
+            "file",
+            reqwest::multipart::Part::bytes(data).file_name("upload.bin"),
+        );
+        self.http
+            .post(grant["url"].as_str().expect("url"))
+            .multipart(form)
+            .send()
+            .await
+            .expect("S3 answers")
+    }
+
+    /// Lists every key in the stack's bucket.
+    pub async fn bucket_keys(&self) -> Vec<String> {
+        let listed = self
+            .s3
+            .list_objects_v2()
+            .bucket(self.stack.get("STOWAGE_BUCKET"))
+            .send()
+            .await
+            .expect("ListObjectsV2");
+        listed
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect()
+    }
+}
+
+/// Signs a token with the test secret; `claims` override the valid defaults.
+pub fn token_with(claims: Value) -> String {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut all = json!({ "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 600 });
+    if let (Some(all), Some(extra)) = (all.as_object_mut(), claims.as_object()) {
+        all.extend(extra.clone());
+    }
+    encode(
+        &Header::new(Algorithm::HS256),
+        &all,
+        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .expect("token encodes")
+}
+
+/// Polls `probe` until it returns `Some`, or fails after `limit`. Events
+/// travel S3 → EventBridge → SQS → ledger → EventBridge → SQS → intake, so
+/// effects arrive after a delay that has an upper bound but no exact value.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn init_logs() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("info")
+            .with_test_writer()
+            .try_init();
+    }
+}

@@ -37,7 +37,9 @@ pub struct Authenticator {
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Authenticator").field("algorithms", &self.validation.algorithms).finish_non_exhaustive()
+        f.debug_struct("Authenticator")
+            .field("algorithms", &self.validation.algorithms)
+            .finish_non_exhaustive()
     }
 }
 
@@ -50,14 +52,18 @@ impl Authenticator {
         validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
         validation.validate_nbf = true;
         validation.leeway = 30;
-        Self { key: DecodingKey::from_secret(secret.expose_secret().as_bytes()), validation }
+        Self {
+            key: DecodingKey::from_secret(secret.expose_secret().as_bytes()),
+            validation,
+        }
     }
 
     /// Checks a token and returns the caller it names.
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
         let data = decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| AuthError::Invalid(e.to_string()))?;
-        let user = UserId::parse(&data.claims.sub).map_err(|e| AuthError::Invalid(format!("sub: {e}")))?;
+        let user =
+            UserId::parse(&data.claims.sub).map_err(|e| AuthError::Invalid(format!("sub: {e}")))?;
         Ok(Caller { user })
     }
 
@@ -89,7 +95,12 @@ mod tests {
     }
 
     fn token(claims: serde_json::Value) -> String {
-        encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -105,7 +116,9 @@ mod tests {
             token(json!({"sub": "alice", "iss": "other", "aud": "aud", "exp": exp})),
             token(json!({"sub": "alice", "iss": "iss", "aud": "other", "exp": exp})),
             token(json!({"sub": "alice", "iss": "iss", "aud": "aud", "exp": now() - 120})),
-            token(json!({"sub": "alice", "iss": "iss", "aud": "aud", "exp": exp, "nbf": now() + 600})),
+            token(
+                json!({"sub": "alice", "iss": "iss", "aud": "aud", "exp": exp, "nbf": now() + 600}),
+            ),
             token(json!({"sub": "../bob", "iss": "iss", "aud": "aud", "exp": exp})),
             token(json!({"iss": "iss", "aud": "aud", "exp": exp})),
             encode(
@@ -124,7 +137,9 @@ mod tests {
     fn alg_none_is_refused() {
         use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
         let header = B64.encode(br#"{"alg":"none","typ":"JWT"}"#);
-        let claims = B64.encode(json!({"sub": "alice", "iss": "iss", "aud": "aud", "exp": now() + 60}).to_string());
+        let claims = B64.encode(
+            json!({"sub": "alice", "iss": "iss", "aud": "aud", "exp": now() + 60}).to_string(),
+        );
         for t in [format!("{header}.{claims}."), format!("{header}.{claims}")] {
             assert!(authenticator().verify(&t).is_err());
         }

@@ -19,7 +19,12 @@ pub enum ApiError {
     #[error("content type {0:?} is not allowed")]
     UnsupportedContentType(String),
     #[error("the upload would exceed the storage quota")]
-    QuotaExceeded { used_bytes: u64, reserved_bytes: u64, quota_bytes: u64, requested: u64 },
+    QuotaExceeded {
+        used_bytes: u64,
+        reserved_bytes: u64,
+        quota_bytes: u64,
+        requested: u64,
+    },
     #[error("too many outstanding upload grants (at most {limit})")]
     TooManyGrants { limit: usize },
     #[error("not found")]
@@ -34,9 +39,17 @@ pub enum ApiError {
 impl From<Refusal> for ApiError {
     fn from(refusal: Refusal) -> Self {
         match refusal {
-            Refusal::QuotaExceeded { used_bytes, reserved_bytes, quota_bytes, requested } => {
-                Self::QuotaExceeded { used_bytes, reserved_bytes, quota_bytes, requested }
-            }
+            Refusal::QuotaExceeded {
+                used_bytes,
+                reserved_bytes,
+                quota_bytes,
+                requested,
+            } => Self::QuotaExceeded {
+                used_bytes,
+                reserved_bytes,
+                quota_bytes,
+                requested,
+            },
             Refusal::TooManyGrants { limit } => Self::TooManyGrants { limit },
         }
     }
@@ -47,7 +60,10 @@ impl ApiError {
         match self {
             Self::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
-            Self::UnsupportedContentType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-content-type"),
+            Self::UnsupportedContentType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-content-type",
+            ),
             Self::QuotaExceeded { .. } => (StatusCode::FORBIDDEN, "quota-exceeded"),
             Self::TooManyGrants { .. } => (StatusCode::TOO_MANY_REQUESTS, "too-many-grants"),
             Self::NotFound => (StatusCode::NOT_FOUND, "not-found"),
@@ -58,7 +74,12 @@ impl ApiError {
 }
 
 /// Renders a problem document.
-pub fn problem(status: StatusCode, slug: &str, detail: &str, extra: Map<String, Value>) -> Response {
+pub fn problem(
+    status: StatusCode,
+    slug: &str,
+    detail: &str,
+    extra: Map<String, Value>,
+) -> Response {
     let mut body = json!({
         "type": format!("/problems/{slug}"),
         "title": status.canonical_reason().unwrap_or("Error"),
@@ -69,9 +90,10 @@ pub fn problem(status: StatusCode, slug: &str, detail: &str, extra: Map<String, 
         map.extend(extra);
     }
     let mut response = (status, Json(body)).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
     response
 }
 
@@ -81,9 +103,18 @@ impl IntoResponse for ApiError {
         let mut extra = Map::new();
         match &self {
             Self::Unavailable(cause) | Self::Internal(cause) => {
-                tracing::error!(error = format!("{cause:#}"), status = status.as_u16(), "request failed");
+                tracing::error!(
+                    error = format!("{cause:#}"),
+                    status = status.as_u16(),
+                    "request failed"
+                );
             }
-            Self::QuotaExceeded { used_bytes, reserved_bytes, quota_bytes, requested } => {
+            Self::QuotaExceeded {
+                used_bytes,
+                reserved_bytes,
+                quota_bytes,
+                requested,
+            } => {
                 extra.insert(
                     "usage".into(),
                     json!({"used_bytes": used_bytes, "reserved_bytes": reserved_bytes, "quota_bytes": quota_bytes}),
@@ -94,7 +125,9 @@ impl IntoResponse for ApiError {
         }
         let mut response = problem(status, slug, &self.to_string(), extra);
         if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

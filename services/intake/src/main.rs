@@ -7,5 +7,6 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings::parse();
     let app = App::build(settings).await?;
     tracing::info!(address = %app.local_addr(), "intake listening");
-    app.run_until_stopped(stowage_shared::shutdown::on_signal()).await
+    app.run_until_stopped(stowage_shared::shutdown::on_signal())
+        .await
 }

@@ -57,7 +57,9 @@ impl Handler for UsageProjection {
             Ok(envelope) => envelope,
             Err(error) => return Disposition::Poison(error.to_string()),
         };
-        if envelope.source != UsageChangedV1::SOURCE || envelope.detail_type != UsageChangedV1::detail_type() {
+        if envelope.source != UsageChangedV1::SOURCE
+            || envelope.detail_type != UsageChangedV1::detail_type()
+        {
             return Disposition::Poison(format!(
                 "intake does not consume {} from {}",
                 envelope.detail_type, envelope.source

@@ -51,8 +51,10 @@ impl App {
             .context("no token verification configured: set STOWAGE_JWT_SECRET")?;
         let auth = Authenticator::hs256(secret, &settings.jwt_issuer, &settings.jwt_audience);
 
-        let store: Arc<dyn AccountStore> =
-            Arc::new(DynamoAccountStore::new(aws::dynamodb(&sdk), &settings.table));
+        let store: Arc<dyn AccountStore> = Arc::new(DynamoAccountStore::new(
+            aws::dynamodb(&sdk),
+            &settings.table,
+        ));
         let state = AppState {
             signer: PostSigner::new(credentials, region, public_url),
             bus: EventBus::new(aws::eventbridge(&sdk), &settings.event_bus),
@@ -82,7 +84,9 @@ impl App {
 
     /// The address the API listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
     /// Serves until `shutdown` is cancelled, then lets in-flight requests

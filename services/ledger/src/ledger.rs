@@ -41,7 +41,9 @@ pub struct Ledger {
 
 impl std::fmt::Debug for Ledger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ledger").field("bucket", &self.bucket).finish_non_exhaustive()
+        f.debug_struct("Ledger")
+            .field("bucket", &self.bucket)
+            .finish_non_exhaustive()
     }
 }
 
@@ -60,8 +62,18 @@ impl From<anyhow::Error> for Failure {
 }
 
 impl Ledger {
-    pub fn new(store: Arc<dyn LedgerStore>, probe: Arc<dyn ObjectProbe>, bus: EventBus, bucket: &str) -> Self {
-        Self { store, probe, bus, bucket: bucket.to_string() }
+    pub fn new(
+        store: Arc<dyn LedgerStore>,
+        probe: Arc<dyn ObjectProbe>,
+        bus: EventBus,
+        bucket: &str,
+    ) -> Self {
+        Self {
+            store,
+            probe,
+            bus,
+            bucket: bucket.to_string(),
+        }
     }
 
     async fn dispatch(&self, body: &str) -> Result<&'static str, Failure> {
@@ -69,11 +81,19 @@ impl Ledger {
         match (envelope.source.as_str(), envelope.detail_type.as_str()) {
             (s3::SOURCE, s3::OBJECT_CREATED | s3::OBJECT_DELETED) => {
                 let created = envelope.detail_type == s3::OBJECT_CREATED;
-                let detail = envelope.decode::<ObjectEventDetail>().map_err(|e| Failure::Poison(e.to_string()))?.detail;
+                let detail = envelope
+                    .decode::<ObjectEventDetail>()
+                    .map_err(|e| Failure::Poison(e.to_string()))?
+                    .detail;
                 self.apply_object_event(created, &detail).await
             }
-            (UploadGrantedV1::SOURCE, detail_type) if detail_type == UploadGrantedV1::detail_type() => {
-                let grant = envelope.decode::<UploadGrantedV1>().map_err(|e| Failure::Poison(e.to_string()))?.detail;
+            (UploadGrantedV1::SOURCE, detail_type)
+                if detail_type == UploadGrantedV1::detail_type() =>
+            {
+                let grant = envelope
+                    .decode::<UploadGrantedV1>()
+                    .map_err(|e| Failure::Poison(e.to_string()))?
+                    .detail;
                 self.store
                     .record_grant(&GrantNote {
                         user_id: grant.meta.user_id,
@@ -86,13 +106,17 @@ impl Ledger {
                     .map_err(|e| Failure::Transient(e.into()))?;
                 Ok("grant-recorded")
             }
-            (source, detail_type) => {
-                Err(Failure::Poison(format!("the ledger does not consume {detail_type:?} from {source:?}")))
-            }
+            (source, detail_type) => Err(Failure::Poison(format!(
+                "the ledger does not consume {detail_type:?} from {source:?}"
+            ))),
         }
     }
 
-    async fn apply_object_event(&self, created: bool, detail: &ObjectEventDetail) -> Result<&'static str, Failure> {
+    async fn apply_object_event(
+        &self,
+        created: bool,
+        detail: &ObjectEventDetail,
+    ) -> Result<&'static str, Failure> {
         if detail.bucket.name != self.bucket {
             return Ok("other-bucket");
         }
@@ -118,7 +142,11 @@ impl Ledger {
         let event = ObjectEvent { change, sequencer };
 
         for attempt in 0..MAX_COMMIT_ATTEMPTS {
-            let snapshot = self.store.snapshot(user, &key).await.map_err(|e| Failure::Transient(e.into()))?;
+            let snapshot = self
+                .store
+                .snapshot(user, &key)
+                .await
+                .map_err(|e| Failure::Transient(e.into()))?;
             match decide(snapshot.object.as_ref(), &snapshot.usage, &event) {
                 Decision::Stale => return Ok("stale"),
                 Decision::Duplicate => {
@@ -130,7 +158,11 @@ impl Ledger {
                     return Ok("duplicate");
                 }
                 Decision::Apply { object, usage } => {
-                    match self.store.commit(user, &key, &snapshot, &object, &usage).await {
+                    match self
+                        .store
+                        .commit(user, &key, &snapshot, &object, &usage)
+                        .await
+                    {
                         Ok(()) => {
                             self.publish(user, &key, &object, &usage).await?;
                             return Ok("applied");
@@ -143,7 +175,9 @@ impl Ledger {
                 }
             }
         }
-        Err(Failure::Transient(anyhow::anyhow!("rows of {key} kept changing")))
+        Err(Failure::Transient(anyhow::anyhow!(
+            "rows of {key} kept changing"
+        )))
     }
 
     /// The key an event means. Unambiguous spellings are taken as they are;
@@ -154,7 +188,10 @@ impl Ledger {
         if candidates.len() == 1 {
             return Ok(candidates.into_iter().next().unwrap_or_default());
         }
-        if let Change::Created { etag: Some(etag), .. } = change {
+        if let Change::Created {
+            etag: Some(etag), ..
+        } = change
+        {
             for candidate in &candidates {
                 if let Some(head) = self.probe.head(candidate).await?
                     && head.etag.as_deref() == Some(etag.trim_matches('"'))
@@ -165,7 +202,11 @@ impl Ledger {
         }
         for candidate in &candidates {
             if let Some(user) = keys::owner(candidate) {
-                let snapshot = self.store.snapshot(user, candidate).await.map_err(|e| Failure::Transient(e.into()))?;
+                let snapshot = self
+                    .store
+                    .snapshot(user, candidate)
+                    .await
+                    .map_err(|e| Failure::Transient(e.into()))?;
                 if snapshot.object.is_some() {
                     return Ok(candidate.clone());
                 }
@@ -174,7 +215,13 @@ impl Ledger {
         Ok(candidates.into_iter().next().unwrap_or_default())
     }
 
-    async fn publish(&self, user: &str, key: &str, row: &ObjectRow, usage: &Usage) -> Result<(), Failure> {
+    async fn publish(
+        &self,
+        user: &str,
+        key: &str,
+        row: &ObjectRow,
+        usage: &Usage,
+    ) -> Result<(), Failure> {
         let event = UsageChangedV1 {
             meta: EventMeta::new(user, TraceContext::default()),
             revision: usage.revision,
@@ -182,10 +229,17 @@ impl Ledger {
             object_count: usage.object_count,
             by_storage_class: usage.by_storage_class.clone(),
             key: key.to_string(),
-            change: if row.live { ObjectChange::Created } else { ObjectChange::Deleted },
+            change: if row.live {
+                ObjectChange::Created
+            } else {
+                ObjectChange::Deleted
+            },
             object_size: row.live.then_some(row.size),
         };
-        self.bus.publish(&event).await.map_err(|e| Failure::Transient(e.into()))
+        self.bus
+            .publish(&event)
+            .await
+            .map_err(|e| Failure::Transient(e.into()))
     }
 }
 

@@ -6,6 +6,7 @@ async fn main() -> anyhow::Result<()> {
     stowage_shared::telemetry::init("ledger");
     let app = App::build(Settings::parse()).await?;
     tracing::info!("ledger consuming");
-    app.run_until_stopped(stowage_shared::shutdown::on_signal()).await;
+    app.run_until_stopped(stowage_shared::shutdown::on_signal())
+        .await;
     Ok(())
 }

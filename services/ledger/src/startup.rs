@@ -25,8 +25,15 @@ impl App {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let sdk = aws::load().await;
         let ledger = Ledger::new(
-            Arc::new(DynamoLedgerStore::new(aws::dynamodb(&sdk), &settings.table, settings.tombstone_ttl())),
-            Arc::new(S3Probe::new(aws::s3(&sdk, settings.s3_path_style), &settings.bucket)),
+            Arc::new(DynamoLedgerStore::new(
+                aws::dynamodb(&sdk),
+                &settings.table,
+                settings.tombstone_ttl(),
+            )),
+            Arc::new(S3Probe::new(
+                aws::s3(&sdk, settings.s3_path_style),
+                &settings.bucket,
+            )),
             EventBus::new(aws::eventbridge(&sdk), &settings.event_bus),
             &settings.bucket,
         );
@@ -40,7 +47,9 @@ impl App {
                 ..ConsumerOptions::default()
             },
         );
-        Ok(Self { consumer: Arc::new(consumer) })
+        Ok(Self {
+            consumer: Arc::new(consumer),
+        })
     }
 
     /// The consumer, for tests that drain the queue batch by batch.

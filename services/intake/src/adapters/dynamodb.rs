@@ -13,7 +13,8 @@ use aws_sdk_dynamodb::{
     types::{AttributeValue, Put, TransactWriteItem},
 };
 use stowage_shared::dynamo::{
-    Failure, Item, classify, classify_transaction, get_num, get_str_list, n, req_num, req_str, s, str_list,
+    Failure, Item, classify, classify_transaction, get_num, get_str_list, n, req_num, req_str, s,
+    str_list,
 };
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
@@ -37,7 +38,10 @@ pub struct DynamoAccountStore {
 
 impl DynamoAccountStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
+        Self {
+            client,
+            table: table.into(),
+        }
     }
 
     /// Reads one grant.
@@ -107,7 +111,9 @@ fn account_from_item(item: &Item) -> Result<(Account, u64), StoreError> {
     if let Some(AttributeValue::M(map)) = item.get("reservations") {
         for (key, value) in map {
             let AttributeValue::M(r) = value else {
-                return Err(StoreError::Other(anyhow::anyhow!("reservation {key} is not a map")));
+                return Err(StoreError::Other(anyhow::anyhow!(
+                    "reservation {key} is not a map"
+                )));
             };
             reservations.insert(
                 key.clone(),
@@ -124,7 +130,9 @@ fn account_from_item(item: &Item) -> Result<(Account, u64), StoreError> {
     let account = Account {
         quota_override: get_num(item, "quota_bytes").map_err(bad_item)?,
         used_bytes: get_num(item, "used_bytes").map_err(bad_item)?.unwrap_or(0),
-        object_count: get_num(item, "object_count").map_err(bad_item)?.unwrap_or(0),
+        object_count: get_num(item, "object_count")
+            .map_err(bad_item)?
+            .unwrap_or(0),
         revision: get_num(item, "revision").map_err(bad_item)?.unwrap_or(0),
         reservations,
     };
@@ -188,7 +196,11 @@ fn account_write(user: &UserId, account: &Account, expected: Option<u64>) -> Con
             condition: "version = :expected",
             values: Some(HashMap::from([(":expected".to_string(), n(version))])),
         },
-        None => ConditionalPut { item, condition: "attribute_not_exists(pk)", values: None },
+        None => ConditionalPut {
+            item,
+            condition: "attribute_not_exists(pk)",
+            values: None,
+        },
     }
 }
 
@@ -207,9 +219,15 @@ impl AccountStore for DynamoAccountStore {
         match output.item {
             Some(item) => {
                 let (account, version) = account_from_item(&item)?;
-                Ok(Versioned { value: account, version: Some(version) })
+                Ok(Versioned {
+                    value: account,
+                    version: Some(version),
+                })
             }
-            None => Ok(Versioned { value: Account::new(), version: None }),
+            None => Ok(Versioned {
+                value: Account::new(),
+                version: None,
+            }),
         }
     }
 
@@ -286,10 +304,22 @@ mod tests {
     #[test]
     fn accounts_survive_a_round_trip_through_items() {
         let user = UserId::parse("alice").unwrap();
-        let mut account = Account { quota_override: Some(10), used_bytes: 3, object_count: 1, revision: 4, ..Account::new() };
+        let mut account = Account {
+            quota_override: Some(10),
+            used_bytes: 3,
+            object_count: 1,
+            revision: 4,
+            ..Account::new()
+        };
         account.reservations.insert(
             "users/alice/a b".into(),
-            Reservation { max_size: 7, held: 4, lapses_at: -5, revision: 2, grants: vec!["g1".into(), "g2".into()] },
+            Reservation {
+                max_size: 7,
+                held: 4,
+                lapses_at: -5,
+                revision: 2,
+                grants: vec!["g1".into(), "g2".into()],
+            },
         );
         let (back, version) = account_from_item(&account_to_item(&user, &account, 9)).unwrap();
         assert_eq!(back, account);

@@ -4,7 +4,10 @@
 
 use std::{sync::Arc, time::SystemTime};
 
-use aws_credential_types::{Credentials, provider::{ProvideCredentials, SharedCredentialsProvider}};
+use aws_credential_types::{
+    Credentials,
+    provider::{ProvideCredentials, SharedCredentialsProvider},
+};
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
 use time::{OffsetDateTime, macros::format_description};
 use tokio::sync::RwLock;
@@ -34,8 +37,17 @@ const REFRESH_BEFORE_EXPIRY: std::time::Duration = std::time::Duration::from_sec
 
 impl PostSigner {
     /// `url` is where browsers POST the form: the bucket's endpoint.
-    pub fn new(credentials: SharedCredentialsProvider, region: impl Into<String>, url: impl Into<String>) -> Self {
-        Self { credentials, cached: Arc::default(), region: region.into(), url: url.into() }
+    pub fn new(
+        credentials: SharedCredentialsProvider,
+        region: impl Into<String>,
+        url: impl Into<String>,
+    ) -> Self {
+        Self {
+            credentials,
+            cached: Arc::default(),
+            region: region.into(),
+            url: url.into(),
+        }
     }
 
     /// The bucket URL the forms are posted to.
@@ -45,7 +57,8 @@ impl PostSigner {
 
     async fn credentials(&self) -> anyhow::Result<Credentials> {
         let fresh = |c: &Credentials| {
-            c.expiry().is_none_or(|expiry| expiry > SystemTime::now() + REFRESH_BEFORE_EXPIRY)
+            c.expiry()
+                .is_none_or(|expiry| expiry > SystemTime::now() + REFRESH_BEFORE_EXPIRY)
         };
         if let Some(credentials) = self.cached.read().await.as_ref().filter(|c| fresh(c)) {
             return Ok(credentials.clone());
@@ -64,9 +77,19 @@ impl PostSigner {
     }
 
     /// Signs `policy` at `now`.
-    pub async fn sign(&self, policy: &UploadPolicy, now: OffsetDateTime) -> anyhow::Result<SignedUpload> {
+    pub async fn sign(
+        &self,
+        policy: &UploadPolicy,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<SignedUpload> {
         let credentials = self.credentials().await?;
-        Ok(sign_with(&credentials, &self.region, &self.url, policy, now))
+        Ok(sign_with(
+            &credentials,
+            &self.region,
+            &self.url,
+            policy,
+            now,
+        ))
     }
 }
 
@@ -79,11 +102,18 @@ pub fn sign_with(
     now: OffsetDateTime,
 ) -> SignedUpload {
     let now = now.to_offset(time::UtcOffset::UTC);
-    let date = now.format(format_description!("[year][month][day]")).unwrap_or_default();
-    let amz_date = now
-        .format(format_description!("[year][month][day]T[hour][minute][second]Z"))
+    let date = now
+        .format(format_description!("[year][month][day]"))
         .unwrap_or_default();
-    let credential = format!("{}/{date}/{region}/s3/aws4_request", credentials.access_key_id());
+    let amz_date = now
+        .format(format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
+        .unwrap_or_default();
+    let credential = format!(
+        "{}/{date}/{region}/s3/aws4_request",
+        credentials.access_key_id()
+    );
     let signing = SigningFields {
         credential: &credential,
         amz_date: &amz_date,
@@ -91,11 +121,17 @@ pub fn sign_with(
     };
     let encoded = BASE64.encode(policy.document(&signing));
     let signature = sign_policy(credentials.secret_access_key(), now, region, &encoded);
-    let mut fields: Vec<(String, String)> =
-        policy.form_fields(&signing).into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    let mut fields: Vec<(String, String)> = policy
+        .form_fields(&signing)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
     fields.push(("policy".to_string(), encoded));
     fields.push(("x-amz-signature".to_string(), signature));
-    SignedUpload { url: url.to_string(), fields }
+    SignedUpload {
+        url: url.to_string(),
+        fields,
+    }
 }
 
 /// The SigV4 signature of a base64-encoded policy.
@@ -120,7 +156,10 @@ mod tests {
             "us-east-1",
             policy,
         );
-        assert_eq!(signature, "8afdbf4008c03f22c2cd3cdb72e4afbb1f6a588f3255ac628749a66d7f09699e");
+        assert_eq!(
+            signature,
+            "8afdbf4008c03f22c2cd3cdb72e4afbb1f6a588f3255ac628749a66d7f09699e"
+        );
     }
 
     #[test]
@@ -133,9 +172,24 @@ mod tests {
             max_size: 10,
             expires_at: datetime!(2026-11-23 10:15:00 UTC),
         };
-        let signed = sign_with(&credentials, "eu-west-1", "https://b.s3.eu-west-1.amazonaws.com", &policy, datetime!(2026-11-23 10:00:00 UTC));
-        let field = |name: &str| signed.fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-        assert_eq!(field("x-amz-credential"), Some("AKID/20261123/eu-west-1/s3/aws4_request"));
+        let signed = sign_with(
+            &credentials,
+            "eu-west-1",
+            "https://b.s3.eu-west-1.amazonaws.com",
+            &policy,
+            datetime!(2026-11-23 10:00:00 UTC),
+        );
+        let field = |name: &str| {
+            signed
+                .fields
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(
+            field("x-amz-credential"),
+            Some("AKID/20261123/eu-west-1/s3/aws4_request")
+        );
         assert_eq!(field("x-amz-date"), Some("20261123T100000Z"));
         assert_eq!(field("x-amz-security-token"), Some("session"));
         let encoded = field("policy").unwrap();
@@ -143,7 +197,12 @@ mod tests {
         assert!(document.contains("\"x-amz-security-token\":\"session\""));
         assert_eq!(
             field("x-amz-signature").unwrap(),
-            sign_policy("secret", datetime!(2026-11-23 10:00:00 UTC), "eu-west-1", encoded)
+            sign_policy(
+                "secret",
+                datetime!(2026-11-23 10:00:00 UTC),
+                "eu-west-1",
+                encoded
+            )
         );
     }
 }

@@ -21,11 +21,15 @@ pub struct UserId(String);
 impl UserId {
     pub fn parse(value: &str) -> Result<Self, InvalidName> {
         let valid = (1..=128).contains(&value.len())
-            && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if valid {
             Ok(Self(value.to_string()))
         } else {
-            Err(InvalidName("user id must match ^[A-Za-z0-9_-]{1,128}$".into()))
+            Err(InvalidName(
+                "user id must match ^[A-Za-z0-9_-]{1,128}$".into(),
+            ))
         }
     }
 
@@ -109,14 +113,29 @@ mod tests {
     fn ordinary_paths_map_to_keys_under_the_user_prefix() {
         let user = UserId::parse("alice").unwrap();
         let path = UserPath::parse("photos/2026/cat 1+2%.jpg").unwrap();
-        assert_eq!(object_key(&user, &path), "users/alice/photos/2026/cat 1+2%.jpg");
+        assert_eq!(
+            object_key(&user, &path),
+            "users/alice/photos/2026/cat 1+2%.jpg"
+        );
     }
 
     #[test]
     fn traversal_and_malformed_paths_are_refused() {
         let bad = [
-            "", "/etc/passwd", "a/../b", "..", ".", "a/./b", "a//b", "a/", "a\\b", "a\u{0}b",
-            "line\nbreak", "tab\there", "del\u{7f}", "c1\u{85}",
+            "",
+            "/etc/passwd",
+            "a/../b",
+            "..",
+            ".",
+            "a/./b",
+            "a//b",
+            "a/",
+            "a\\b",
+            "a\u{0}b",
+            "line\nbreak",
+            "tab\there",
+            "del\u{7f}",
+            "c1\u{85}",
         ];
         for raw in bad {
             assert!(UserPath::parse(raw).is_err(), "{raw:?} must be refused");

@@ -66,7 +66,10 @@ impl UploadPolicy {
         let mut fields = vec![
             ("key", self.key.clone()),
             ("Content-Type", self.content_type.clone()),
-            ("x-amz-server-side-encryption", SERVER_SIDE_ENCRYPTION.to_string()),
+            (
+                "x-amz-server-side-encryption",
+                SERVER_SIDE_ENCRYPTION.to_string(),
+            ),
             ("x-amz-credential", signing.credential.to_string()),
             ("x-amz-algorithm", ALGORITHM.to_string()),
             ("x-amz-date", signing.amz_date.to_string()),
@@ -109,7 +112,8 @@ mod tests {
         // Every field the form sends is covered by a condition.
         for (name, value) in policy.form_fields(&signing) {
             assert!(
-                conditions.contains(&json!({ name: value })) || conditions.contains(&json!({ name.to_lowercase(): value })),
+                conditions.contains(&json!({ name: value }))
+                    || conditions.contains(&json!({ name.to_lowercase(): value })),
                 "{name} is not bound by the policy"
             );
         }

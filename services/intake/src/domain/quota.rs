@@ -50,7 +50,12 @@ pub struct Reservation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// The upload would take the user over quota.
-    QuotaExceeded { used_bytes: u64, reserved_bytes: u64, quota_bytes: u64, requested: u64 },
+    QuotaExceeded {
+        used_bytes: u64,
+        reserved_bytes: u64,
+        quota_bytes: u64,
+        requested: u64,
+    },
     /// The user already has the maximum number of outstanding grants.
     TooManyGrants { limit: usize },
 }
@@ -84,7 +89,11 @@ impl Account {
 
     /// Bytes held by reservations that have not lapsed at `now`.
     pub fn reserved_bytes(&self, now: i64) -> u64 {
-        self.reservations.values().filter(|r| r.lapses_at > now).map(|r| r.held).sum()
+        self.reservations
+            .values()
+            .filter(|r| r.lapses_at > now)
+            .map(|r| r.held)
+            .sum()
     }
 
     /// Drops the reservations that lapsed before `now`.
@@ -104,7 +113,9 @@ impl Account {
         self.prune(now);
         let outstanding: usize = self.reservations.values().map(|r| r.grants.len()).sum();
         if outstanding >= max_outstanding {
-            return Err(Refusal::TooManyGrants { limit: max_outstanding });
+            return Err(Refusal::TooManyGrants {
+                limit: max_outstanding,
+            });
         }
         let quota = self.quota(default_quota);
         let reserved = self.reserved_bytes(now);
@@ -112,7 +123,10 @@ impl Account {
             Some(existing) => request.size.saturating_sub(existing.max_size),
             None => request.size,
         };
-        let total = self.used_bytes.saturating_add(reserved).saturating_add(extra);
+        let total = self
+            .used_bytes
+            .saturating_add(reserved)
+            .saturating_add(extra);
         if total > quota {
             return Err(Refusal::QuotaExceeded {
                 used_bytes: self.used_bytes,
@@ -122,13 +136,16 @@ impl Account {
             });
         }
         let revision = self.revision;
-        let entry = self.reservations.entry(request.key.to_string()).or_insert_with(|| Reservation {
-            max_size: 0,
-            held: 0,
-            lapses_at: request.lapses_at,
-            revision,
-            grants: Vec::new(),
-        });
+        let entry = self
+            .reservations
+            .entry(request.key.to_string())
+            .or_insert_with(|| Reservation {
+                max_size: 0,
+                held: 0,
+                lapses_at: request.lapses_at,
+                revision,
+                grants: Vec::new(),
+            });
         entry.held += extra;
         entry.max_size = entry.max_size.max(request.size);
         entry.lapses_at = entry.lapses_at.max(request.lapses_at);
@@ -151,7 +168,9 @@ impl Account {
         if let Some(reservation) = self.reservations.get_mut(report.key)
             && report.revision > reservation.revision
         {
-            reservation.held = reservation.max_size.saturating_sub(report.object_size.unwrap_or(0));
+            reservation.held = reservation
+                .max_size
+                .saturating_sub(report.object_size.unwrap_or(0));
             reservation.revision = report.revision;
             changed = true;
         }
@@ -183,7 +202,12 @@ mod tests {
     const MB: u64 = 1_000_000;
 
     fn request<'a>(grant: &'a str, key: &'a str, size: u64) -> ReservationRequest<'a> {
-        ReservationRequest { grant_id: grant, key, size, lapses_at: 1_000 }
+        ReservationRequest {
+            grant_id: grant,
+            key,
+            size,
+            lapses_at: 1_000,
+        }
     }
 
     #[test]
@@ -192,7 +216,11 @@ mod tests {
         let keys: Vec<String> = (0..11).map(|i| format!("k{i}")).collect();
         let admitted = keys
             .iter()
-            .filter(|k| account.reserve(&request("g", k, 10 * MB), 0, 100 * MB, 100).is_ok())
+            .filter(|k| {
+                account
+                    .reserve(&request("g", k, 10 * MB), 0, 100 * MB, 100)
+                    .is_ok()
+            })
             .count();
         assert_eq!(admitted, 10);
         assert_eq!(account.reserved_bytes(0), 100 * MB);
@@ -200,11 +228,21 @@ mod tests {
 
     #[test]
     fn a_refusal_reports_the_current_usage() {
-        let mut account = Account { used_bytes: 95 * MB, ..Account::new() };
-        let refusal = account.reserve(&request("g", "k", 10 * MB), 0, 100 * MB, 100).unwrap_err();
+        let mut account = Account {
+            used_bytes: 95 * MB,
+            ..Account::new()
+        };
+        let refusal = account
+            .reserve(&request("g", "k", 10 * MB), 0, 100 * MB, 100)
+            .unwrap_err();
         assert_eq!(
             refusal,
-            Refusal::QuotaExceeded { used_bytes: 95 * MB, reserved_bytes: 0, quota_bytes: 100 * MB, requested: 10 * MB }
+            Refusal::QuotaExceeded {
+                used_bytes: 95 * MB,
+                reserved_bytes: 0,
+                quota_bytes: 100 * MB,
+                requested: 10 * MB
+            }
         );
         assert!(account.reservations.is_empty());
     }
@@ -212,16 +250,28 @@ mod tests {
     #[test]
     fn lapsed_reservations_free_their_bytes() {
         let mut account = Account::new();
-        account.reserve(&request("g1", "a", 60 * MB), 0, 100 * MB, 100).unwrap();
-        assert!(account.reserve(&request("g2", "b", 60 * MB), 999, 100 * MB, 100).is_err());
-        assert!(account.reserve(&request("g3", "b", 60 * MB), 1_000, 100 * MB, 100).is_ok());
+        account
+            .reserve(&request("g1", "a", 60 * MB), 0, 100 * MB, 100)
+            .unwrap();
+        assert!(
+            account
+                .reserve(&request("g2", "b", 60 * MB), 999, 100 * MB, 100)
+                .is_err()
+        );
+        assert!(
+            account
+                .reserve(&request("g3", "b", 60 * MB), 1_000, 100 * MB, 100)
+                .is_ok()
+        );
     }
 
     #[test]
     fn outstanding_grants_are_capped() {
         let mut account = Account::new();
         for i in 0..3 {
-            account.reserve(&request("g", &format!("k{i}"), 1), 0, 100, 3).unwrap();
+            account
+                .reserve(&request("g", &format!("k{i}"), 1), 0, 100, 3)
+                .unwrap();
         }
         assert_eq!(
             account.reserve(&request("g", "k9", 1), 0, 100, 3),
@@ -232,7 +282,9 @@ mod tests {
     #[test]
     fn a_reported_upload_turns_the_reservation_into_committed_bytes() {
         let mut account = Account::new();
-        account.reserve(&request("g", "k", 10 * MB), 0, 100 * MB, 100).unwrap();
+        account
+            .reserve(&request("g", "k", 10 * MB), 0, 100 * MB, 100)
+            .unwrap();
         let applied = account.apply_usage(&UsageReport {
             revision: 1,
             used_bytes: 7 * MB,
@@ -248,18 +300,34 @@ mod tests {
 
     #[test]
     fn stale_reports_change_nothing() {
-        let mut account = Account { used_bytes: 5, revision: 9, ..Account::new() };
+        let mut account = Account {
+            used_bytes: 5,
+            revision: 9,
+            ..Account::new()
+        };
         let before = account.clone();
-        let report = UsageReport { revision: 9, used_bytes: 1, object_count: 0, key: "k", object_size: None };
+        let report = UsageReport {
+            revision: 9,
+            used_bytes: 1,
+            object_count: 0,
+            key: "k",
+            object_size: None,
+        };
         assert!(!account.apply_usage(&report));
         assert_eq!(account, before);
     }
 
     #[derive(Debug, Clone)]
     enum Step {
-        Grant { key: u8, size: u64 },
+        Grant {
+            key: u8,
+            size: u64,
+        },
         /// The ledger reports the key now holds `size` bytes (0 = deleted).
-        Upload { key: u8, size: u64 },
+        Upload {
+            key: u8,
+            size: u64,
+        },
     }
 
     fn step() -> impl Strategy<Value = Step> {

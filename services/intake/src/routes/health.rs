@@ -13,6 +13,10 @@ pub async fn live() -> Json<Value> {
 
 /// The process can serve: its table answers.
 pub async fn ready(State(state): State<AppState>) -> Result<(StatusCode, Json<Value>), ApiError> {
-    state.store.ping().await.map_err(|e| ApiError::Unavailable(e.into()))?;
+    state
+        .store
+        .ping()
+        .await
+        .map_err(|e| ApiError::Unavailable(e.into()))?;
     Ok((StatusCode::OK, Json(json!({"status": "ready"}))))
 }

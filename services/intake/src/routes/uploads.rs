@@ -62,15 +62,26 @@ pub async fn create(
     let max_upload = settings.max_upload_bytes;
     let size = match u64::try_from(request.size) {
         Ok(size) if (1..=max_upload).contains(&size) => size,
-        _ => return Err(ApiError::BadRequest(format!("size must be between 1 and {max_upload} bytes"))),
+        _ => {
+            return Err(ApiError::BadRequest(format!(
+                "size must be between 1 and {max_upload} bytes"
+            )));
+        }
     };
     let content_type = request.content_type.trim().to_ascii_lowercase();
-    if !settings.allowed_content_types.iter().any(|allowed| allowed.eq_ignore_ascii_case(&content_type)) {
+    if !settings
+        .allowed_content_types
+        .iter()
+        .any(|allowed| allowed.eq_ignore_ascii_case(&content_type))
+    {
         return Err(ApiError::UnsupportedContentType(request.content_type));
     }
 
     let key = object_key(&caller.user, &path);
-    let now = state.now().replace_nanosecond(0).unwrap_or_else(|_| state.now());
+    let now = state
+        .now()
+        .replace_nanosecond(0)
+        .unwrap_or_else(|_| state.now());
     let expires_at = now + settings.grant_ttl();
     let grant = GrantRecord {
         grant_id: Uuid::new_v4().to_string(),
@@ -83,7 +94,10 @@ pub async fn create(
         expires_at,
     };
     if let Err(refusal) = reserve(&state, &caller.user, &grant).await? {
-        let rejected = GrantRecord { state: GrantState::Rejected, ..grant };
+        let rejected = GrantRecord {
+            state: GrantState::Rejected,
+            ..grant
+        };
         if let Err(error) = state.store.record_grant(&rejected).await {
             tracing::warn!(error = format!("{error:#}"), grant_id = %rejected.grant_id, "could not record a refused grant");
         }
@@ -98,7 +112,11 @@ pub async fn create(
         max_size: size,
         expires_at,
     };
-    let signed = state.signer.sign(&policy, now).await.map_err(ApiError::Internal)?;
+    let signed = state
+        .signer
+        .sign(&policy, now)
+        .await
+        .map_err(ApiError::Internal)?;
     let grant_id = Uuid::parse_str(&grant.grant_id).map_err(|e| ApiError::Internal(e.into()))?;
     publish_granted(&state, &caller.user, grant_id, &policy).await;
     tracing::info!(user = %caller.user, %grant_id, size, "grant issued");
@@ -109,7 +127,11 @@ pub async fn create(
             grant_id,
             key,
             url: signed.url,
-            fields: signed.fields.into_iter().map(|(k, v)| (k, Value::String(v))).collect(),
+            fields: signed
+                .fields
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect(),
             expires_at,
             max_size: size,
         }),
@@ -118,7 +140,11 @@ pub async fn create(
 
 /// Reserves the grant's size against the caller's quota and records the
 /// grant, in one conditional write. `Ok(Err(_))` is a refusal.
-async fn reserve(state: &AppState, user: &UserId, grant: &GrantRecord) -> Result<Result<(), Refusal>, ApiError> {
+async fn reserve(
+    state: &AppState,
+    user: &UserId,
+    grant: &GrantRecord,
+) -> Result<Result<(), Refusal>, ApiError> {
     let settings = &state.settings;
     let lapses_at = (grant.expires_at + settings.settle_window()).unix_timestamp();
     let mut pauses = ExponentialBuilder::default()
@@ -128,16 +154,32 @@ async fn reserve(state: &AppState, user: &UserId, grant: &GrantRecord) -> Result
         .without_max_times()
         .build();
     for _ in 0..MAX_RESERVE_ATTEMPTS {
-        let stored = state.store.load(user).await.map_err(|e| ApiError::Unavailable(e.into()))?;
+        let stored = state
+            .store
+            .load(user)
+            .await
+            .map_err(|e| ApiError::Unavailable(e.into()))?;
         let mut account = stored.value;
-        let request = ReservationRequest { grant_id: &grant.grant_id, key: &grant.key, size: grant.max_size, lapses_at };
+        let request = ReservationRequest {
+            grant_id: &grant.grant_id,
+            key: &grant.key,
+            size: grant.max_size,
+            lapses_at,
+        };
         let now = state.now().unix_timestamp();
-        if let Err(refusal) =
-            account.reserve(&request, now, settings.default_quota_bytes, settings.max_outstanding_grants)
-        {
+        if let Err(refusal) = account.reserve(
+            &request,
+            now,
+            settings.default_quota_bytes,
+            settings.max_outstanding_grants,
+        ) {
             return Ok(Err(refusal));
         }
-        match state.store.save(user, &account, stored.version, Some(grant)).await {
+        match state
+            .store
+            .save(user, &account, stored.version, Some(grant))
+            .await
+        {
             Ok(()) => return Ok(Ok(())),
             Err(error) if error.is_retryable() => {
                 if let Some(pause) = pauses.next() {

@@ -19,7 +19,12 @@ pub struct Usage {
 }
 
 pub async fn show(State(state): State<AppState>, caller: Caller) -> Result<Json<Usage>, ApiError> {
-    let account = state.store.load(&caller.user).await.map_err(|e| ApiError::Unavailable(e.into()))?.value;
+    let account = state
+        .store
+        .load(&caller.user)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.into()))?
+        .value;
     let now = state.now().unix_timestamp();
     Ok(Json(Usage {
         user_id: caller.user.to_string(),

@@ -15,8 +15,8 @@ use aws_sdk_dynamodb::{
     types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem},
 };
 use stowage_shared::dynamo::{
-    AttributeError, Failure, Item, classify, classify_transaction, get_num, get_str, get_str_list, n, req_num,
-    req_str, s, str_list,
+    AttributeError, Failure, Item, classify, classify_transaction, get_num, get_str, get_str_list,
+    n, req_num, req_str, s, str_list,
 };
 
 use crate::{
@@ -67,7 +67,11 @@ const USAGE_SK: &str = "USAGE";
 
 impl DynamoLedgerStore {
     pub fn new(client: Client, table: impl Into<String>, tombstone_ttl: Duration) -> Self {
-        Self { client, table: table.into(), tombstone_ttl }
+        Self {
+            client,
+            table: table.into(),
+            tombstone_ttl,
+        }
     }
 
     fn object_item(&self, user: &str, key: &str, row: &ObjectRow, version: u64) -> Item {
@@ -94,13 +98,20 @@ impl DynamoLedgerStore {
 fn object_from_item(item: &Item) -> Result<(ObjectRow, u64), StoreError> {
     let live = match item.get("live") {
         Some(AttributeValue::Bool(b)) => *b,
-        _ => return Err(StoreError::Other(anyhow::anyhow!("object row without 'live'"))),
+        _ => {
+            return Err(StoreError::Other(anyhow::anyhow!(
+                "object row without 'live'"
+            )));
+        }
     };
-    let sequencer = Sequencer::parse(req_str(item, "seq").map_err(bad_item)?).map_err(|e| StoreError::Other(anyhow::anyhow!(e)))?;
+    let sequencer = Sequencer::parse(req_str(item, "seq").map_err(bad_item)?)
+        .map_err(|e| StoreError::Other(anyhow::anyhow!(e)))?;
     let row = ObjectRow {
         live,
         size: req_num(item, "size").map_err(bad_item)?,
-        storage_class: req_str(item, "storage_class").map_err(bad_item)?.to_string(),
+        storage_class: req_str(item, "storage_class")
+            .map_err(bad_item)?
+            .to_string(),
         etag: get_str(item, "etag").map_err(bad_item)?.map(str::to_string),
         sequencer,
         applied: get_str_list(item, "applied").map_err(bad_item)?,
@@ -110,7 +121,11 @@ fn object_from_item(item: &Item) -> Result<(ObjectRow, u64), StoreError> {
 
 fn usage_item(user: &str, usage: &Usage) -> Item {
     let mut item = key_of(user, USAGE_SK.to_string());
-    let classes = usage.by_storage_class.iter().map(|(class, bytes)| (class.clone(), n(bytes))).collect();
+    let classes = usage
+        .by_storage_class
+        .iter()
+        .map(|(class, bytes)| (class.clone(), n(bytes)))
+        .collect();
     item.extend([
         ("user_id".to_string(), s(user)),
         ("used_bytes".to_string(), n(usage.used_bytes)),
@@ -129,7 +144,9 @@ fn usage_from_item(item: &Item) -> Result<Usage, StoreError> {
                 .as_n()
                 .ok()
                 .and_then(|b| b.parse().ok())
-                .ok_or_else(|| StoreError::Other(anyhow::anyhow!("by_storage_class.{class} is not a number")))?;
+                .ok_or_else(|| {
+                    StoreError::Other(anyhow::anyhow!("by_storage_class.{class} is not a number"))
+                })?;
             by_storage_class.insert(class.clone(), bytes);
         }
     }
@@ -144,7 +161,10 @@ fn usage_from_item(item: &Item) -> Result<Usage, StoreError> {
 #[async_trait]
 impl LedgerStore for DynamoLedgerStore {
     async fn snapshot(&self, user: &str, key: &str) -> Result<Snapshot, StoreError> {
-        let wanted = [key_of(user, object_sk(key)), key_of(user, USAGE_SK.to_string())];
+        let wanted = [
+            key_of(user, object_sk(key)),
+            key_of(user, USAGE_SK.to_string()),
+        ];
         let mut pending = KeysAndAttributes::builder()
             .set_keys(Some(wanted.to_vec()))
             .consistent_read(true)
@@ -162,12 +182,20 @@ impl LedgerStore for DynamoLedgerStore {
             if let Some(found) = output.responses.and_then(|mut r| r.remove(&self.table)) {
                 items.extend(found);
             }
-            match output.unprocessed_keys.and_then(|mut u| u.remove(&self.table)) {
+            match output
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(&self.table))
+            {
                 Some(rest) if !rest.keys().is_empty() => pending = rest,
                 _ => break,
             }
         }
-        let mut snapshot = Snapshot { object: None, object_version: None, usage: Usage::default(), usage_exists: false };
+        let mut snapshot = Snapshot {
+            object: None,
+            object_version: None,
+            usage: Usage::default(),
+            usage_exists: false,
+        };
         for item in &items {
             match req_str(item, "sk").map_err(bad_item)? {
                 USAGE_SK => {
@@ -230,7 +258,10 @@ impl LedgerStore for DynamoLedgerStore {
             ("grant_id".to_string(), s(&grant.grant_id)),
             ("max_size".to_string(), n(grant.max_size)),
             ("expires_at".to_string(), n(grant.expires_at)),
-            ("expires_at_epoch".to_string(), n(grant.expires_at + 7 * 24 * 3600)),
+            (
+                "expires_at_epoch".to_string(),
+                n(grant.expires_at + 7 * 24 * 3600),
+            ),
         ]);
         // A newer grant for the key replaces an older one, never the reverse.
         self.client
@@ -257,7 +288,9 @@ mod tests {
     fn rows_survive_a_round_trip_through_items() {
         let store = DynamoLedgerStore::new(
             aws_sdk_dynamodb::Client::from_conf(
-                aws_sdk_dynamodb::Config::builder().behavior_version_latest().build(),
+                aws_sdk_dynamodb::Config::builder()
+                    .behavior_version_latest()
+                    .build(),
             ),
             "t",
             Duration::from_secs(60),
@@ -280,6 +313,9 @@ mod tests {
             by_storage_class: [("STANDARD".to_string(), 10)].into(),
             revision: 4,
         };
-        assert_eq!(usage_from_item(&usage_item("alice", &usage)).unwrap(), usage);
+        assert_eq!(
+            usage_from_item(&usage_item("alice", &usage)).unwrap(),
+            usage
+        );
     }
 }

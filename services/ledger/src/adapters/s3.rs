@@ -14,20 +14,36 @@ pub struct S3Probe {
 
 impl S3Probe {
     pub fn new(client: Client, bucket: impl Into<String>) -> Self {
-        Self { client, bucket: bucket.into() }
+        Self {
+            client,
+            bucket: bucket.into(),
+        }
     }
 }
 
 #[async_trait]
 impl ObjectProbe for S3Probe {
     async fn head(&self, key: &str) -> anyhow::Result<Option<ObjectHead>> {
-        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(head) => Ok(Some(ObjectHead {
-                size: head.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+                size: head
+                    .content_length()
+                    .and_then(|n| u64::try_from(n).ok())
+                    .unwrap_or(0),
                 etag: head.e_tag().map(|e| e.trim_matches('"').to_string()),
             })),
             Err(error) if error.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
-            Err(error) => Err(anyhow::anyhow!("HeadObject {key}: {}", DisplayErrorContext(error))),
+            Err(error) => Err(anyhow::anyhow!(
+                "HeadObject {key}: {}",
+                DisplayErrorContext(error)
+            )),
         }
     }
 }

@@ -14,7 +14,9 @@ pub fn owner(key: &str) -> Option<&str> {
     let rest = key.strip_prefix("users/")?;
     let (user, path) = rest.split_once('/')?;
     let valid = (1..=128).contains(&user.len())
-        && user.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     (valid && !path.is_empty()).then_some(user)
 }
 
@@ -36,7 +38,10 @@ pub fn candidates(raw: &str) -> Vec<String> {
 }
 
 fn decode(value: &str) -> Option<String> {
-    percent_decode_str(value).decode_utf8().ok().map(|c| c.into_owned())
+    percent_decode_str(value)
+        .decode_utf8()
+        .ok()
+        .map(|c| c.into_owned())
 }
 
 #[cfg(test)]
@@ -54,7 +59,10 @@ mod tests {
 
     #[test]
     fn plain_keys_have_one_reading() {
-        assert_eq!(candidates("users/alice/photos/cat.jpg"), vec!["users/alice/photos/cat.jpg"]);
+        assert_eq!(
+            candidates("users/alice/photos/cat.jpg"),
+            vec!["users/alice/photos/cat.jpg"]
+        );
     }
 
     #[test]
@@ -63,7 +71,10 @@ mod tests {
         let localstack = "users/a/x%20y%2Bz%2541%C3%A9.txt";
         let notification = "users/a/x+y%2Bz%2541%C3%A9.txt";
         for spelling in [localstack, notification, key] {
-            assert!(candidates(spelling).contains(&key.to_string()), "{spelling}");
+            assert!(
+                candidates(spelling).contains(&key.to_string()),
+                "{spelling}"
+            );
         }
         // Encoded spellings decode to the true key first.
         assert_eq!(candidates(localstack)[0], key);

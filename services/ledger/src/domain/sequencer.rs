@@ -13,7 +13,9 @@ impl Sequencer {
     /// Accepts a non-empty hex string (either case; compared upper-case).
     pub fn parse(value: &str) -> Result<Self, String> {
         if value.is_empty() || value.len() > 64 || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(format!("sequencer {value:?} is not a hex string of 1 to 64 digits"));
+            return Err(format!(
+                "sequencer {value:?} is not a hex string of 1 to 64 digits"
+            ));
         }
         Ok(Self(value.to_ascii_uppercase()))
     }
@@ -54,7 +56,10 @@ mod tests {
     fn the_shorter_is_padded_with_zeros_on_the_right() {
         // As numbers 0x0062E99A88DC407460 < 0x0062E99A88DC4074600, but padded
         // on the right they are equal; and "1" is "10" padded, so "1" < "11".
-        assert_eq!(seq("0062E99A88DC407460").cmp(&seq("0062E99A88DC4074600")), Ordering::Equal);
+        assert_eq!(
+            seq("0062E99A88DC407460").cmp(&seq("0062E99A88DC4074600")),
+            Ordering::Equal
+        );
         assert!(seq("1") < seq("11"));
         assert!(seq("2") > seq("11"));
         // Numeric comparison would say the opposite here.

@@ -20,7 +20,11 @@ pub const DEFAULT_STORAGE_CLASS: &str = "STANDARD";
 /// What an S3 event did to one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    Created { size: u64, etag: Option<String>, storage_class: String },
+    Created {
+        size: u64,
+        etag: Option<String>,
+        storage_class: String,
+    },
     Deleted,
 }
 
@@ -35,8 +39,15 @@ impl ObjectEvent {
     /// Identifies the event among others at the same sequencer.
     pub fn fingerprint(&self) -> String {
         match &self.change {
-            Change::Created { size, etag, storage_class } => {
-                format!("created:{}:{size}:{storage_class}", etag.as_deref().unwrap_or(""))
+            Change::Created {
+                size,
+                etag,
+                storage_class,
+            } => {
+                format!(
+                    "created:{}:{size}:{storage_class}",
+                    etag.as_deref().unwrap_or("")
+                )
             }
             Change::Deleted => "deleted".to_string(),
         }
@@ -104,7 +115,9 @@ pub fn decide(current: Option<&ObjectRow>, usage: &Usage, event: &ObjectEvent) -
     if let Some(row) = current {
         match event.sequencer.cmp(&row.sequencer) {
             std::cmp::Ordering::Less => return Decision::Stale,
-            std::cmp::Ordering::Equal if row.applied.contains(&fingerprint) => return Decision::Duplicate,
+            std::cmp::Ordering::Equal if row.applied.contains(&fingerprint) => {
+                return Decision::Duplicate;
+            }
             std::cmp::Ordering::Equal => applied = [row.applied.clone(), applied].concat(),
             std::cmp::Ordering::Greater => {}
         }
@@ -114,7 +127,11 @@ pub fn decide(current: Option<&ObjectRow>, usage: &Usage, event: &ObjectEvent) -
         usage.remove(row.size, &row.storage_class);
     }
     let object = match &event.change {
-        Change::Created { size, etag, storage_class } => {
+        Change::Created {
+            size,
+            etag,
+            storage_class,
+        } => {
             usage.add(*size, storage_class);
             ObjectRow {
                 live: true,
@@ -128,7 +145,9 @@ pub fn decide(current: Option<&ObjectRow>, usage: &Usage, event: &ObjectEvent) -
         Change::Deleted => ObjectRow {
             live: false,
             size: 0,
-            storage_class: current.map_or(DEFAULT_STORAGE_CLASS.to_string(), |r| r.storage_class.clone()),
+            storage_class: current.map_or(DEFAULT_STORAGE_CLASS.to_string(), |r| {
+                r.storage_class.clone()
+            }),
             etag: None,
             sequencer: event.sequencer.clone(),
             applied,
@@ -144,13 +163,20 @@ mod tests {
 
     fn created(seq: &str, size: u64, etag: &str) -> ObjectEvent {
         ObjectEvent {
-            change: Change::Created { size, etag: Some(etag.into()), storage_class: DEFAULT_STORAGE_CLASS.into() },
+            change: Change::Created {
+                size,
+                etag: Some(etag.into()),
+                storage_class: DEFAULT_STORAGE_CLASS.into(),
+            },
             sequencer: Sequencer::parse(seq).unwrap(),
         }
     }
 
     fn deleted(seq: &str) -> ObjectEvent {
-        ObjectEvent { change: Change::Deleted, sequencer: Sequencer::parse(seq).unwrap() }
+        ObjectEvent {
+            change: Change::Deleted,
+            sequencer: Sequencer::parse(seq).unwrap(),
+        }
     }
 
     /// Applies events in order to one key, as the store would.
@@ -173,7 +199,10 @@ mod tests {
     #[test]
     fn a_new_object_is_counted_once() {
         let (_, usage, outcomes) = run(&[created("01", 10, "a"), created("01", 10, "a")]);
-        assert_eq!((usage.used_bytes, usage.object_count, usage.revision), (10, 1, 1));
+        assert_eq!(
+            (usage.used_bytes, usage.object_count, usage.revision),
+            (10, 1, 1)
+        );
         assert_eq!(outcomes, ["applied", "duplicate"]);
     }
 
@@ -186,7 +215,8 @@ mod tests {
 
     #[test]
     fn a_late_create_cannot_resurrect_a_deleted_object() {
-        let (row, usage, outcomes) = run(&[created("01", 10, "a"), deleted("03"), created("02", 7, "c")]);
+        let (row, usage, outcomes) =
+            run(&[created("01", 10, "a"), deleted("03"), created("02", 7, "c")]);
         assert_eq!((usage.used_bytes, usage.object_count), (0, 0));
         assert!(!row.unwrap().live);
         assert_eq!(outcomes, ["applied", "applied", "stale"]);
@@ -195,7 +225,11 @@ mod tests {
     #[test]
     fn different_events_at_one_sequencer_apply_in_arrival_order() {
         // The emulators give a put and the delete right after it one sequencer.
-        let (_, usage, outcomes) = run(&[created("05", 10, "a"), deleted("05"), created("05", 10, "a")]);
+        let (_, usage, outcomes) = run(&[
+            created("05", 10, "a"),
+            deleted("05"),
+            created("05", 10, "a"),
+        ]);
         assert_eq!((usage.used_bytes, usage.object_count), (0, 0));
         assert_eq!(outcomes, ["applied", "applied", "duplicate"]);
     }

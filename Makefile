@@ -1,0 +1,33 @@
+# Stowage: the two commands of the quick start are `make dev` and `make test`.
+
+STATE    := .stowage
+PYTHON   := $(STATE)/venv/localstack/bin/python
+STACK    := $(PYTHON) infra/local/stack.py
+
+.PHONY: dev test lint unit e2e emulators build schemas clean
+
+## make dev: the whole system on the local emulators, until Ctrl-C.
+dev: emulators build
+	@$(STACK) dev --state $(STATE)
+
+## make test: formatting, lints, unit tests and end-to-end tests.
+test: lint emulators
+	$(STACK) run --state $(STATE)/test -- cargo nextest run --workspace --no-fail-fast
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+## Installs the emulators (first run only).
+emulators:
+	@bash infra/local/bootstrap.sh
+
+build:
+	cargo build --workspace --bins
+
+## Rewrites events/schemas/ after a deliberate change of the event types.
+schemas:
+	UPDATE_SCHEMAS=1 cargo test -p stowage-events --test contract
+
+clean:
+	rm -rf $(STATE) target
