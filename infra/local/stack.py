@@ -314,6 +314,17 @@ class Stop(Exception):
     pass
 
 
+def stop_with_parent():
+    """Asks Linux to send SIGTERM when the parent (make, a shell) dies, so
+    nothing this script started outlives it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _raise_stop(signum, frame):
     raise Stop()
 
@@ -321,6 +332,7 @@ def _raise_stop(signum, frame):
 def cmd_run(args):
     emulators = Emulators(args.state)
     signal.signal(signal.SIGTERM, _raise_stop)
+    stop_with_parent()
     try:
         env = emulators.start()
         child_env = dict(os.environ)
@@ -353,6 +365,7 @@ def cmd_dev(args):
     emulators = Emulators(state)
     services = []
     signal.signal(signal.SIGTERM, _raise_stop)
+    stop_with_parent()
     try:
         env = emulators.start()
         settings = deploy("stowage", env)
