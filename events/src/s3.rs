@@ -11,8 +11,12 @@ pub const SOURCE: &str = "aws.s3";
 pub const OBJECT_CREATED: &str = "Object Created";
 /// `detail-type` of a deleted object (including lifecycle expiration).
 pub const OBJECT_DELETED: &str = "Object Deleted";
+/// `detail-type` of an object moved to another storage class in place
+/// (lifecycle transitions).
+pub const OBJECT_STORAGE_CLASS_CHANGED: &str = "Object Storage Class Changed";
 
-/// The detail of S3's `Object Created` and `Object Deleted` events.
+/// The detail of S3's `Object Created`, `Object Deleted` and
+/// `Object Storage Class Changed` events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct ObjectEventDetail {
@@ -33,6 +37,9 @@ pub struct ObjectEventDetail {
     /// On deletes: `Permanently Deleted` or `Delete Marker Created`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_type: Option<String>,
+    /// On storage class changes: the class the object moved to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_storage_class: Option<String>,
 }
 
 /// The bucket an S3 event is about.

@@ -121,6 +121,26 @@ pub struct UsageChangedV1 {
     /// The object's size after the change; absent when it was deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_size: Option<u64>,
+    /// The object's storage class after the change; absent when deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+    /// The upload grant the object was uploaded under, when the ledger knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_id: Option<Uuid>,
+    /// Set when a user upload broke the rules: it arrived without a grant, or
+    /// larger than its grant. The object is counted all the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub violation: Option<UploadViolation>,
+}
+
+/// How an upload broke the rules of its grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UploadViolation {
+    /// No live grant covered the key.
+    NoGrant,
+    /// The object is larger than its grant allowed.
+    ExceedsGrant,
 }
 
 impl StowageEvent for UsageChangedV1 {

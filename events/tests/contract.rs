@@ -60,9 +60,10 @@ fn every_committed_schema_is_generated() {
 fn decode(envelope: RawEnvelope) -> Result<(), String> {
     let kind = (envelope.source.as_str(), envelope.detail_type.as_str());
     let result = match kind {
-        (s3::SOURCE, s3::OBJECT_CREATED | s3::OBJECT_DELETED) => {
-            envelope.decode::<ObjectEventDetail>().map(drop)
-        }
+        (
+            s3::SOURCE,
+            s3::OBJECT_CREATED | s3::OBJECT_DELETED | s3::OBJECT_STORAGE_CLASS_CHANGED,
+        ) => envelope.decode::<ObjectEventDetail>().map(drop),
         (UploadGrantedV1::SOURCE, d) if d == UploadGrantedV1::detail_type() => {
             envelope.decode::<UploadGrantedV1>().map(drop)
         }

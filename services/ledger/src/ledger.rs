@@ -10,12 +10,11 @@ use std::{sync::Arc, time::Duration};
 use stowage_events::{
     EventMeta, RawEnvelope, StowageEvent, TraceContext, UploadGrantedV1, UsageChangedV1,
     s3::{self, ObjectEventDetail},
-    stowage::ObjectChange,
+    stowage::{ObjectChange, UploadViolation},
 };
-use stowage_shared::{
-    consumer::{Delivery, Disposition, Handler},
-    publisher::EventBus,
-};
+use stowage_shared::consumer::{Delivery, Disposition, Handler};
+use time::OffsetDateTime;
+use uuid::Uuid;
 
 use crate::{
     domain::{
@@ -23,7 +22,7 @@ use crate::{
         sequencer::Sequencer,
         usage::{Change, DEFAULT_STORAGE_CLASS, Decision, ObjectEvent, ObjectRow, Usage, decide},
     },
-    ports::{GrantNote, LedgerStore, ObjectProbe},
+    ports::{GrantNote, LedgerStore, ObjectHead, ObjectProbe, UsagePublisher},
 };
 
 /// Conflicting writers on one user's totals retry this many times before the
@@ -35,7 +34,7 @@ const MAX_COMMIT_ATTEMPTS: u32 = 25;
 pub struct Ledger {
     store: Arc<dyn LedgerStore>,
     probe: Arc<dyn ObjectProbe>,
-    bus: EventBus,
+    publisher: Arc<dyn UsagePublisher>,
     bucket: String,
 }
 
@@ -65,35 +64,33 @@ impl Ledger {
     pub fn new(
         store: Arc<dyn LedgerStore>,
         probe: Arc<dyn ObjectProbe>,
-        bus: EventBus,
+        publisher: Arc<dyn UsagePublisher>,
         bucket: &str,
     ) -> Self {
         Self {
             store,
             probe,
-            bus,
+            publisher,
             bucket: bucket.to_string(),
         }
     }
 
     async fn dispatch(&self, body: &str) -> Result<&'static str, Failure> {
         let envelope = RawEnvelope::parse(body).map_err(|e| Failure::Poison(e.to_string()))?;
+        let poison = |e: stowage_events::envelope::DecodeError| Failure::Poison(e.to_string());
         match (envelope.source.as_str(), envelope.detail_type.as_str()) {
-            (s3::SOURCE, s3::OBJECT_CREATED | s3::OBJECT_DELETED) => {
-                let created = envelope.detail_type == s3::OBJECT_CREATED;
-                let detail = envelope
-                    .decode::<ObjectEventDetail>()
-                    .map_err(|e| Failure::Poison(e.to_string()))?
-                    .detail;
-                self.apply_object_event(created, &detail).await
+            (
+                s3::SOURCE,
+                s3::OBJECT_CREATED | s3::OBJECT_DELETED | s3::OBJECT_STORAGE_CLASS_CHANGED,
+            ) => {
+                let event = envelope.decode::<ObjectEventDetail>().map_err(poison)?;
+                self.apply_object_event(&event.detail_type, event.time, &event.detail)
+                    .await
             }
             (UploadGrantedV1::SOURCE, detail_type)
                 if detail_type == UploadGrantedV1::detail_type() =>
             {
-                let grant = envelope
-                    .decode::<UploadGrantedV1>()
-                    .map_err(|e| Failure::Poison(e.to_string()))?
-                    .detail;
+                let grant = envelope.decode::<UploadGrantedV1>().map_err(poison)?.detail;
                 self.store
                     .record_grant(&GrantNote {
                         user_id: grant.meta.user_id,
@@ -112,33 +109,69 @@ impl Ledger {
         }
     }
 
+    /// Reads what the event says happened to the object.
+    fn change_of(detail_type: &str, detail: &ObjectEventDetail) -> Result<Change, Failure> {
+        let object = &detail.object;
+        match detail_type {
+            s3::OBJECT_CREATED => Ok(Change::Created {
+                size: object
+                    .size
+                    .ok_or_else(|| Failure::Poison("Object Created without a size".into()))?,
+                etag: object.etag.clone(),
+                storage_class: DEFAULT_STORAGE_CLASS.to_string(),
+            }),
+            s3::OBJECT_STORAGE_CLASS_CHANGED => Ok(Change::ClassChanged {
+                size: object.size,
+                etag: object.etag.clone(),
+                storage_class: detail.destination_storage_class.clone().ok_or_else(|| {
+                    Failure::Poison(
+                        "Object Storage Class Changed without a destination class".into(),
+                    )
+                })?,
+            }),
+            _ => Ok(Change::Deleted),
+        }
+    }
+
     async fn apply_object_event(
         &self,
-        created: bool,
+        detail_type: &str,
+        time: OffsetDateTime,
         detail: &ObjectEventDetail,
     ) -> Result<&'static str, Failure> {
         if detail.bucket.name != self.bucket {
             return Ok("other-bucket");
         }
         let sequencer = Sequencer::parse(&detail.object.sequencer).map_err(Failure::Poison)?;
-        let change = if created {
-            let size = detail
-                .object
-                .size
-                .ok_or_else(|| Failure::Poison("Object Created without a size".into()))?;
-            Change::Created {
-                size,
-                etag: detail.object.etag.clone(),
-                storage_class: DEFAULT_STORAGE_CLASS.to_string(),
-            }
-        } else {
-            Change::Deleted
-        };
-        let key = self.resolve_key(&detail.object.key, &change).await?;
+        let mut change = Self::change_of(detail_type, detail)?;
+        let (key, head) = self.resolve_key(&detail.object.key, &change).await?;
         let Some(user) = keys::owner(&key) else {
             tracing::warn!(%key, "object outside users/<id>/ is not counted");
             return Ok("not-a-user-key");
         };
+        let reason = detail.reason.as_deref().unwrap_or("");
+        if let Change::Created {
+            etag,
+            storage_class,
+            ..
+        } = &mut change
+            && reason != POST_UPLOAD
+        {
+            // Only browser uploads are bound to STANDARD by their policy;
+            // copies and API uploads may name another class, which S3's
+            // event does not carry.
+            let head = match head {
+                Some(head) => Some(head),
+                None => self.probe.head(&key).await?,
+            };
+            if let Some(head) =
+                head.filter(|h| h.etag.as_deref() == etag.as_deref().map(|e| e.trim_matches('"')))
+            {
+                *storage_class = head.storage_class;
+            }
+        }
+        let user_upload =
+            USER_UPLOADS.contains(&reason) && matches!(change, Change::Created { .. });
         let event = ObjectEvent { change, sequencer };
 
         for attempt in 0..MAX_COMMIT_ATTEMPTS {
@@ -147,13 +180,15 @@ impl Ledger {
                 .snapshot(user, &key)
                 .await
                 .map_err(|e| Failure::Transient(e.into()))?;
+            let grant = snapshot.grant.as_ref();
             match decide(snapshot.object.as_ref(), &snapshot.usage, &event) {
                 Decision::Stale => return Ok("stale"),
                 Decision::Duplicate => {
                     // The first delivery may have committed and then failed to
                     // publish; publishing the current totals again is harmless.
                     if let Some(row) = &snapshot.object {
-                        self.publish(user, &key, row, &snapshot.usage).await?;
+                        self.publish(user, &key, row, &snapshot.usage, grant, None)
+                            .await?;
                     }
                     return Ok("duplicate");
                 }
@@ -164,7 +199,14 @@ impl Ledger {
                         .await
                     {
                         Ok(()) => {
-                            self.publish(user, &key, &object, &usage).await?;
+                            let violation = user_upload
+                                .then(|| violation(grant, object.size, time))
+                                .flatten();
+                            if let Some(violation) = violation {
+                                tracing::warn!(%key, size = object.size, ?violation, grant = ?grant.map(|g| &g.grant_id), "upload broke its grant; counted all the same");
+                            }
+                            self.publish(user, &key, &object, &usage, grant, violation)
+                                .await?;
                             return Ok("applied");
                         }
                         Err(error) if error.is_retryable() => {
@@ -180,13 +222,18 @@ impl Ledger {
         )))
     }
 
-    /// The key an event means. Unambiguous spellings are taken as they are;
-    /// otherwise the reading S3 holds with the event's etag wins, then a
-    /// reading the ledger already has a row for, then the likeliest.
-    async fn resolve_key(&self, raw: &str, change: &Change) -> Result<String, Failure> {
-        let candidates = keys::candidates(raw);
+    /// The key an event means, with what S3 holds there when that was asked.
+    /// Unambiguous spellings are taken as they are; otherwise the reading S3
+    /// holds with the event's etag wins, then a reading the ledger already has
+    /// a row for, then the likeliest.
+    async fn resolve_key(
+        &self,
+        raw: &str,
+        change: &Change,
+    ) -> Result<(String, Option<ObjectHead>), Failure> {
+        let mut candidates = keys::candidates(raw);
         if candidates.len() == 1 {
-            return Ok(candidates.into_iter().next().unwrap_or_default());
+            return Ok((candidates.remove(0), None));
         }
         if let Change::Created {
             etag: Some(etag), ..
@@ -196,7 +243,7 @@ impl Ledger {
                 if let Some(head) = self.probe.head(candidate).await?
                     && head.etag.as_deref() == Some(etag.trim_matches('"'))
                 {
-                    return Ok(candidate.clone());
+                    return Ok((candidate.clone(), Some(head)));
                 }
             }
         }
@@ -208,11 +255,11 @@ impl Ledger {
                     .await
                     .map_err(|e| Failure::Transient(e.into()))?;
                 if snapshot.object.is_some() {
-                    return Ok(candidate.clone());
+                    return Ok((candidate.clone(), None));
                 }
             }
         }
-        Ok(candidates.into_iter().next().unwrap_or_default())
+        Ok((candidates.remove(0), None))
     }
 
     async fn publish(
@@ -221,6 +268,8 @@ impl Ledger {
         key: &str,
         row: &ObjectRow,
         usage: &Usage,
+        grant: Option<&GrantNote>,
+        violation: Option<UploadViolation>,
     ) -> Result<(), Failure> {
         let event = UsageChangedV1 {
             meta: EventMeta::new(user, TraceContext::default()),
@@ -235,11 +284,38 @@ impl Ledger {
                 ObjectChange::Deleted
             },
             object_size: row.live.then_some(row.size),
+            storage_class: row.live.then(|| row.storage_class.clone()),
+            grant_id: grant.and_then(|g| Uuid::parse_str(&g.grant_id).ok()),
+            violation,
         };
-        self.bus
+        self.publisher
             .publish(&event)
             .await
-            .map_err(|e| Failure::Transient(e.into()))
+            .map_err(Failure::Transient)
+    }
+}
+
+/// The `reason` of an upload through a signed POST policy.
+const POST_UPLOAD: &str = "POST Object";
+/// Reasons that mean a user uploaded the object (as opposed to a copy made by
+/// the system, such as tiering).
+const USER_UPLOADS: [&str; 3] = ["POST Object", "PutObject", "CompleteMultipartUpload"];
+/// An upload may reach S3 this long after its grant's expiry was checked.
+const GRANT_EXPIRY_SLACK_SECONDS: i64 = 300;
+
+/// How an upload of `size` bytes at `time` broke its grant, if it did.
+fn violation(
+    grant: Option<&GrantNote>,
+    size: u64,
+    time: OffsetDateTime,
+) -> Option<UploadViolation> {
+    match grant {
+        Some(g) if g.expires_at + GRANT_EXPIRY_SLACK_SECONDS < time.unix_timestamp() => {
+            Some(UploadViolation::NoGrant)
+        }
+        Some(g) if size > g.max_size => Some(UploadViolation::ExceedsGrant),
+        Some(_) => None,
+        None => Some(UploadViolation::NoGrant),
     }
 }
 

@@ -14,6 +14,8 @@ pub struct Snapshot {
     pub usage: Usage,
     /// False when the user has no usage row yet.
     pub usage_exists: bool,
+    /// The newest upload grant for the key, if any.
+    pub grant: Option<GrantNote>,
 }
 
 /// Storage failures the ledger distinguishes.
@@ -71,10 +73,17 @@ pub struct GrantNote {
 pub struct ObjectHead {
     pub size: u64,
     pub etag: Option<String>,
+    pub storage_class: String,
 }
 
 /// Asks S3 about a key, to resolve keys an event spells ambiguously.
 #[async_trait]
 pub trait ObjectProbe: Send + Sync + 'static {
     async fn head(&self, key: &str) -> anyhow::Result<Option<ObjectHead>>;
+}
+
+/// Publishes the ledger's `UsageChanged.v1` events.
+#[async_trait]
+pub trait UsagePublisher: Send + Sync + 'static {
+    async fn publish(&self, event: &stowage_events::UsageChangedV1) -> anyhow::Result<()>;
 }

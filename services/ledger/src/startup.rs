@@ -34,7 +34,7 @@ impl App {
                 aws::s3(&sdk, settings.s3_path_style),
                 &settings.bucket,
             )),
-            EventBus::new(aws::eventbridge(&sdk), &settings.event_bus),
+            Arc::new(EventBus::new(aws::eventbridge(&sdk), &settings.event_bus)),
             &settings.bucket,
         );
         let consumer = QueueConsumer::new(

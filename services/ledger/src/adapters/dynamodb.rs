@@ -63,6 +63,20 @@ fn object_sk(key: &str) -> String {
     format!("OBJ#{key}")
 }
 
+fn grant_sk(key: &str) -> String {
+    format!("GRANT#{key}")
+}
+
+fn grant_from_item(user: &str, key: &str, item: &Item) -> Result<GrantNote, StoreError> {
+    Ok(GrantNote {
+        user_id: user.to_string(),
+        key: key.to_string(),
+        grant_id: req_str(item, "grant_id").map_err(bad_item)?.to_string(),
+        max_size: req_num(item, "max_size").map_err(bad_item)?,
+        expires_at: req_num(item, "expires_at").map_err(bad_item)?,
+    })
+}
+
 const USAGE_SK: &str = "USAGE";
 
 impl DynamoLedgerStore {
@@ -164,6 +178,7 @@ impl LedgerStore for DynamoLedgerStore {
         let wanted = [
             key_of(user, object_sk(key)),
             key_of(user, USAGE_SK.to_string()),
+            key_of(user, grant_sk(key)),
         ];
         let mut pending = KeysAndAttributes::builder()
             .set_keys(Some(wanted.to_vec()))
@@ -171,7 +186,11 @@ impl LedgerStore for DynamoLedgerStore {
             .build()
             .map_err(|e| StoreError::Other(e.into()))?;
         let mut items = Vec::new();
-        for _ in 0..10 {
+        let mut complete = false;
+        for attempt in 0..10u32 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(10 << attempt.min(5))).await;
+            }
             let output = self
                 .client
                 .batch_get_item()
@@ -187,20 +206,32 @@ impl LedgerStore for DynamoLedgerStore {
                 .and_then(|mut u| u.remove(&self.table))
             {
                 Some(rest) if !rest.keys().is_empty() => pending = rest,
-                _ => break,
+                _ => {
+                    complete = true;
+                    break;
+                }
             }
+        }
+        if !complete {
+            return Err(StoreError::Throttled(anyhow::anyhow!(
+                "BatchGetItem left keys unprocessed after 10 attempts"
+            )));
         }
         let mut snapshot = Snapshot {
             object: None,
             object_version: None,
             usage: Usage::default(),
             usage_exists: false,
+            grant: None,
         };
         for item in &items {
             match req_str(item, "sk").map_err(bad_item)? {
                 USAGE_SK => {
                     snapshot.usage = usage_from_item(item)?;
                     snapshot.usage_exists = true;
+                }
+                sk if sk.starts_with("GRANT#") => {
+                    snapshot.grant = Some(grant_from_item(user, key, item)?)
                 }
                 _ => {
                     let (row, version) = object_from_item(item)?;
@@ -253,7 +284,7 @@ impl LedgerStore for DynamoLedgerStore {
     }
 
     async fn record_grant(&self, grant: &GrantNote) -> Result<(), StoreError> {
-        let mut item = key_of(&grant.user_id, format!("GRANT#{}", grant.key));
+        let mut item = key_of(&grant.user_id, grant_sk(&grant.key));
         item.extend([
             ("grant_id".to_string(), s(&grant.grant_id)),
             ("max_size".to_string(), n(grant.max_size)),

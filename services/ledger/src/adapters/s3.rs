@@ -3,7 +3,10 @@
 use async_trait::async_trait;
 use aws_sdk_s3::{Client, error::DisplayErrorContext};
 
-use crate::ports::{ObjectHead, ObjectProbe};
+use crate::{
+    domain::usage::DEFAULT_STORAGE_CLASS,
+    ports::{ObjectHead, ObjectProbe},
+};
 
 /// [`ObjectProbe`] on one bucket.
 #[derive(Debug, Clone)]
@@ -38,6 +41,11 @@ impl ObjectProbe for S3Probe {
                     .and_then(|n| u64::try_from(n).ok())
                     .unwrap_or(0),
                 etag: head.e_tag().map(|e| e.trim_matches('"').to_string()),
+                // S3 leaves the header out for STANDARD.
+                storage_class: head
+                    .storage_class()
+                    .map_or(DEFAULT_STORAGE_CLASS, |c| c.as_str())
+                    .to_string(),
             })),
             Err(error) if error.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
             Err(error) => Err(anyhow::anyhow!(

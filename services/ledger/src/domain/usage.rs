@@ -25,6 +25,13 @@ pub enum Change {
         etag: Option<String>,
         storage_class: String,
     },
+    /// The object moved to another storage class in place. S3 reports the
+    /// size with it; without one, the live row's size is kept.
+    ClassChanged {
+        size: Option<u64>,
+        etag: Option<String>,
+        storage_class: String,
+    },
     Deleted,
 }
 
@@ -49,6 +56,15 @@ impl ObjectEvent {
                     etag.as_deref().unwrap_or("")
                 )
             }
+            Change::ClassChanged {
+                size,
+                etag,
+                storage_class,
+            } => format!(
+                "class:{}:{}:{storage_class}",
+                etag.as_deref().unwrap_or(""),
+                size.map(|s| s.to_string()).unwrap_or_default()
+            ),
             Change::Deleted => "deleted".to_string(),
         }
     }
@@ -122,11 +138,33 @@ pub fn decide(current: Option<&ObjectRow>, usage: &Usage, event: &ObjectEvent) -
             std::cmp::Ordering::Greater => {}
         }
     }
+    let live = current.filter(|r| r.live);
+    let change = match &event.change {
+        Change::ClassChanged {
+            size,
+            etag,
+            storage_class,
+        } => match (size, live) {
+            (Some(size), _) => Change::Created {
+                size: *size,
+                etag: etag.clone(),
+                storage_class: storage_class.clone(),
+            },
+            (None, Some(row)) => Change::Created {
+                size: row.size,
+                etag: row.etag.clone(),
+                storage_class: storage_class.clone(),
+            },
+            // Nothing known to move: the object's own events will say more.
+            (None, None) => return Decision::Stale,
+        },
+        other => other.clone(),
+    };
     let mut usage = usage.clone();
-    if let Some(row) = current.filter(|r| r.live) {
+    if let Some(row) = live {
         usage.remove(row.size, &row.storage_class);
     }
-    let object = match &event.change {
+    let object = match &change {
         Change::Created {
             size,
             etag,
@@ -142,7 +180,7 @@ pub fn decide(current: Option<&ObjectRow>, usage: &Usage, event: &ObjectEvent) -
                 applied,
             }
         }
-        Change::Deleted => ObjectRow {
+        Change::ClassChanged { .. } | Change::Deleted => ObjectRow {
             live: false,
             size: 0,
             storage_class: current.map_or(DEFAULT_STORAGE_CLASS.to_string(), |r| {
@@ -232,6 +270,22 @@ mod tests {
         ]);
         assert_eq!((usage.used_bytes, usage.object_count), (0, 0));
         assert_eq!(outcomes, ["applied", "applied", "duplicate"]);
+    }
+
+    #[test]
+    fn a_storage_class_change_moves_bytes_without_changing_the_total() {
+        let to_glacier = ObjectEvent {
+            change: Change::ClassChanged {
+                size: None,
+                etag: None,
+                storage_class: "GLACIER".into(),
+            },
+            sequencer: Sequencer::parse("02").unwrap(),
+        };
+        let (row, usage, _) = run(&[created("01", 10, "a"), to_glacier]);
+        assert_eq!((usage.used_bytes, usage.object_count), (10, 1));
+        assert_eq!(usage.by_storage_class, [("GLACIER".to_string(), 10)].into());
+        assert_eq!(row.unwrap().etag.as_deref(), Some("a"));
     }
 
     #[test]

@@ -1,0 +1,14 @@
+//! [`UsagePublisher`] on the Stowage event bus.
+
+use async_trait::async_trait;
+use stowage_events::UsageChangedV1;
+use stowage_shared::publisher::EventBus;
+
+use crate::ports::UsagePublisher;
+
+#[async_trait]
+impl UsagePublisher for EventBus {
+    async fn publish(&self, event: &UsageChangedV1) -> anyhow::Result<()> {
+        Ok(EventBus::publish(self, event).await?)
+    }
+}
