@@ -70,6 +70,22 @@ impl Stack {
     }
 }
 
+/// Which consumers a [`System`] runs besides intake.
+#[derive(Debug, Clone, Copy)]
+pub struct Parts {
+    pub ledger: bool,
+    pub lifecycle: bool,
+}
+
+impl Default for Parts {
+    fn default() -> Self {
+        Self {
+            ledger: true,
+            lifecycle: true,
+        }
+    }
+}
+
 /// Intake, ledger and lifecycle running against one stack.
 #[derive(Debug)]
 pub struct System {
@@ -77,6 +93,7 @@ pub struct System {
     pub intake_url: String,
     pub http: reqwest::Client,
     pub s3: aws_sdk_s3::Client,
+    pub sqs: aws_sdk_sqs::Client,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -89,6 +106,11 @@ impl System {
 
     /// Like [`System::start`], with extra intake flags (e.g. a small quota).
     pub async fn start_with(intake_flags: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start_parts(intake_flags, Parts::default()).await
+    }
+
+    /// Deploys a stack and starts intake and the chosen consumers.
+    pub async fn start_parts(intake_flags: &[(&str, &str)], parts: Parts) -> anyhow::Result<Self> {
         init_logs();
         let stack = Stack::deploy()?;
         let shutdown = CancellationToken::new();
@@ -143,18 +165,20 @@ impl System {
             stowage_lifecycle::App::build(stowage_lifecycle::Settings::try_parse_from(args)?)
                 .await?;
 
-        let tasks = vec![
-            tokio::spawn({
-                let stop = shutdown.clone();
-                async move {
-                    if let Err(error) = intake.run_until_stopped(stop).await {
-                        eprintln!("intake failed: {error:#}");
-                    }
+        let mut tasks = vec![tokio::spawn({
+            let stop = shutdown.clone();
+            async move {
+                if let Err(error) = intake.run_until_stopped(stop).await {
+                    eprintln!("intake failed: {error:#}");
                 }
-            }),
-            tokio::spawn(ledger.run_until_stopped(shutdown.clone())),
-            tokio::spawn(lifecycle.run_until_stopped(shutdown.clone())),
-        ];
+            }
+        })];
+        if parts.ledger {
+            tasks.push(tokio::spawn(ledger.run_until_stopped(shutdown.clone())));
+        }
+        if parts.lifecycle {
+            tasks.push(tokio::spawn(lifecycle.run_until_stopped(shutdown.clone())));
+        }
 
         let sdk = stowage_shared::aws::load().await;
         Ok(Self {
@@ -162,6 +186,7 @@ impl System {
             intake_url,
             http: reqwest::Client::new(),
             s3: stowage_shared::aws::s3(&sdk, true),
+            sqs: stowage_shared::aws::sqs(&sdk),
             shutdown,
             tasks,
         })
@@ -240,6 +265,112 @@ impl System {
             .iter()
             .filter_map(|o| o.key().map(str::to_string))
             .collect()
+    }
+}
+
+impl System {
+    /// Grants and uploads `data` to `path` for the holder of `token`.
+    pub async fn put(&self, token: &str, path: &str, data: Vec<u8>) -> Value {
+        let response = self
+            .grant(token, &json!({"path": path, "size": data.len(), "content_type": "application/octet-stream"}))
+            .await;
+        assert_eq!(response.status(), 201, "grant for {path}");
+        let grant: Value = response.json().await.expect("grant JSON");
+        let uploaded = self.upload(&grant, data).await;
+        assert!(
+            uploaded.status().is_success(),
+            "upload of {path}: {}",
+            uploaded.status()
+        );
+        grant
+    }
+
+    /// Waits until the caller's usage reports `bytes` used.
+    pub async fn used_bytes_reach(&self, token: &str, bytes: u64) -> Value {
+        eventually(
+            Duration::from_secs(30),
+            &format!("used_bytes = {bytes}"),
+            || async {
+                let usage = self.usage(token).await;
+                (usage["used_bytes"] == bytes).then_some(usage)
+            },
+        )
+        .await
+    }
+
+    /// Messages visible plus in flight on a queue.
+    pub async fn queue_depth(&self, queue_url: &str) -> u64 {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let attributes = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(queue_url)
+            .attribute_names(A::ApproximateNumberOfMessages)
+            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .expect("GetQueueAttributes");
+        let count = |name: A| {
+            attributes
+                .attributes()
+                .and_then(|a| a.get(&name))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        count(A::ApproximateNumberOfMessages) + count(A::ApproximateNumberOfMessagesNotVisible)
+    }
+
+    /// Receives (and deletes) every message on a queue until it stays empty.
+    pub async fn drain(&self, queue_url: &str) -> Vec<String> {
+        let mut bodies = Vec::new();
+        loop {
+            let received = self
+                .sqs
+                .receive_message()
+                .queue_url(queue_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(2)
+                .send()
+                .await
+                .expect("ReceiveMessage");
+            if received.messages().is_empty() {
+                return bodies;
+            }
+            for message in received.messages() {
+                bodies.push(message.body().unwrap_or_default().to_string());
+                self.sqs
+                    .delete_message()
+                    .queue_url(queue_url)
+                    .receipt_handle(message.receipt_handle().unwrap_or_default())
+                    .send()
+                    .await
+                    .expect("DeleteMessage");
+            }
+        }
+    }
+
+    /// Sends raw message bodies to a queue.
+    pub async fn send(&self, queue_url: &str, bodies: &[String]) {
+        for body in bodies {
+            self.sqs
+                .send_message()
+                .queue_url(queue_url)
+                .message_body(body)
+                .send()
+                .await
+                .expect("SendMessage");
+        }
+    }
+
+    /// The ledger's reconciler for this stack.
+    pub async fn reconciler(&self) -> stowage_ledger::reconcile::Reconciler {
+        stowage_ledger::startup::reconciler(
+            self.stack.get("STOWAGE_BUCKET"),
+            true,
+            self.stack.get("STOWAGE_LEDGER_TABLE"),
+            self.stack.get("STOWAGE_EVENT_BUS"),
+        )
+        .await
     }
 }
 

@@ -1,20 +1,8 @@
 //! One upload through the whole system: token, grant, browser-style POST to
 //! S3, S3 → EventBridge → ledger → `UsageChanged` → intake → `GET /v1/usage`.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
-use stowage_e2e::{System, eventually};
-
-const PROPAGATION: Duration = Duration::from_secs(30);
-
-async fn used_bytes_reach(system: &System, token: &str, bytes: u64) -> Value {
-    eventually(PROPAGATION, &format!("used_bytes = {bytes}"), || async {
-        let usage = system.usage(token).await;
-        (usage["used_bytes"] == bytes).then_some(usage)
-    })
-    .await
-}
+use stowage_e2e::System;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_upload_is_counted_exactly_in_usage() {
@@ -46,7 +34,7 @@ async fn an_upload_is_counted_exactly_in_usage() {
         uploaded.text().await.unwrap_or_default()
     );
 
-    let usage = used_bytes_reach(&system, &token, 12_345).await;
+    let usage = system.used_bytes_reach(&token, 12_345).await;
     assert_eq!(usage["user_id"], "alice");
     assert_eq!(usage["object_count"], 1);
     // The upload settled its reservation: it no longer holds bytes back.
@@ -110,7 +98,7 @@ async fn an_upload_larger_than_its_grant_is_refused_by_s3_and_not_counted() {
             .status()
             .is_success()
     );
-    let usage = used_bytes_reach(&system, &token, 10).await;
+    let usage = system.used_bytes_reach(&token, 10).await;
     assert_eq!(usage["object_count"], 1);
     assert_eq!(
         system.bucket_keys().await,

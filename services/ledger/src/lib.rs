@@ -10,11 +10,13 @@
 //! - [`ports`]: what the ledger needs from storage and S3.
 //! - [`adapters`]: DynamoDB and S3.
 //! - [`ledger`]: handles one message from the ledger's queue.
+//! - [`reconcile`]: compares the ledger with the bucket and corrects it.
 
 pub mod adapters;
 pub mod domain;
 pub mod ledger;
 pub mod ports;
+pub mod reconcile;
 pub mod settings;
 pub mod startup;
 

@@ -87,3 +87,37 @@ pub trait ObjectProbe: Send + Sync + 'static {
 pub trait UsagePublisher: Send + Sync + 'static {
     async fn publish(&self, event: &stowage_events::UsageChangedV1) -> anyhow::Result<()>;
 }
+
+/// One object as S3 lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedObject {
+    pub key: String,
+    pub size: u64,
+    pub etag: Option<String>,
+    pub storage_class: String,
+}
+
+/// Lists what the bucket holds, for reconciliation.
+#[async_trait]
+pub trait BucketLister: Send + Sync + 'static {
+    /// Every object under `prefix`.
+    async fn list(&self, prefix: &str) -> anyhow::Result<Vec<ListedObject>>;
+    /// The user ids that have a folder in the bucket.
+    async fn users(&self) -> anyhow::Result<Vec<String>>;
+}
+
+/// The ledger's rows of one user, for reconciliation.
+#[async_trait]
+pub trait LedgerRows: Send + Sync + 'static {
+    /// Every object row (live or tombstone) of `user`, with its version.
+    async fn objects(&self, user: &str) -> Result<Vec<(String, ObjectRow, u64)>, StoreError>;
+    /// Every user with a usage row.
+    async fn users(&self) -> Result<Vec<String>, StoreError>;
+    /// Replaces `user`'s totals if they are still at `before`'s revision.
+    async fn replace_usage(
+        &self,
+        user: &str,
+        before: &Snapshot,
+        usage: &Usage,
+    ) -> Result<(), StoreError>;
+}

@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use clap::Parser;
 
+/// Days tombstones are kept unless configured otherwise.
+pub const DEFAULT_TOMBSTONE_TTL_DAYS: u64 = 45;
+
 /// Everything the ledger needs to run.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "stowage-ledger", about = "Stowage's usage ledger")]
@@ -31,7 +34,7 @@ pub struct Settings {
 
     /// Days a deleted object's tombstone is kept; longer than the queues'
     /// retention (14 days) and the archive's replay window.
-    #[arg(long, env = "STOWAGE_TOMBSTONE_TTL_DAYS", default_value_t = 45)]
+    #[arg(long, env = "STOWAGE_TOMBSTONE_TTL_DAYS", default_value_t = DEFAULT_TOMBSTONE_TTL_DAYS)]
     pub tombstone_ttl_days: u64,
 
     /// Concurrent workers reading the queue.

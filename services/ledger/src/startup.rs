@@ -10,10 +10,32 @@ use stowage_shared::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    adapters::{dynamodb::DynamoLedgerStore, s3::S3Probe},
+    adapters::{dynamodb::DynamoLedgerStore, s3::S3Bucket},
     ledger::Ledger,
-    settings::Settings,
+    reconcile::Reconciler,
+    settings::{DEFAULT_TOMBSTONE_TTL_DAYS, Settings},
 };
+
+/// A [`Reconciler`] for the bucket and table the given names point at.
+pub async fn reconciler(
+    bucket: &str,
+    s3_path_style: bool,
+    table: &str,
+    event_bus: &str,
+) -> Reconciler {
+    let sdk = aws::load().await;
+    let store = Arc::new(DynamoLedgerStore::new(
+        aws::dynamodb(&sdk),
+        table,
+        Duration::from_secs(DEFAULT_TOMBSTONE_TTL_DAYS * 24 * 3600),
+    ));
+    Reconciler::new(
+        store.clone(),
+        store,
+        Arc::new(S3Bucket::new(aws::s3(&sdk, s3_path_style), bucket)),
+        Arc::new(EventBus::new(aws::eventbridge(&sdk), event_bus)),
+    )
+}
 
 /// A built ledger, ready to consume.
 #[derive(Debug)]
@@ -30,7 +52,7 @@ impl App {
                 &settings.table,
                 settings.tombstone_ttl(),
             )),
-            Arc::new(S3Probe::new(
+            Arc::new(S3Bucket::new(
                 aws::s3(&sdk, settings.s3_path_style),
                 &settings.bucket,
             )),

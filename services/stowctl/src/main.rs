@@ -34,6 +34,21 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         ttl: i64,
     },
+    /// Compare the ledger with the bucket and print the drift; with --fix,
+    /// correct the ledger (each key in one conditional transaction with its
+    /// owner's totals) and announce the new totals. Exits 1 when drift was
+    /// found and not fixed.
+    Reconcile {
+        /// Only this user (default: every user the ledger or bucket knows).
+        #[arg(long)]
+        user: Option<String>,
+        /// Correct the ledger.
+        #[arg(long)]
+        fix: bool,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Finds `.stowage/dev.env` in the current directory or one of its parents.
@@ -83,14 +98,105 @@ fn token(user: &str, ttl: i64) -> anyhow::Result<String> {
     )?)
 }
 
-fn main() -> anyhow::Result<()> {
+async fn reconcile(user: Option<String>, fix: bool, json: bool) -> anyhow::Result<bool> {
+    let path_style = setting("STOWAGE_S3_PATH_STYLE", Some("false"))? == "true";
+    let reconciler = stowage_ledger::startup::reconciler(
+        &setting("STOWAGE_BUCKET", None)?,
+        path_style,
+        &setting("STOWAGE_LEDGER_TABLE", None)?,
+        &setting("STOWAGE_EVENT_BUS", Some("stowage"))?,
+    )
+    .await;
+    let report = reconciler.run(user.as_deref(), fix).await.context(
+        "reconciliation failed (check the bucket, the ledger table and your credentials)",
+    )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(report.clean() || report.fixed)
+}
+
+fn print_report(report: &stowage_ledger::reconcile::Report) {
+    let mut users = comfy_table::Table::new();
+    users.set_header([
+        "user",
+        "ledger bytes",
+        "ledger objects",
+        "bucket bytes",
+        "bucket objects",
+        "state",
+    ]);
+    for u in &report.users {
+        let agree = u.ledger_bytes == u.bucket_bytes && u.ledger_objects == u.bucket_objects;
+        users.add_row([
+            u.user.clone(),
+            u.ledger_bytes.to_string(),
+            u.ledger_objects.to_string(),
+            u.bucket_bytes.to_string(),
+            u.bucket_objects.to_string(),
+            if agree { "ok" } else { "drift" }.to_string(),
+        ]);
+    }
+    println!("{users}");
+    if report.drift.is_empty() {
+        println!("No drift: the ledger matches the bucket.");
+        return;
+    }
+    let shown = |c: &Option<stowage_ledger::reconcile::Counted>| {
+        c.as_ref().map_or("-".to_string(), |c| {
+            format!("{} B {}", c.size, c.storage_class)
+        })
+    };
+    let mut drift = comfy_table::Table::new();
+    drift.set_header(["user", "key", "ledger", "bucket"]);
+    for d in &report.drift {
+        drift.add_row([
+            d.user.clone(),
+            d.key.clone(),
+            shown(&d.ledger),
+            shown(&d.bucket),
+        ]);
+    }
+    println!("{drift}");
+    if report.fixed {
+        println!(
+            "Corrected {} key(s); the totals now match the bucket.",
+            report.drift.len()
+        );
+    } else {
+        println!(
+            "{} key(s) drifted; run again with --fix to correct the ledger.",
+            report.drift.len()
+        );
+    }
+}
+
+fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     if let Some(file) = cli.env_file.clone().or_else(default_env_file) {
         // Variables already set in the environment win over the file.
         dotenvy::from_path(&file).with_context(|| format!("cannot read {}", file.display()))?;
     }
-    match cli.command {
-        Command::Token { user, ttl } => println!("{}", token(&user, ttl)?),
-    }
-    Ok(())
+    let ok = match cli.command {
+        Command::Token { user, ttl } => {
+            println!("{}", token(&user, ttl)?);
+            true
+        }
+        Command::Reconcile { user, fix, json } => {
+            runtime()?.block_on(reconcile(user, fix, json))?
+        }
+    };
+    Ok(if ok {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }

@@ -24,7 +24,7 @@ use crate::{
         sequencer::Sequencer,
         usage::{ObjectRow, Usage},
     },
-    ports::{GrantNote, LedgerStore, Snapshot, StoreError},
+    ports::{GrantNote, LedgerRows, LedgerStore, Snapshot, StoreError},
 };
 
 /// [`LedgerStore`] on DynamoDB.
@@ -308,6 +308,95 @@ impl LedgerStore for DynamoLedgerStore {
                 Failure::Conflict => Ok(()),
                 other => Err(other.into()),
             })
+    }
+}
+
+#[async_trait]
+impl LedgerRows for DynamoLedgerStore {
+    async fn objects(&self, user: &str) -> Result<Vec<(String, ObjectRow, u64)>, StoreError> {
+        let mut rows = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :obj)")
+                .expression_attribute_values(":pk", pk(user))
+                .expression_attribute_values(":obj", s("OBJ#"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| StoreError::from(classify("Query", e)))?;
+            for item in page.items() {
+                let key = req_str(item, "sk")
+                    .map_err(bad_item)?
+                    .trim_start_matches("OBJ#")
+                    .to_string();
+                let (row, version) = object_from_item(item)?;
+                rows.push((key, row, version));
+            }
+            match page.last_evaluated_key {
+                Some(next) if !next.is_empty() => start = Some(next),
+                _ => return Ok(rows),
+            }
+        }
+    }
+
+    async fn users(&self) -> Result<Vec<String>, StoreError> {
+        let mut users = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("sk = :usage")
+                .expression_attribute_values(":usage", s(USAGE_SK))
+                .projection_expression("pk")
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| StoreError::from(classify("Scan", e)))?;
+            for item in page.items() {
+                users.push(
+                    req_str(item, "pk")
+                        .map_err(bad_item)?
+                        .trim_start_matches("USER#")
+                        .to_string(),
+                );
+            }
+            match page.last_evaluated_key {
+                Some(next) if !next.is_empty() => start = Some(next),
+                _ => return Ok(users),
+            }
+        }
+    }
+
+    async fn replace_usage(
+        &self,
+        user: &str,
+        before: &Snapshot,
+        usage: &Usage,
+    ) -> Result<(), StoreError> {
+        let request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(usage_item(user, usage)));
+        let request = if before.usage_exists {
+            request
+                .condition_expression("revision = :rev")
+                .expression_attribute_values(":rev", n(before.usage.revision))
+        } else {
+            request.condition_expression("attribute_not_exists(pk)")
+        };
+        request
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| classify("PutItem", e).into())
     }
 }
 

@@ -20,6 +20,11 @@ impl Sequencer {
         Ok(Self(value.to_ascii_uppercase()))
     }
 
+    /// Orders before every sequencer S3 assigns.
+    pub fn lowest() -> Self {
+        Self("0".to_string())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

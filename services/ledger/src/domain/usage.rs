@@ -195,6 +195,83 @@ pub fn decide(current: Option<&ObjectRow>, usage: &Usage, event: &ObjectEvent) -
     Decision::Apply { object, usage }
 }
 
+/// What S3 holds at a key, as a bucket listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub size: u64,
+    pub storage_class: String,
+    pub etag: Option<String>,
+}
+
+/// The fingerprint reconciliation leaves on the rows it corrects.
+pub const RECONCILED: &str = "reconciled";
+
+/// Corrects a key's row to what S3 holds, or `None` when they agree. The row
+/// keeps its sequencer, so any event S3 sends later still applies on top; a
+/// key without a row gets the lowest sequencer for the same reason.
+pub fn reconcile(
+    current: Option<&ObjectRow>,
+    usage: &Usage,
+    observed: Option<&Observed>,
+) -> Option<(ObjectRow, Usage)> {
+    let live = current.filter(|r| r.live);
+    match (live, observed) {
+        (Some(row), Some(seen))
+            if row.size == seen.size && row.storage_class == seen.storage_class =>
+        {
+            return None;
+        }
+        (None, None) => return None,
+        _ => {}
+    }
+    let mut usage = usage.clone();
+    if let Some(row) = live {
+        usage.remove(row.size, &row.storage_class);
+    }
+    let sequencer = current.map_or_else(Sequencer::lowest, |r| r.sequencer.clone());
+    let mut applied = current.map(|r| r.applied.clone()).unwrap_or_default();
+    if !applied.iter().any(|a| a == RECONCILED) {
+        applied.push(RECONCILED.to_string());
+    }
+    let row = match observed {
+        Some(seen) => {
+            usage.add(seen.size, &seen.storage_class);
+            ObjectRow {
+                live: true,
+                size: seen.size,
+                storage_class: seen.storage_class.clone(),
+                etag: seen.etag.clone(),
+                sequencer,
+                applied,
+            }
+        }
+        None => ObjectRow {
+            live: false,
+            size: 0,
+            storage_class: live.map_or(DEFAULT_STORAGE_CLASS.to_string(), |r| {
+                r.storage_class.clone()
+            }),
+            etag: None,
+            sequencer,
+            applied,
+        },
+    };
+    usage.revision += 1;
+    Some((row, usage))
+}
+
+/// A user's totals as their live rows add up.
+pub fn totals<'a>(rows: impl IntoIterator<Item = &'a ObjectRow>, revision: u64) -> Usage {
+    let mut usage = Usage {
+        revision,
+        ..Usage::default()
+    };
+    for row in rows.into_iter().filter(|r| r.live) {
+        usage.add(row.size, &row.storage_class);
+    }
+    usage
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +363,28 @@ mod tests {
         assert_eq!((usage.used_bytes, usage.object_count), (10, 1));
         assert_eq!(usage.by_storage_class, [("GLACIER".to_string(), 10)].into());
         assert_eq!(row.unwrap().etag.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn reconciliation_corrects_rows_and_totals_to_the_bucket() {
+        let (row, usage, _) = run(&[created("05", 10, "a")]);
+        let seen = Observed {
+            size: 4,
+            storage_class: "GLACIER".into(),
+            etag: Some("b".into()),
+        };
+        let (fixed, fixed_usage) = reconcile(row.as_ref(), &usage, Some(&seen)).unwrap();
+        assert_eq!((fixed_usage.used_bytes, fixed_usage.object_count), (4, 1));
+        assert_eq!(fixed.sequencer, Sequencer::parse("05").unwrap());
+        assert!(reconcile(Some(&fixed), &fixed_usage, Some(&seen)).is_none());
+
+        let (gone, gone_usage) = reconcile(Some(&fixed), &fixed_usage, None).unwrap();
+        assert!(!gone.live);
+        assert_eq!((gone_usage.used_bytes, gone_usage.object_count), (0, 0));
+
+        // A later event still applies on top of a reconciled row.
+        let next = decide(Some(&gone), &gone_usage, &created("06", 3, "c"));
+        assert!(matches!(next, Decision::Apply { usage, .. } if usage.used_bytes == 3));
     }
 
     #[test]

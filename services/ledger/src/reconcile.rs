@@ -1,0 +1,279 @@
+//! Reconciliation: compares the ledger with what the bucket holds, reports
+//! the drift, and on request corrects the ledger, one conditional transaction
+//! per key (the same kind of write that applies events), then the totals.
+//!
+//! Run it when the bucket is quiet, or run it twice: events in flight while it
+//! lists can show up as drift that their own delivery corrects a moment later.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use serde::Serialize;
+use stowage_events::{EventMeta, TraceContext, UsageChangedV1, stowage::ObjectChange};
+
+use crate::{
+    domain::{
+        keys,
+        usage::{ObjectRow, Observed, Usage, reconcile, totals},
+    },
+    ports::{BucketLister, LedgerRows, LedgerStore, UsagePublisher},
+};
+
+/// How one key differs between the ledger and the bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Drift {
+    pub user: String,
+    pub key: String,
+    /// Size and class the ledger counts; `None` when it counts nothing.
+    pub ledger: Option<Counted>,
+    /// Size and class the bucket holds; `None` when it holds nothing.
+    pub bucket: Option<Counted>,
+}
+
+/// Bytes of one storage class.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Counted {
+    pub size: u64,
+    pub storage_class: String,
+}
+
+/// One user's totals before and after reconciliation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserTotals {
+    pub user: String,
+    pub ledger_bytes: u64,
+    pub ledger_objects: u64,
+    pub bucket_bytes: u64,
+    pub bucket_objects: u64,
+}
+
+/// What a reconciliation found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub users: Vec<UserTotals>,
+    pub drift: Vec<Drift>,
+    /// True when the ledger was corrected.
+    pub fixed: bool,
+}
+
+impl Report {
+    /// True when the ledger matched the bucket.
+    pub fn clean(&self) -> bool {
+        self.drift.is_empty()
+            && self
+                .users
+                .iter()
+                .all(|u| u.ledger_bytes == u.bucket_bytes && u.ledger_objects == u.bucket_objects)
+    }
+}
+
+/// Compares and corrects the ledger.
+#[derive(Clone)]
+pub struct Reconciler {
+    store: Arc<dyn LedgerStore>,
+    rows: Arc<dyn LedgerRows>,
+    bucket: Arc<dyn BucketLister>,
+    publisher: Arc<dyn UsagePublisher>,
+}
+
+impl std::fmt::Debug for Reconciler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reconciler").finish_non_exhaustive()
+    }
+}
+
+fn counted(row: &ObjectRow) -> Option<Counted> {
+    row.live.then(|| Counted {
+        size: row.size,
+        storage_class: row.storage_class.clone(),
+    })
+}
+
+impl Reconciler {
+    pub fn new(
+        store: Arc<dyn LedgerStore>,
+        rows: Arc<dyn LedgerRows>,
+        bucket: Arc<dyn BucketLister>,
+        publisher: Arc<dyn UsagePublisher>,
+    ) -> Self {
+        Self {
+            store,
+            rows,
+            bucket,
+            publisher,
+        }
+    }
+
+    /// Reconciles one user, or every user the ledger or the bucket knows.
+    pub async fn run(&self, user: Option<&str>, fix: bool) -> anyhow::Result<Report> {
+        let users = match user {
+            Some(user) => vec![user.to_string()],
+            None => {
+                let mut users = self.rows.users().await?;
+                users.extend(self.bucket.users().await?);
+                users.sort();
+                users.dedup();
+                users
+            }
+        };
+        let mut report = Report {
+            fixed: fix,
+            ..Report::default()
+        };
+        for user in users {
+            self.user(&user, fix, &mut report).await?;
+        }
+        Ok(report)
+    }
+
+    async fn user(&self, user: &str, fix: bool, report: &mut Report) -> anyhow::Result<()> {
+        let before = self.store.snapshot(user, "").await?;
+        let prefix = format!("users/{user}/");
+        let listed: BTreeMap<String, Observed> = self
+            .bucket
+            .list(&prefix)
+            .await?
+            .into_iter()
+            .filter(|o| keys::owner(&o.key) == Some(user))
+            .map(|o| {
+                (
+                    o.key,
+                    Observed {
+                        size: o.size,
+                        storage_class: o.storage_class,
+                        etag: o.etag,
+                    },
+                )
+            })
+            .collect();
+        let rows: BTreeMap<String, ObjectRow> = self
+            .rows
+            .objects(user)
+            .await?
+            .into_iter()
+            .map(|(key, row, _)| (key, row))
+            .collect();
+
+        let mut keys: Vec<&String> = listed.keys().chain(rows.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        for key in keys {
+            let ledger = rows.get(key).and_then(counted);
+            let bucket = listed.get(key).map(|o| Counted {
+                size: o.size,
+                storage_class: o.storage_class.clone(),
+            });
+            if ledger != bucket {
+                report.drift.push(Drift {
+                    user: user.to_string(),
+                    key: key.clone(),
+                    ledger,
+                    bucket,
+                });
+                if fix {
+                    self.fix_key(user, key, listed.get(key)).await?;
+                }
+            }
+        }
+        if fix {
+            self.fix_totals(user).await?;
+        }
+        report.users.push(UserTotals {
+            user: user.to_string(),
+            ledger_bytes: before.usage.used_bytes,
+            ledger_objects: before.usage.object_count,
+            bucket_bytes: listed.values().map(|o| o.size).sum(),
+            bucket_objects: listed.len() as u64,
+        });
+        Ok(())
+    }
+
+    async fn fix_key(
+        &self,
+        user: &str,
+        key: &str,
+        observed: Option<&Observed>,
+    ) -> anyhow::Result<()> {
+        for attempt in 0..25u32 {
+            let snapshot = self.store.snapshot(user, key).await?;
+            let Some((row, usage)) = reconcile(snapshot.object.as_ref(), &snapshot.usage, observed)
+            else {
+                return Ok(());
+            };
+            match self.store.commit(user, key, &snapshot, &row, &usage).await {
+                Ok(()) => return self.publish(user, key, Some(&row), &usage).await,
+                Err(error) if error.is_retryable() => {
+                    tokio::time::sleep(Duration::from_millis(5 << attempt.min(6))).await
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        anyhow::bail!("rows of {key} kept changing; run reconcile again")
+    }
+
+    /// Makes the totals row equal the sum of the live rows.
+    async fn fix_totals(&self, user: &str) -> anyhow::Result<()> {
+        for attempt in 0..25u32 {
+            let before = self.store.snapshot(user, "").await?;
+            let rows = self.rows.objects(user).await?;
+            let mut usage = totals(
+                rows.iter().map(|(_, row, _)| row),
+                before.usage.revision + 1,
+            );
+            usage.by_storage_class.retain(|_, bytes| *bytes > 0);
+            let mut current = before.usage.clone();
+            current.by_storage_class.retain(|_, bytes| *bytes > 0);
+            if (
+                current.used_bytes,
+                current.object_count,
+                &current.by_storage_class,
+            ) == (
+                usage.used_bytes,
+                usage.object_count,
+                &usage.by_storage_class,
+            ) {
+                return Ok(());
+            }
+            match self.rows.replace_usage(user, &before, &usage).await {
+                Ok(()) => {
+                    return self
+                        .publish(user, &format!("users/{user}/"), None, &usage)
+                        .await;
+                }
+                Err(error) if error.is_retryable() => {
+                    tokio::time::sleep(Duration::from_millis(5 << attempt.min(6))).await
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        anyhow::bail!("totals of {user} kept changing; run reconcile again")
+    }
+
+    async fn publish(
+        &self,
+        user: &str,
+        key: &str,
+        row: Option<&ObjectRow>,
+        usage: &Usage,
+    ) -> anyhow::Result<()> {
+        let live = row.filter(|r| r.live);
+        self.publisher
+            .publish(&UsageChangedV1 {
+                meta: EventMeta::new(user, TraceContext::default()),
+                revision: usage.revision,
+                used_bytes: usage.used_bytes,
+                object_count: usage.object_count,
+                by_storage_class: usage.by_storage_class.clone(),
+                key: key.to_string(),
+                change: if live.is_some() {
+                    ObjectChange::Created
+                } else {
+                    ObjectChange::Deleted
+                },
+                object_size: live.map(|r| r.size),
+                storage_class: live.map(|r| r.storage_class.clone()),
+                grant_id: None,
+                violation: None,
+            })
+            .await
+    }
+}

@@ -1,0 +1,220 @@
+//! The ledger against the emulators: poison messages, replays, awkward keys,
+//! reconciliation.
+
+use std::time::Duration;
+
+use stowage_e2e::{Parts, System, eventually};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_poison_message_goes_to_the_dead_letter_queue_without_blocking_the_rest() {
+    let system = System::start().await.expect("system starts");
+    let queue = system.stack.get("STOWAGE_LEDGER_QUEUE_URL").to_string();
+    let dlq = system.stack.get("STOWAGE_LEDGER_DLQ_URL").to_string();
+    system
+        .send(
+            &queue,
+            &[
+                "this is not JSON".to_string(),
+                r#"{"version":"0","id":"x","detail-type":"UsageChanged.v9","source":"stowage.ledger","time":"2026-11-23T10:00:00Z","detail":{}}"#
+                    .to_string(),
+            ],
+        )
+        .await;
+
+    let token = system.token("erin");
+    system
+        .put(&token, "after-the-poison.txt", vec![1; 321])
+        .await;
+    system.used_bytes_reach(&token, 321).await;
+
+    let dead = eventually(
+        Duration::from_secs(60),
+        "both poison messages in the DLQ",
+        || async {
+            let depth = system.queue_depth(&dlq).await;
+            (depth == 2).then_some(depth)
+        },
+    )
+    .await;
+    assert_eq!(dead, 2);
+    let bodies = system.drain(&dlq).await;
+    assert!(bodies.contains(&"this is not JSON".to_string()));
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replaying_every_event_leaves_usage_unchanged() {
+    // Lifecycle is left out: its queue keeps a copy of every S3 event.
+    let system = System::start_parts(
+        &[],
+        Parts {
+            ledger: true,
+            lifecycle: false,
+        },
+    )
+    .await
+    .expect("system starts");
+    let token = system.token("frank");
+    system.put(&token, "a.bin", vec![1; 1000]).await;
+    system.put(&token, "b.bin", vec![2; 2000]).await;
+    system.put(&token, "a.bin", vec![3; 500]).await;
+    system
+        .s3
+        .delete_object()
+        .bucket(system.stack.get("STOWAGE_BUCKET"))
+        .key("users/frank/b.bin")
+        .send()
+        .await
+        .expect("DeleteObject");
+    let settled = system.used_bytes_reach(&token, 500).await;
+    assert_eq!(settled["object_count"], 1);
+
+    eventually(
+        Duration::from_secs(30),
+        "four S3 events on the lifecycle queue",
+        || async {
+            let depth = system
+                .queue_depth(system.stack.get("STOWAGE_LIFECYCLE_QUEUE_URL"))
+                .await;
+            (depth >= 4).then_some(())
+        },
+    )
+    .await;
+    let mut history = system
+        .drain(system.stack.get("STOWAGE_LIFECYCLE_QUEUE_URL"))
+        .await;
+    history.retain(|body| body.contains("\"aws.s3\""));
+    assert_eq!(history.len(), 4, "three uploads and a delete");
+
+    // The same events again, twice, newest first.
+    history.reverse();
+    let ledger_queue = system.stack.get("STOWAGE_LEDGER_QUEUE_URL").to_string();
+    system.send(&ledger_queue, &history).await;
+    system.send(&ledger_queue, &history).await;
+    eventually(
+        Duration::from_secs(60),
+        "the replay to be consumed",
+        || async { (system.queue_depth(&ledger_queue).await == 0).then_some(()) },
+    )
+    .await;
+
+    let usage = system.usage(&token).await;
+    assert_eq!(
+        (usage["used_bytes"].as_u64(), usage["object_count"].as_u64()),
+        (Some(500), Some(1))
+    );
+    let report = system
+        .reconciler()
+        .await
+        .run(Some("frank"), false)
+        .await
+        .expect("reconcile");
+    assert!(report.clean(), "{report:?}");
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keys_with_spaces_plus_percent_and_non_ascii_are_counted_under_their_true_names() {
+    let system = System::start().await.expect("system starts");
+    let token = system.token("gina");
+    let paths = [
+        "with space.txt",
+        "plus+sign.txt",
+        "percent%41.txt",
+        "accent/café ü.txt",
+        "a+b c%2Bd.txt",
+    ];
+    for (i, path) in paths.iter().enumerate() {
+        system.put(&token, path, vec![0; 100 + i]).await;
+    }
+    let total: u64 = (0..paths.len() as u64).map(|i| 100 + i).sum();
+    let usage = system.used_bytes_reach(&token, total).await;
+    assert_eq!(usage["object_count"], paths.len());
+
+    // The ledger's rows name exactly the keys the bucket holds.
+    let report = system
+        .reconciler()
+        .await
+        .run(Some("gina"), false)
+        .await
+        .expect("reconcile");
+    assert!(report.clean(), "{report:?}");
+
+    for path in paths {
+        system
+            .s3
+            .delete_object()
+            .bucket(system.stack.get("STOWAGE_BUCKET"))
+            .key(format!("users/gina/{path}"))
+            .send()
+            .await
+            .expect("DeleteObject");
+    }
+    let usage = system.used_bytes_reach(&token, 0).await;
+    assert_eq!(usage["object_count"], 0);
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reconcile_finds_lost_events_and_fixes_the_ledger() {
+    let system = System::start_parts(
+        &[],
+        Parts {
+            ledger: false,
+            lifecycle: false,
+        },
+    )
+    .await
+    .expect("system starts");
+    let token = system.token("hank");
+    system.put(&token, "one.bin", vec![1; 111]).await;
+    system.put(&token, "two.bin", vec![2; 222]).await;
+    // The events are lost before the ledger sees them.
+    eventually(
+        Duration::from_secs(30),
+        "both events on the ledger queue",
+        || async {
+            (system
+                .queue_depth(system.stack.get("STOWAGE_LEDGER_QUEUE_URL"))
+                .await
+                >= 4)
+                .then_some(())
+        },
+    )
+    .await;
+    system
+        .drain(system.stack.get("STOWAGE_LEDGER_QUEUE_URL"))
+        .await;
+
+    let reconciler = system.reconciler().await;
+    let report = reconciler
+        .run(Some("hank"), false)
+        .await
+        .expect("reconcile");
+    assert_eq!(report.drift.len(), 2, "{report:?}");
+    assert!(
+        report
+            .drift
+            .iter()
+            .all(|d| d.ledger.is_none() && d.bucket.is_some())
+    );
+    let usage = system.usage(&token).await;
+    assert_eq!(usage["used_bytes"], 0, "nothing was counted yet");
+
+    let fixed = reconciler
+        .run(Some("hank"), true)
+        .await
+        .expect("reconcile --fix");
+    assert_eq!(fixed.drift.len(), 2);
+    assert!(
+        reconciler
+            .run(Some("hank"), false)
+            .await
+            .expect("reconcile")
+            .clean()
+    );
+    // Intake hears of the corrected totals like of any other change.
+    let usage = system.used_bytes_reach(&token, 333).await;
+    assert_eq!(usage["object_count"], 2);
+    system.stop().await;
+}
