@@ -3,9 +3,11 @@
 deploys infra/stowage.yaml to them.
 
 LocalStack serves S3, SQS, EventBridge, CloudFormation, IAM and STS; moto
-serves DynamoDB. The template is deployed to LocalStack as it is, with
-CreateTables=false, and its AWS::DynamoDB::Table resources are created on moto
-from the same template, so there is one description of the resources.
+serves DynamoDB (through dynamodb_server.py, which applies its requests one at
+a time so that transactions stay atomic). The template is deployed to
+LocalStack as it is, with CreateTables=false, and its AWS::DynamoDB::Table
+resources are created on moto from the same template, so there is one
+description of the resources.
 
 Commands:
   run [--state DIR] -- CMD...   start the emulators, run CMD with their
@@ -150,8 +152,8 @@ class Emulators:
     def start(self):
         venvs = ROOT / ".stowage" / "venv"
         localstack_py = venvs / "localstack" / "bin" / "python"
-        moto_server = venvs / "moto" / "bin" / "moto_server"
-        for path in (localstack_py, moto_server):
+        moto_py = venvs / "moto" / "bin" / "python"
+        for path in (localstack_py, moto_py):
             if not path.exists():
                 raise SystemExit(f"{path} is missing: run infra/local/bootstrap.sh first")
 
@@ -181,7 +183,7 @@ class Emulators:
             [str(localstack_py), "-m", "localstack.runtime.main"], ls_env, logs / "localstack.log"
         )
         self._spawn(
-            [str(moto_server), "-H", "127.0.0.1", "-p", str(moto_port)],
+            [str(moto_py), str(ROOT / "infra" / "local" / "dynamodb_server.py"), "127.0.0.1", str(moto_port)],
             dict(os.environ),
             logs / "moto.log",
         )

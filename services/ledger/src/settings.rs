@@ -44,6 +44,15 @@ pub struct Settings {
     /// Long-poll wait, in seconds.
     #[arg(long, env = "STOWAGE_CONSUMER_WAIT_SECONDS", default_value_t = 20)]
     pub wait_seconds: u64,
+
+    /// Seconds a received message stays hidden; a message whose worker died
+    /// is redelivered after this.
+    #[arg(
+        long,
+        env = "STOWAGE_CONSUMER_VISIBILITY_SECONDS",
+        default_value_t = 60
+    )]
+    pub visibility_seconds: u64,
 }
 
 impl Settings {

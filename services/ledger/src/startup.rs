@@ -66,6 +66,7 @@ impl App {
             ConsumerOptions {
                 workers: settings.workers,
                 wait: Duration::from_secs(settings.wait_seconds),
+                visibility_timeout: Duration::from_secs(settings.visibility_seconds),
                 ..ConsumerOptions::default()
             },
         );
