@@ -4,7 +4,7 @@ STATE    := .stowage
 PYTHON   := $(STATE)/venv/localstack/bin/python
 STACK    := $(PYTHON) infra/local/stack.py
 
-.PHONY: dev test lint unit e2e emulators build schemas clean
+.PHONY: dev test lint emulators build schemas bench clean
 
 ## make dev: the whole system on the local emulators, until Ctrl-C.
 dev: emulators build
@@ -31,3 +31,8 @@ schemas:
 
 clean:
 	rm -rf $(STATE) target
+
+## make bench: the figures in BENCHMARKS.md.
+bench: emulators
+	cargo build --release -p stowage-ledger -p stowage-e2e --bins
+	$(STACK) run --state $(STATE)/bench -- target/release/bench_ledger target/release/stowage-ledger

@@ -341,6 +341,7 @@ def cmd_run(args):
         child_env.update(env)
         child_env["STOWAGE_STACK_SCRIPT"] = str(Path(__file__).resolve())
         child_env["STOWAGE_STACK_PYTHON"] = sys.executable
+        child_env["STOWAGE_EMULATOR_LOGS"] = str(Path(args.state).resolve() / "logs")
         return subprocess.call(args.command, env=child_env)
     except (KeyboardInterrupt, Stop):
         return 130

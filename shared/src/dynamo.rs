@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use crate::store::StoreError;
 use aws_sdk_dynamodb::{
     error::{DisplayErrorContext, ProvideErrorMetadata, SdkError},
     types::AttributeValue,
@@ -88,18 +89,8 @@ pub fn str_list<S: AsRef<str>>(values: &[S]) -> AttributeValue {
     AttributeValue::L(values.iter().map(|v| s(v.as_ref())).collect())
 }
 
-/// How a failed DynamoDB call should be treated.
-#[derive(Debug)]
-pub enum Failure {
-    /// A condition or transaction conflict: read again and retry.
-    Conflict,
-    /// Throttling: retry later.
-    Throttled(anyhow::Error),
-    Other(anyhow::Error),
-}
-
 /// Classifies a failed call; `operation` names it in the message.
-pub fn classify<E, R>(operation: &'static str, err: SdkError<E, R>) -> Failure
+pub fn classify<E, R>(operation: &'static str, err: SdkError<E, R>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
@@ -110,15 +101,15 @@ where
         .map(str::to_string);
     match code.as_deref() {
         Some("ConditionalCheckFailedException" | "TransactionConflictException") => {
-            Failure::Conflict
+            StoreError::Conflict
         }
         Some(
             "ProvisionedThroughputExceededException"
             | "ThrottlingException"
             | "RequestLimitExceeded"
             | "TransactionInProgressException",
-        ) => Failure::Throttled(anyhow::anyhow!("{operation}: {}", DisplayErrorContext(err))),
-        _ => Failure::Other(anyhow::anyhow!("{operation}: {}", DisplayErrorContext(err))),
+        ) => StoreError::Throttled(anyhow::anyhow!("{operation}: {}", DisplayErrorContext(err))),
+        _ => StoreError::Other(anyhow::anyhow!("{operation}: {}", DisplayErrorContext(err))),
     }
 }
 
@@ -129,7 +120,7 @@ pub fn classify_transaction(
         aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
         aws_sdk_dynamodb::config::http::HttpResponse,
     >,
-) -> Failure {
+) -> StoreError {
     use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
     if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
         err.as_service_error()
@@ -141,7 +132,7 @@ pub fn classify_transaction(
             )
         });
         if conflict {
-            return Failure::Conflict;
+            return StoreError::Conflict;
         }
     }
     classify("TransactWriteItems", err)

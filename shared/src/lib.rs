@@ -9,6 +9,7 @@
 //! - [`dynamo`]: DynamoDB item and error helpers.
 //! - [`consumer`]: the SQS consumer loop (long polling, batch deletes,
 //!   backoff, workers, graceful shutdown).
+//! - [`store`]: the storage failures adapters report.
 //! - [`shutdown`]: a cancellation token tripped by SIGINT or SIGTERM.
 
 pub mod aws;
@@ -16,4 +17,5 @@ pub mod consumer;
 pub mod dynamo;
 pub mod publisher;
 pub mod shutdown;
+pub mod store;
 pub mod telemetry;

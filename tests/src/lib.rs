@@ -300,24 +300,9 @@ impl System {
 
     /// Messages visible plus in flight on a queue.
     pub async fn queue_depth(&self, queue_url: &str) -> u64 {
-        use aws_sdk_sqs::types::QueueAttributeName as A;
-        let attributes = self
-            .sqs
-            .get_queue_attributes()
-            .queue_url(queue_url)
-            .attribute_names(A::ApproximateNumberOfMessages)
-            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-            .send()
+        queue_depth(&self.sqs, queue_url)
             .await
-            .expect("GetQueueAttributes");
-        let count = |name: A| {
-            attributes
-                .attributes()
-                .and_then(|a| a.get(&name))
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        count(A::ApproximateNumberOfMessages) + count(A::ApproximateNumberOfMessagesNotVisible)
+            .expect("GetQueueAttributes")
     }
 
     /// Receives (and deletes) every message on a queue until it stays empty.
@@ -372,6 +357,26 @@ impl System {
         )
         .await
     }
+}
+
+/// Messages visible plus in flight on a queue.
+pub async fn queue_depth(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> anyhow::Result<u64> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await?;
+    let count = |name: A| -> anyhow::Result<u64> {
+        Ok(attributes
+            .attributes()
+            .and_then(|a| a.get(&name))
+            .context("attribute missing")?
+            .parse()?)
+    };
+    Ok(count(A::ApproximateNumberOfMessages)? + count(A::ApproximateNumberOfMessagesNotVisible)?)
 }
 
 /// Signs a token with the test secret; `claims` override the valid defaults.

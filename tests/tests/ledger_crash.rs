@@ -11,7 +11,7 @@
 use std::{process::Stdio, time::Duration};
 
 use futures::StreamExt;
-use stowage_e2e::Stack;
+use stowage_e2e::{Stack, queue_depth};
 use stowage_ledger::reconcile::Reconciler;
 use tokio::process::{Child, Command};
 
@@ -95,17 +95,25 @@ async fn crash_repeatedly(
 /// while after the S3 call that caused them, so an empty queue does not mean
 /// every event was applied; a lost event keeps the ledger from ever matching,
 /// and the wait fails with the last report.
-async fn wait_until_reconciled(reconciler: &Reconciler, seed: u64) {
+async fn wait_until_reconciled(
+    reconciler: &Reconciler,
+    sqs: &aws_sdk_sqs::Client,
+    queue: &str,
+    seed: u64,
+) {
     let mut last = None;
-    let limit = Duration::from_secs(400);
+    let limit = Duration::from_secs(600);
     let deadline = tokio::time::Instant::now() + limit;
     while tokio::time::Instant::now() < deadline {
-        let report = reconciler.run(None, false).await.expect("reconcile");
-        if report.clean() && report.users.len() == USERS {
-            return;
+        // Reconciling lists everything; only do it once the queue is quiet.
+        if queue_depth(sqs, queue).await.is_ok_and(|depth| depth == 0) {
+            let report = reconciler.run(None, false).await.expect("reconcile");
+            if report.clean() && report.users.len() == USERS {
+                return;
+            }
+            last = Some(report);
         }
-        last = Some(report);
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
     }
     panic!("seed {seed}: after {limit:?} the ledger still differs from the bucket: {last:?}");
 }
@@ -125,6 +133,8 @@ async fn the_ledger_survives_being_killed_at_random_moments() {
     let stack = Stack::deploy().expect("stack deploys");
     let sdk = stowage_shared::aws::load().await;
     let s3 = stowage_shared::aws::s3(&sdk, true);
+    let sqs = stowage_shared::aws::sqs(&sdk);
+    let queue = stack.get("STOWAGE_LEDGER_QUEUE_URL").to_string();
     let bucket = stack.get("STOWAGE_BUCKET").to_string();
     let binary = ledger_binary();
     let mut ledger = start_ledger(&binary, &stack);
@@ -169,7 +179,7 @@ async fn the_ledger_survives_being_killed_at_random_moments() {
         puts,
         crash_repeatedly(&binary, &stack, &mut ledger, &mut rng, KILLS_PER_PHASE)
     );
-    wait_until_reconciled(&reconciler, seed).await;
+    wait_until_reconciled(&reconciler, &sqs, &queue, seed).await;
 
     // Phase two: delete a third of them, again with crashes.
     let deletes = futures::stream::iter(keys.iter().filter(|(_, _, deleted)| *deleted).cloned())
@@ -190,7 +200,7 @@ async fn the_ledger_survives_being_killed_at_random_moments() {
         deletes,
         crash_repeatedly(&binary, &stack, &mut ledger, &mut rng, KILLS_PER_PHASE)
     );
-    wait_until_reconciled(&reconciler, seed).await;
+    wait_until_reconciled(&reconciler, &sqs, &queue, seed).await;
     ledger.kill().await.expect("ledger stops");
 
     let report = reconciler.run(None, false).await.expect("reconcile");

@@ -54,25 +54,7 @@ pub struct GrantRecord {
     pub expires_at: OffsetDateTime,
 }
 
-/// Storage failures the API distinguishes.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// A conditional write lost a race; read again and retry.
-    #[error("the record changed concurrently")]
-    Conflict,
-    /// The backend asked us to slow down.
-    #[error("the store is throttling requests")]
-    Throttled(#[source] anyhow::Error),
-    #[error(transparent)]
-    Other(#[from] anyhow::Error),
-}
-
-impl StoreError {
-    /// True when repeating the operation may succeed.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Conflict | Self::Throttled(_))
-    }
-}
+pub use stowage_shared::store::StoreError;
 
 /// Users' accounts (quota, committed bytes, reservations) and their grants.
 #[async_trait]

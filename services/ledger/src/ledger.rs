@@ -271,27 +271,48 @@ impl Ledger {
         grant: Option<&GrantNote>,
         violation: Option<UploadViolation>,
     ) -> Result<(), Failure> {
-        let event = UsageChangedV1 {
-            meta: EventMeta::new(user, TraceContext::default()),
-            revision: usage.revision,
-            used_bytes: usage.used_bytes,
-            object_count: usage.object_count,
-            by_storage_class: usage.by_storage_class.clone(),
-            key: key.to_string(),
-            change: if row.live {
-                ObjectChange::Created
-            } else {
-                ObjectChange::Deleted
-            },
-            object_size: row.live.then_some(row.size),
-            storage_class: row.live.then(|| row.storage_class.clone()),
-            grant_id: grant.and_then(|g| Uuid::parse_str(&g.grant_id).ok()),
+        let event = usage_changed(
+            user,
+            key,
+            Some(row),
+            usage,
+            grant.and_then(|g| Uuid::parse_str(&g.grant_id).ok()),
             violation,
-        };
+        );
         self.publisher
             .publish(&event)
             .await
             .map_err(Failure::Transient)
+    }
+}
+
+/// The `UsageChanged.v1` announcing `usage` after `key` became `row`
+/// (`None` when only the totals changed).
+pub fn usage_changed(
+    user: &str,
+    key: &str,
+    row: Option<&ObjectRow>,
+    usage: &Usage,
+    grant_id: Option<Uuid>,
+    violation: Option<UploadViolation>,
+) -> UsageChangedV1 {
+    let live = row.filter(|r| r.live);
+    UsageChangedV1 {
+        meta: EventMeta::new(user, TraceContext::default()),
+        revision: usage.revision,
+        used_bytes: usage.used_bytes,
+        object_count: usage.object_count,
+        by_storage_class: usage.by_storage_class.clone(),
+        key: key.to_string(),
+        change: if live.is_some() {
+            ObjectChange::Created
+        } else {
+            ObjectChange::Deleted
+        },
+        object_size: live.map(|r| r.size),
+        storage_class: live.map(|r| r.storage_class.clone()),
+        grant_id,
+        violation,
     }
 }
 

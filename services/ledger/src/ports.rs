@@ -18,23 +18,7 @@ pub struct Snapshot {
     pub grant: Option<GrantNote>,
 }
 
-/// Storage failures the ledger distinguishes.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// A conditional write lost a race; read again and retry.
-    #[error("the rows changed concurrently")]
-    Conflict,
-    #[error("the store is throttling requests")]
-    Throttled(#[source] anyhow::Error),
-    #[error(transparent)]
-    Other(#[from] anyhow::Error),
-}
-
-impl StoreError {
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Conflict | Self::Throttled(_))
-    }
-}
+pub use stowage_shared::store::StoreError;
 
 /// The ledger's rows: objects, tombstones, usage totals.
 #[async_trait]

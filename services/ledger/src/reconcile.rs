@@ -8,13 +8,13 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use serde::Serialize;
-use stowage_events::{EventMeta, TraceContext, UsageChangedV1, stowage::ObjectChange};
 
 use crate::{
     domain::{
         keys,
         usage::{ObjectRow, Observed, Usage, reconcile, totals},
     },
+    ledger::usage_changed,
     ports::{BucketLister, LedgerRows, LedgerStore, UsagePublisher},
 };
 
@@ -255,25 +255,8 @@ impl Reconciler {
         row: Option<&ObjectRow>,
         usage: &Usage,
     ) -> anyhow::Result<()> {
-        let live = row.filter(|r| r.live);
         self.publisher
-            .publish(&UsageChangedV1 {
-                meta: EventMeta::new(user, TraceContext::default()),
-                revision: usage.revision,
-                used_bytes: usage.used_bytes,
-                object_count: usage.object_count,
-                by_storage_class: usage.by_storage_class.clone(),
-                key: key.to_string(),
-                change: if live.is_some() {
-                    ObjectChange::Created
-                } else {
-                    ObjectChange::Deleted
-                },
-                object_size: live.map(|r| r.size),
-                storage_class: live.map(|r| r.storage_class.clone()),
-                grant_id: None,
-                violation: None,
-            })
+            .publish(&usage_changed(user, key, row, usage, None, None))
             .await
     }
 }

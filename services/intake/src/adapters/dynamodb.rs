@@ -13,8 +13,7 @@ use aws_sdk_dynamodb::{
     types::{AttributeValue, Put, TransactWriteItem},
 };
 use stowage_shared::dynamo::{
-    Failure, Item, classify, classify_transaction, get_num, get_str_list, n, req_num, req_str, s,
-    str_list,
+    Item, classify, classify_transaction, get_num, get_str_list, n, req_num, req_str, s, str_list,
 };
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
@@ -54,23 +53,13 @@ impl DynamoAccountStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| StoreError::from(classify("GetItem", e)))?;
+            .map_err(|e| classify("GetItem", e))?;
         output.item.map(|item| grant_from_item(&item)).transpose()
     }
 }
 
 fn user_pk(user: &UserId) -> AttributeValue {
     s(format!("USER#{user}"))
-}
-
-impl From<Failure> for StoreError {
-    fn from(failure: Failure) -> Self {
-        match failure {
-            Failure::Conflict => Self::Conflict,
-            Failure::Throttled(e) => Self::Throttled(e),
-            Failure::Other(e) => Self::Other(e),
-        }
-    }
 }
 
 fn bad_item(error: stowage_shared::dynamo::AttributeError) -> StoreError {
@@ -215,7 +204,7 @@ impl AccountStore for DynamoAccountStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| StoreError::from(classify("GetItem", e)))?;
+            .map_err(|e| classify("GetItem", e))?;
         match output.item {
             Some(item) => {
                 let (account, version) = account_from_item(&item)?;
@@ -249,7 +238,7 @@ impl AccountStore for DynamoAccountStore {
                 .set_expression_attribute_values(write.values)
                 .send()
                 .await;
-            return result.map(drop).map_err(|e| classify("PutItem", e).into());
+            return result.map(drop).map_err(|e| classify("PutItem", e));
         };
         let account_put = Put::builder()
             .table_name(&self.table)
@@ -271,7 +260,7 @@ impl AccountStore for DynamoAccountStore {
             .transact_items(TransactWriteItem::builder().put(grant_put).build())
             .send()
             .await;
-        result.map(drop).map_err(|e| classify_transaction(e).into())
+        result.map(drop).map_err(classify_transaction)
     }
 
     async fn record_grant(&self, grant: &GrantRecord) -> Result<(), StoreError> {
@@ -282,7 +271,7 @@ impl AccountStore for DynamoAccountStore {
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await
-            .map_err(|e| StoreError::from(classify("PutItem", e)))?;
+            .map_err(|e| classify("PutItem", e))?;
         Ok(())
     }
 
@@ -292,7 +281,7 @@ impl AccountStore for DynamoAccountStore {
             .table_name(&self.table)
             .send()
             .await
-            .map_err(|e| StoreError::from(classify("DescribeTable", e)))?;
+            .map_err(|e| classify("DescribeTable", e))?;
         Ok(())
     }
 }

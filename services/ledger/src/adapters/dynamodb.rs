@@ -15,8 +15,8 @@ use aws_sdk_dynamodb::{
     types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem},
 };
 use stowage_shared::dynamo::{
-    AttributeError, Failure, Item, classify, classify_transaction, get_num, get_str, get_str_list,
-    n, req_num, req_str, s, str_list,
+    AttributeError, Item, classify, classify_transaction, get_num, get_str, get_str_list, n,
+    req_num, req_str, s, str_list,
 };
 
 use crate::{
@@ -35,16 +35,6 @@ pub struct DynamoLedgerStore {
     /// How long a tombstone is kept; longer than queue retention plus the
     /// replay window, so no delayed event can outlive it.
     tombstone_ttl: Duration,
-}
-
-impl From<Failure> for StoreError {
-    fn from(failure: Failure) -> Self {
-        match failure {
-            Failure::Conflict => Self::Conflict,
-            Failure::Throttled(e) => Self::Throttled(e),
-            Failure::Other(e) => Self::Other(e),
-        }
-    }
 }
 
 fn bad_item(error: AttributeError) -> StoreError {
@@ -197,7 +187,7 @@ impl LedgerStore for DynamoLedgerStore {
                 .request_items(&self.table, pending.clone())
                 .send()
                 .await
-                .map_err(|e| StoreError::from(classify("BatchGetItem", e)))?;
+                .map_err(|e| classify("BatchGetItem", e))?;
             if let Some(found) = output.responses.and_then(|mut r| r.remove(&self.table)) {
                 items.extend(found);
             }
@@ -280,7 +270,7 @@ impl LedgerStore for DynamoLedgerStore {
             .send()
             .await
             .map(drop)
-            .map_err(|e| classify_transaction(e).into())
+            .map_err(classify_transaction)
     }
 
     async fn record_grant(&self, grant: &GrantNote) -> Result<(), StoreError> {
@@ -305,8 +295,8 @@ impl LedgerStore for DynamoLedgerStore {
             .await
             .map(drop)
             .or_else(|e| match classify("PutItem", e) {
-                Failure::Conflict => Ok(()),
-                other => Err(other.into()),
+                StoreError::Conflict => Ok(()),
+                other => Err(other),
             })
     }
 }
@@ -328,7 +318,7 @@ impl LedgerRows for DynamoLedgerStore {
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(|e| StoreError::from(classify("Query", e)))?;
+                .map_err(|e| classify("Query", e))?;
             for item in page.items() {
                 let key = req_str(item, "sk")
                     .map_err(bad_item)?
@@ -358,7 +348,7 @@ impl LedgerRows for DynamoLedgerStore {
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(|e| StoreError::from(classify("Scan", e)))?;
+                .map_err(|e| classify("Scan", e))?;
             for item in page.items() {
                 users.push(
                     req_str(item, "pk")
@@ -396,7 +386,7 @@ impl LedgerRows for DynamoLedgerStore {
             .send()
             .await
             .map(drop)
-            .map_err(|e| classify("PutItem", e).into())
+            .map_err(|e| classify("PutItem", e))
     }
 }
 

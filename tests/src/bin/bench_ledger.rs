@@ -1,0 +1,241 @@
+//! Ledger throughput on the local emulators: events applied per second with
+//! 1 and 4 workers, beside the emulator's raw rate for the same DynamoDB
+//! transaction; AWS requests per event (counted in the emulators' request
+//! logs); the ledger process's CPU time per event and peak resident memory.
+//!
+//! Run with `make bench` (it builds the release ledger and starts the
+//! emulators). Prints a Markdown table.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use serde_json::json;
+use stowage_e2e::{Stack, eventually, queue_depth};
+
+const EVENTS: usize = 2_000;
+const USERS: usize = 20;
+
+fn log_lines(dir: &Path, name: &str, needle: &str) -> usize {
+    std::fs::read_to_string(dir.join(name)).map_or(0, |text| {
+        text.lines().filter(|l| l.contains(needle)).count()
+    })
+}
+
+/// Requests the emulators have logged so far: moto logs every request it
+/// serves, LocalStack every AWS call.
+fn requests(logs: &Path) -> usize {
+    log_lines(logs, "moto.log", "\"POST / HTTP/1.1\"")
+        + log_lines(logs, "localstack.log", "localstack.request.aws")
+}
+
+fn s3_event(bucket: &str, i: usize) -> String {
+    json!({
+        "version": "0", "id": format!("bench-{i}"), "detail-type": "Object Created", "source": "aws.s3",
+        "account": "000000000000", "time": "2026-11-23T10:00:00Z", "region": "us-east-1", "resources": [],
+        "detail": {
+            "version": "0", "bucket": {"name": bucket},
+            "object": {"key": format!("users/bench{}/file-{i}.bin", i % USERS), "size": 1000 + i, "etag": format!("e{i}"), "sequencer": format!("{:018X}", i + 1)},
+            "reason": "POST Object"
+        }
+    })
+    .to_string()
+}
+
+async fn fill(sqs: &aws_sdk_sqs::Client, queue: &str, bodies: Vec<String>) {
+    for chunk in bodies.chunks(10) {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, body)| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(body)
+                    .build()
+                    .expect("entry")
+            })
+            .collect();
+        sqs.send_message_batch()
+            .queue_url(queue)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .expect("SendMessageBatch");
+    }
+}
+
+/// CPU nanoseconds and peak resident kilobytes of a process.
+fn usage_of(pid: u32) -> (u64, u64) {
+    let cpu = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0);
+    let hwm = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0);
+    (cpu, hwm)
+}
+
+struct Run {
+    workers: usize,
+    per_second: f64,
+    requests_per_event: f64,
+    cpu_us_per_event: f64,
+    peak_rss_mb: f64,
+}
+
+async fn run_ledger(binary: &Path, logs: &Path, workers: usize) -> Run {
+    let stack = Stack::deploy().expect("stack deploys");
+    let sdk = stowage_shared::aws::load().await;
+    let sqs = stowage_shared::aws::sqs(&sdk);
+    let queue = stack.get("STOWAGE_LEDGER_QUEUE_URL").to_string();
+    fill(
+        &sqs,
+        &queue,
+        (0..EVENTS)
+            .map(|i| s3_event(stack.get("STOWAGE_BUCKET"), i))
+            .collect(),
+    )
+    .await;
+
+    let before = requests(logs);
+    let started = Instant::now();
+    let mut ledger = tokio::process::Command::new(binary)
+        .args([
+            "--bucket",
+            stack.get("STOWAGE_BUCKET"),
+            "--s3-path-style",
+            "true",
+        ])
+        .args([
+            "--table",
+            stack.get("STOWAGE_LEDGER_TABLE"),
+            "--queue-url",
+            &queue,
+        ])
+        .args([
+            "--event-bus",
+            stack.get("STOWAGE_EVENT_BUS"),
+            "--wait-seconds",
+            "1",
+        ])
+        .args(["--workers", &workers.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ledger starts");
+    let pid = ledger.id().expect("pid");
+    eventually(
+        Duration::from_secs(900),
+        "the ledger to apply every event",
+        || async {
+            queue_depth(&sqs, &queue)
+                .await
+                .is_ok_and(|d| d == 0)
+                .then_some(())
+        },
+    )
+    .await;
+    let elapsed = started.elapsed();
+    let (cpu_ns, hwm_kb) = usage_of(pid);
+    // The final depth polls and the idle long polls are not the ledger's work.
+    let requests = requests(logs) - before;
+    ledger.kill().await.expect("ledger stops");
+    Run {
+        workers,
+        per_second: EVENTS as f64 / elapsed.as_secs_f64(),
+        requests_per_event: requests as f64 / EVENTS as f64,
+        cpu_us_per_event: cpu_ns as f64 / 1_000.0 / EVENTS as f64,
+        peak_rss_mb: hwm_kb as f64 / 1024.0,
+    }
+}
+
+/// The ledger's transaction (object row + usage row, both conditional),
+/// issued directly, `workers` at a time, each on its own user.
+async fn raw_transactions(workers: usize) -> f64 {
+    let stack = Stack::deploy().expect("stack deploys");
+    let sdk = stowage_shared::aws::load().await;
+    let client = stowage_shared::aws::dynamodb(&sdk);
+    let table = stack.get("STOWAGE_LEDGER_TABLE").to_string();
+    let per_worker = EVENTS / workers;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..workers)
+        .map(|w| {
+            let (client, table) = (client.clone(), table.clone());
+            tokio::spawn(async move {
+                let s = |v: String| AttributeValue::S(v);
+                let n = |v: usize| AttributeValue::N(v.to_string());
+                for i in 0..per_worker {
+                    let object = Put::builder()
+                        .table_name(&table)
+                        .item("pk", s(format!("USER#raw{w}")))
+                        .item("sk", s(format!("OBJ#users/raw{w}/f{i}")))
+                        .item("size", n(i))
+                        .item("ver", n(1))
+                        .condition_expression("attribute_not_exists(pk)")
+                        .build()
+                        .expect("put");
+                    let usage = Put::builder()
+                        .table_name(&table)
+                        .item("pk", s(format!("USER#raw{w}")))
+                        .item("sk", s("USAGE".into()))
+                        .item("revision", n(i + 1))
+                        .condition_expression("attribute_not_exists(pk) OR revision = :r")
+                        .expression_attribute_values(":r", n(i))
+                        .build()
+                        .expect("put");
+                    client
+                        .transact_write_items()
+                        .transact_items(TransactWriteItem::builder().put(object).build())
+                        .transact_items(TransactWriteItem::builder().put(usage).build())
+                        .send()
+                        .await
+                        .expect("TransactWriteItems");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("worker");
+    }
+    (per_worker * workers) as f64 / started.elapsed().as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() {
+    let logs =
+        PathBuf::from(std::env::var("STOWAGE_EMULATOR_LOGS").expect("run with `make bench`"));
+    let binary = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .expect("usage: bench_ledger <path to release stowage-ledger>"),
+    );
+    println!(
+        "| workers | events/s | raw transactions/s | ledger / raw | AWS requests per event | ledger CPU µs per event | ledger peak RSS |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for workers in [1, 4] {
+        let raw = raw_transactions(workers).await;
+        let run = run_ledger(&binary, &logs, workers).await;
+        println!(
+            "| {} | {:.0} | {:.0} | {:.0}% | {:.2} | {:.0} | {:.1} MB |",
+            run.workers,
+            run.per_second,
+            raw,
+            100.0 * run.per_second / raw,
+            run.requests_per_event,
+            run.cpu_us_per_event,
+            run.peak_rss_mb
+        );
+    }
+}
