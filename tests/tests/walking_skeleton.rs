@@ -2,7 +2,9 @@
 //! S3, S3 → EventBridge → ledger → `UsageChanged` → intake → `GET /v1/usage`.
 
 use serde_json::{Value, json};
-use stowage_e2e::System;
+use std::time::Duration;
+
+use stowage_e2e::{System, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_upload_is_counted_exactly_in_usage() {
@@ -39,6 +41,40 @@ async fn an_upload_is_counted_exactly_in_usage() {
     assert_eq!(usage["object_count"], 1);
     // The upload settled its reservation: it no longer holds bytes back.
     assert_eq!(usage["reserved_bytes"], 0);
+
+    // The grant is complete, for its owner only.
+    let grant_url = format!(
+        "{}/v1/uploads/{}",
+        system.intake_url,
+        grant["grant_id"].as_str().unwrap_or_default()
+    );
+    let status: Value = eventually(Duration::from_secs(30), "the grant to complete", || async {
+        let status: Value = system
+            .http
+            .get(&grant_url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (status["state"] == "COMPLETE").then_some(status)
+    })
+    .await;
+    assert_eq!(
+        (status["size"].as_u64(), status["max_size"].as_u64()),
+        (Some(12_345), Some(12_345))
+    );
+    assert_eq!(status["key"], "users/alice/photos/cat.jpg");
+    let as_bob = system
+        .http
+        .get(&grant_url)
+        .bearer_auth(system.token("bob"))
+        .send()
+        .await
+        .expect("intake answers");
+    assert_eq!(as_bob.status(), 404);
 
     // Another user sees none of it.
     let bob = system.usage(&system.token("bob")).await;

@@ -50,6 +50,8 @@ pub struct GrantRecord {
     pub max_size: u64,
     pub content_type: String,
     pub state: GrantState,
+    /// Bytes S3 stored under the grant, once complete.
+    pub size: Option<u64>,
     pub created_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
 }
@@ -74,6 +76,18 @@ pub trait AccountStore: Send + Sync + 'static {
 
     /// Records a grant on its own (a refused one).
     async fn record_grant(&self, grant: &GrantRecord) -> Result<(), StoreError>;
+
+    /// Reads one grant.
+    async fn grant(&self, grant_id: &str) -> Result<Option<GrantRecord>, StoreError>;
+
+    /// Marks `user`'s grant complete with the size S3 stored, if it is still
+    /// initiated; anything else (another user's grant, a repeat) changes nothing.
+    async fn complete_grant(
+        &self,
+        user: &UserId,
+        grant_id: &str,
+        size: u64,
+    ) -> Result<(), StoreError>;
 
     /// Checks that the store answers.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -4,7 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use stowage_events::{RawEnvelope, StowageEvent, UsageChangedV1};
+use stowage_events::{RawEnvelope, StowageEvent, UsageChangedV1, stowage::ObjectChange};
 use stowage_shared::consumer::{Delivery, Disposition, Handler};
 
 use crate::{
@@ -36,16 +36,32 @@ impl UsageProjection {
         for attempt in 0u32..50 {
             let stored = self.store.load(&user).await?;
             let mut account = stored.value;
-            if !account.apply_usage(&report) {
-                return Ok("stale");
-            }
-            match self.store.save(&user, &account, stored.version, None).await {
-                Ok(()) => return Ok("applied"),
-                Err(error) if error.is_retryable() => {
-                    tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt + 1))).await;
+            // The ledger names the grant when it saw it; otherwise the newest
+            // grant intake holds for the key is the one that was used.
+            let grant = event.grant_id.map(|g| g.to_string()).or_else(|| {
+                account
+                    .reservations
+                    .get(&event.key)
+                    .and_then(|r| r.grants.last().cloned())
+            });
+            let outcome = if !account.apply_usage(&report) {
+                "stale"
+            } else {
+                match self.store.save(&user, &account, stored.version, None).await {
+                    Ok(()) => "applied",
+                    Err(error) if error.is_retryable() => {
+                        tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt + 1))).await;
+                        continue;
+                    }
+                    Err(error) => return Err(error.into()),
                 }
-                Err(error) => return Err(error.into()),
+            };
+            if let (ObjectChange::Created, Some(size), Some(grant)) =
+                (event.change, event.object_size, grant)
+            {
+                self.store.complete_grant(&user, &grant, size).await?;
             }
+            return Ok(outcome);
         }
         anyhow::bail!("account of {user} kept changing; giving up for now")
     }

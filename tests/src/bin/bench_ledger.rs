@@ -68,11 +68,18 @@ async fn fill(sqs: &aws_sdk_sqs::Client, queue: &str, bodies: Vec<String>) {
     }
 }
 
-/// CPU nanoseconds and peak resident kilobytes of a process.
+/// CPU nanoseconds (user + system, every thread) and peak resident
+/// kilobytes of a process.
 fn usage_of(pid: u32) -> (u64, u64) {
-    let cpu = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+    // Fields 14 and 15 of /proc/<pid>/stat, after the parenthesised name,
+    // in clock ticks of 10 ms.
+    let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .and_then(|s| {
+            let fields: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
+            let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+            Some(ticks * 10_000_000)
+        })
         .unwrap_or(0);
     let hwm = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()

@@ -42,20 +42,6 @@ impl DynamoAccountStore {
             table: table.into(),
         }
     }
-
-    /// Reads one grant.
-    pub async fn grant(&self, grant_id: &str) -> Result<Option<GrantRecord>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(format!("GRANT#{grant_id}")))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| classify("GetItem", e))?;
-        output.item.map(|item| grant_from_item(&item)).transpose()
-    }
 }
 
 fn user_pk(user: &UserId) -> AttributeValue {
@@ -133,7 +119,7 @@ fn rfc3339(t: OffsetDateTime) -> String {
 }
 
 fn grant_to_item(grant: &GrantRecord) -> Item {
-    HashMap::from([
+    let mut item = HashMap::from([
         ("pk".to_string(), s(format!("GRANT#{}", grant.grant_id))),
         ("user_id".to_string(), s(&grant.user_id)),
         ("key".to_string(), s(&grant.key)),
@@ -146,7 +132,11 @@ fn grant_to_item(grant: &GrantRecord) -> Item {
             "expires_at_epoch".to_string(),
             n(grant.expires_at.unix_timestamp() + GRANT_RECORD_TTL_SECONDS),
         ),
-    ])
+    ]);
+    if let Some(size) = grant.size {
+        item.insert("size".to_string(), n(size));
+    }
+    item
 }
 
 fn grant_from_item(item: &Item) -> Result<GrantRecord, StoreError> {
@@ -162,6 +152,7 @@ fn grant_from_item(item: &Item) -> Result<GrantRecord, StoreError> {
         key: text("key")?.to_string(),
         max_size: req_num(item, "max_size").map_err(bad_item)?,
         content_type: text("content_type")?.to_string(),
+        size: get_num(item, "size").map_err(bad_item)?,
         state: GrantState::parse(state)
             .ok_or_else(|| StoreError::Other(anyhow::anyhow!("unknown grant state {state}")))?,
         created_at: time("created_at")?,
@@ -275,6 +266,49 @@ impl AccountStore for DynamoAccountStore {
         Ok(())
     }
 
+    /// Reads one grant.
+    async fn grant(&self, grant_id: &str) -> Result<Option<GrantRecord>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("GRANT#{grant_id}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify("GetItem", e))?;
+        output.item.map(|item| grant_from_item(&item)).transpose()
+    }
+
+    async fn complete_grant(
+        &self,
+        user: &UserId,
+        grant_id: &str,
+        size: u64,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("GRANT#{grant_id}")))
+            .update_expression("SET #state = :complete, #size = :size")
+            .condition_expression(
+                "attribute_exists(pk) AND user_id = :user AND #state = :initiated",
+            )
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#size", "size")
+            .expression_attribute_values(":complete", s(GrantState::Complete.as_str()))
+            .expression_attribute_values(":initiated", s(GrantState::Initiated.as_str()))
+            .expression_attribute_values(":user", s(user.as_str()))
+            .expression_attribute_values(":size", n(size))
+            .send()
+            .await;
+        match result.map_err(|e| classify("UpdateItem", e)) {
+            Ok(_) | Err(StoreError::Conflict) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.client
             .describe_table()
@@ -324,6 +358,7 @@ mod tests {
             max_size: 5,
             content_type: "image/png".into(),
             state: GrantState::Rejected,
+            size: None,
             created_at: OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
             expires_at: OffsetDateTime::from_unix_timestamp(1_700_000_900).unwrap(),
         };

@@ -1,6 +1,6 @@
 //! HTTP handlers and the router.
 //!
-//! - [`uploads`]: `POST /v1/uploads`, upload grants.
+//! - [`uploads`]: `POST /v1/uploads` and `GET /v1/uploads/{grant_id}`, upload grants.
 //! - [`usage`]: `GET /v1/usage`.
 //! - [`health`]: `GET /healthz`, `GET /readyz`.
 
@@ -54,6 +54,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/uploads", post(uploads::create))
+        .route("/v1/uploads/{grant_id}", get(uploads::show))
         .route("/v1/usage", get(usage::show))
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))

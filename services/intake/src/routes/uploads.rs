@@ -90,6 +90,7 @@ pub async fn create(
         max_size: size,
         content_type: content_type.clone(),
         state: GrantState::Initiated,
+        size: None,
         created_at: now,
         expires_at,
     };
@@ -206,4 +207,49 @@ async fn publish_granted(state: &AppState, user: &UserId, grant_id: Uuid, policy
     if let Err(error) = state.bus.publish(&event).await {
         tracing::warn!(error = format!("{error:#}"), %grant_id, expires_at = %policy.expires_at.format(&Rfc3339).unwrap_or_default(), "UploadGranted not published");
     }
+}
+
+/// Where an upload grant stands.
+#[derive(Debug, Serialize)]
+pub struct GrantStatus {
+    pub grant_id: Uuid,
+    pub key: String,
+    /// `INITIATED`, `COMPLETE`, `REJECTED` or `EXPIRED` (initiated, never
+    /// completed, and past its expiry).
+    pub state: &'static str,
+    /// Bytes S3 stored under the grant, once complete.
+    pub size: Option<u64>,
+    pub max_size: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// `GET /v1/uploads/{grant_id}`: the caller's own grants only; any other id,
+/// including another user's grant, is not found.
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    axum::extract::Path(grant_id): axum::extract::Path<String>,
+) -> Result<Json<GrantStatus>, ApiError> {
+    let grant_id = Uuid::parse_str(&grant_id).map_err(|_| ApiError::NotFound)?;
+    let grant = state
+        .store
+        .grant(&grant_id.to_string())
+        .await
+        .map_err(|e| ApiError::Unavailable(e.into()))?
+        .filter(|g| g.user_id == caller.user.as_str())
+        .ok_or(ApiError::NotFound)?;
+    let expired = grant.state == GrantState::Initiated && state.now() > grant.expires_at;
+    Ok(Json(GrantStatus {
+        grant_id,
+        key: grant.key,
+        state: if expired {
+            "EXPIRED"
+        } else {
+            grant.state.as_str()
+        },
+        size: grant.size,
+        max_size: grant.max_size,
+        expires_at: grant.expires_at,
+    }))
 }
