@@ -2,11 +2,19 @@
 //! (`AWS_REGION`, credentials, `AWS_ENDPOINT_URL` and its per-service
 //! variants), so the same binaries run against AWS or an emulator.
 
-use aws_config::{BehaviorVersion, SdkConfig};
+use aws_config::{BehaviorVersion, SdkConfig, stalled_stream_protection::StalledStreamProtectionConfig};
 
 /// Loads the shared SDK configuration from the environment.
+///
+/// Stalled-stream protection is off: every call the services make is a small
+/// request whose whole response arrives at once, and the protection's timers
+/// keep waking up during SQS long polls and emulator round trips, which cost
+/// more CPU than the work of an event itself.
 pub async fn load() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    aws_config::defaults(BehaviorVersion::latest())
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+        .load()
+        .await
 }
 
 /// An S3 client. `path_style` addresses buckets as `endpoint/bucket` instead of
