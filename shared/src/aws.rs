@@ -2,7 +2,9 @@
 //! (`AWS_REGION`, credentials, `AWS_ENDPOINT_URL` and its per-service
 //! variants), so the same binaries run against AWS or an emulator.
 
-use aws_config::{BehaviorVersion, SdkConfig, stalled_stream_protection::StalledStreamProtectionConfig};
+use aws_config::{
+    BehaviorVersion, SdkConfig, stalled_stream_protection::StalledStreamProtectionConfig,
+};
 
 /// Loads the shared SDK configuration from the environment.
 ///

@@ -77,7 +77,8 @@ fn usage_of(pid: u32) -> (u64, u64) {
         .ok()
         .and_then(|s| {
             let fields: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
-            let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+            let ticks =
+                fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
             Some(ticks * 10_000_000)
         })
         .unwrap_or(0);
