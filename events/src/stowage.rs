@@ -21,9 +21,6 @@ pub trait StowageEvent: Serialize + DeserializeOwned + JsonSchema {
     fn detail_type() -> String {
         format!("{}.v{}", Self::NAME, Self::MAJOR)
     }
-
-    /// The fields every event carries.
-    fn meta(&self) -> &EventMeta;
 }
 
 /// The fields every Stowage event carries.
@@ -86,9 +83,6 @@ impl StowageEvent for UploadGrantedV1 {
     const NAME: &'static str = "UploadGranted";
     const MAJOR: u32 = 1;
     const SOURCE: &'static str = "stowage.intake";
-    fn meta(&self) -> &EventMeta {
-        &self.meta
-    }
 }
 
 /// What happened to the object that changed a user's usage.
@@ -147,7 +141,4 @@ impl StowageEvent for UsageChangedV1 {
     const NAME: &'static str = "UsageChanged";
     const MAJOR: u32 = 1;
     const SOURCE: &'static str = "stowage.ledger";
-    fn meta(&self) -> &EventMeta {
-        &self.meta
-    }
 }

@@ -77,13 +77,6 @@ pub struct BatchOutcome {
     pub done: Vec<&'static str>,
 }
 
-impl BatchOutcome {
-    /// True when every received message was handled to completion.
-    pub fn all_done(&self) -> bool {
-        self.retried == 0 && self.poisoned == 0 && self.deleted == self.received
-    }
-}
-
 /// Reads one queue and hands each message to a [`Handler`].
 #[derive(Debug)]
 pub struct QueueConsumer<H> {
@@ -106,11 +99,6 @@ impl<H: Handler> QueueConsumer<H> {
             handler,
             options,
         }
-    }
-
-    /// The queue this consumer reads.
-    pub fn queue_url(&self) -> &str {
-        &self.queue_url
     }
 
     /// Receives one batch (long polling), handles its messages in order, and

@@ -6,6 +6,8 @@ use stowage_events::StowageEvent;
 /// Why an event could not be published; the caller decides whether to retry.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
+    #[error("event could not be encoded as JSON")]
+    Encode(#[from] serde_json::Error),
     #[error("event bus {bus} refused the event: {code}: {message}")]
     Refused {
         bus: String,
@@ -35,17 +37,9 @@ impl EventBus {
         }
     }
 
-    /// The bus's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Publishes one event with its type's `source` and `detail-type`.
     pub async fn publish<E: StowageEvent>(&self, event: &E) -> Result<(), PublishError> {
-        let detail = serde_json::to_string(event).map_err(|e| PublishError::Unreachable {
-            bus: self.name.clone(),
-            source: e.into(),
-        })?;
+        let detail = serde_json::to_string(event)?;
         let entry = PutEventsRequestEntry::builder()
             .event_bus_name(&self.name)
             .source(E::SOURCE)

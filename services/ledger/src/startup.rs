@@ -75,11 +75,6 @@ impl App {
         })
     }
 
-    /// The consumer, for tests that drain the queue batch by batch.
-    pub fn consumer(&self) -> &QueueConsumer<Ledger> {
-        &self.consumer
-    }
-
     /// Consumes until `shutdown`, then finishes the batches in hand.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) {
         self.consumer.run(shutdown).await;

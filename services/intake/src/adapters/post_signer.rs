@@ -50,11 +50,6 @@ impl PostSigner {
         }
     }
 
-    /// The bucket URL the forms are posted to.
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     async fn credentials(&self) -> anyhow::Result<Credentials> {
         let fresh = |c: &Credentials| {
             c.expiry()

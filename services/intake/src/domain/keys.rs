@@ -36,11 +36,6 @@ impl UserId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    /// The key prefix of everything this user stores: `users/<id>/`.
-    pub fn prefix(&self) -> String {
-        format!("users/{}/", self.0)
-    }
 }
 
 impl fmt::Display for UserId {

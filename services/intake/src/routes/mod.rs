@@ -17,7 +17,6 @@ use axum::{
     routing::{get, post},
 };
 use stowage_shared::publisher::EventBus;
-use time::OffsetDateTime;
 
 use crate::{
     adapters::post_signer::PostSigner,
@@ -40,13 +39,6 @@ pub struct AppState {
 impl std::fmt::Debug for dyn AccountStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("AccountStore")
-    }
-}
-
-impl AppState {
-    /// Unix time now; one place so that handlers agree.
-    pub fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::now_utc()
     }
 }
 

@@ -78,10 +78,8 @@ pub async fn create(
     }
 
     let key = object_key(&caller.user, &path);
-    let now = state
-        .now()
-        .replace_nanosecond(0)
-        .unwrap_or_else(|_| state.now());
+    let now = OffsetDateTime::now_utc();
+    let now = now.replace_nanosecond(0).unwrap_or(now);
     let expires_at = now + settings.grant_ttl();
     let grant = GrantRecord {
         grant_id: Uuid::new_v4().to_string(),
@@ -167,7 +165,7 @@ async fn reserve(
             size: grant.max_size,
             lapses_at,
         };
-        let now = state.now().unix_timestamp();
+        let now = OffsetDateTime::now_utc().unix_timestamp();
         if let Err(refusal) = account.reserve(
             &request,
             now,
@@ -239,7 +237,8 @@ pub async fn show(
         .map_err(|e| ApiError::Unavailable(e.into()))?
         .filter(|g| g.user_id == caller.user.as_str())
         .ok_or(ApiError::NotFound)?;
-    let expired = grant.state == GrantState::Initiated && state.now() > grant.expires_at;
+    let expired =
+        grant.state == GrantState::Initiated && OffsetDateTime::now_utc() > grant.expires_at;
     Ok(Json(GrantStatus {
         grant_id,
         key: grant.key,

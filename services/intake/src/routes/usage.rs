@@ -25,7 +25,7 @@ pub async fn show(State(state): State<AppState>, caller: Caller) -> Result<Json<
         .await
         .map_err(|e| ApiError::Unavailable(e.into()))?
         .value;
-    let now = state.now().unix_timestamp();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
     Ok(Json(Usage {
         user_id: caller.user.to_string(),
         used_bytes: account.used_bytes,
