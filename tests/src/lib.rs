@@ -298,6 +298,17 @@ impl System {
         .await
     }
 
+    /// Deletes `key` from the stack's bucket, as a user's S3 client would.
+    pub async fn delete(&self, key: &str) {
+        self.s3
+            .delete_object()
+            .bucket(self.stack.get("STOWAGE_BUCKET"))
+            .key(key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("DeleteObject {key}: {e}"));
+    }
+
     /// Messages visible plus in flight on a queue.
     pub async fn queue_depth(&self, queue_url: &str) -> u64 {
         queue_depth(&self.sqs, queue_url)

@@ -58,14 +58,7 @@ async fn replaying_every_event_leaves_usage_unchanged() {
     system.put(&token, "a.bin", vec![1; 1000]).await;
     system.put(&token, "b.bin", vec![2; 2000]).await;
     system.put(&token, "a.bin", vec![3; 500]).await;
-    system
-        .s3
-        .delete_object()
-        .bucket(system.stack.get("STOWAGE_BUCKET"))
-        .key("users/frank/b.bin")
-        .send()
-        .await
-        .expect("DeleteObject");
+    system.delete("users/frank/b.bin").await;
     let settled = system.used_bytes_reach(&token, 500).await;
     assert_eq!(settled["object_count"], 1);
 
@@ -141,14 +134,7 @@ async fn keys_with_spaces_plus_percent_and_non_ascii_are_counted_under_their_tru
     assert!(report.clean(), "{report:?}");
 
     for path in paths {
-        system
-            .s3
-            .delete_object()
-            .bucket(system.stack.get("STOWAGE_BUCKET"))
-            .key(format!("users/gina/{path}"))
-            .send()
-            .await
-            .expect("DeleteObject");
+        system.delete(&format!("users/gina/{path}")).await;
     }
     let usage = system.used_bytes_reach(&token, 0).await;
     assert_eq!(usage["object_count"], 0);
