@@ -7,7 +7,8 @@
 //!
 //! # Layout
 //! - [`envelope`]: the EventBridge envelope that wraps every event on a queue.
-//! - [`stowage`]: our own events (`UploadGranted.v1`, `UsageChanged.v1`).
+//! - [`stowage`]: our own events (`UploadGranted.v1`, `UsageChanged.v1`,
+//!   `ObjectAccessed.v1`, `RestoreRequested.v1`).
 //! - [`s3`]: S3's `Object Created` / `Object Deleted` events.
 //! - [`schema`]: JSON Schema generation for everything above.
 
@@ -17,4 +18,7 @@ pub mod schema;
 pub mod stowage;
 
 pub use envelope::{Envelope, RawEnvelope};
-pub use stowage::{EventMeta, StowageEvent, TraceContext, UploadGrantedV1, UsageChangedV1};
+pub use stowage::{
+    EventMeta, ObjectAccessedV1, RestoreRequestedV1, StowageEvent, TraceContext, UploadGrantedV1,
+    UsageChangedV1,
+};

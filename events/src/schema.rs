@@ -4,13 +4,17 @@
 
 use schemars::{JsonSchema, Schema, schema_for};
 
-use crate::{UploadGrantedV1, UsageChangedV1, s3::ObjectEventDetail};
+use crate::{
+    ObjectAccessedV1, RestoreRequestedV1, UploadGrantedV1, UsageChangedV1, s3::ObjectEventDetail,
+};
 
 /// Every schema Stowage publishes, as `(file name, schema of the detail)`.
 pub fn all() -> Vec<(&'static str, Schema)> {
     vec![
         ("UploadGranted.v1.json", schema::<UploadGrantedV1>()),
         ("UsageChanged.v1.json", schema::<UsageChangedV1>()),
+        ("ObjectAccessed.v1.json", schema::<ObjectAccessedV1>()),
+        ("RestoreRequested.v1.json", schema::<RestoreRequestedV1>()),
         ("aws.s3.ObjectEvent.json", schema::<ObjectEventDetail>()),
     ]
 }

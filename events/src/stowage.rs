@@ -142,3 +142,45 @@ impl StowageEvent for UsageChangedV1 {
     const MAJOR: u32 = 1;
     const SOURCE: &'static str = "stowage.ledger";
 }
+
+/// A user read an object: intake handed out a download URL for it. The
+/// lifecycle service uses these to keep recently read objects warm.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ObjectAccessedV1 {
+    #[serde(flatten)]
+    pub meta: EventMeta,
+    /// Full object key, `users/<user_id>/<path>`.
+    pub key: String,
+    /// The object's size when it was read.
+    pub size: u64,
+    /// The object's storage class when it was read.
+    pub storage_class: String,
+    /// The object's entity tag (without quotes) when it was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+}
+
+impl StowageEvent for ObjectAccessedV1 {
+    const NAME: &'static str = "ObjectAccessed";
+    const MAJOR: u32 = 1;
+    const SOURCE: &'static str = "stowage.intake";
+}
+
+/// A user asked for an archived object to be restored for `days` days.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RestoreRequestedV1 {
+    #[serde(flatten)]
+    pub meta: EventMeta,
+    /// Full object key, `users/<user_id>/<path>`.
+    pub key: String,
+    /// How long the restored copy stays readable.
+    pub days: u32,
+    /// The object's storage class when the restore was requested.
+    pub storage_class: String,
+}
+
+impl StowageEvent for RestoreRequestedV1 {
+    const NAME: &'static str = "RestoreRequested";
+    const MAJOR: u32 = 1;
+    const SOURCE: &'static str = "stowage.intake";
+}

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use stowage_events::{
-    RawEnvelope, StowageEvent, UploadGrantedV1, UsageChangedV1,
+    ObjectAccessedV1, RawEnvelope, RestoreRequestedV1, StowageEvent, UploadGrantedV1, UsageChangedV1,
     s3::{self, ObjectEventDetail},
     schema,
 };
@@ -70,6 +70,12 @@ fn decode(envelope: RawEnvelope) -> Result<(), String> {
         (UsageChangedV1::SOURCE, d) if d == UsageChangedV1::detail_type() => {
             envelope.decode::<UsageChangedV1>().map(drop)
         }
+        (ObjectAccessedV1::SOURCE, d) if d == ObjectAccessedV1::detail_type() => {
+            envelope.decode::<ObjectAccessedV1>().map(drop)
+        }
+        (RestoreRequestedV1::SOURCE, d) if d == RestoreRequestedV1::detail_type() => {
+            envelope.decode::<RestoreRequestedV1>().map(drop)
+        }
         other => return Err(format!("no type for {other:?}")),
     };
     result.map_err(|e| e.to_string())
@@ -86,7 +92,7 @@ fn every_sample_still_parses() {
         decode(envelope).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         seen += 1;
     }
-    assert!(seen >= 4, "expected a sample of every event, found {seen}");
+    assert!(seen >= 7, "expected a sample of every event, found {seen}");
 }
 
 #[test]
