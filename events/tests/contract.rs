@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use stowage_events::{
-    ObjectAccessedV1, RawEnvelope, RestoreRequestedV1, StowageEvent, UploadGrantedV1, UsageChangedV1,
+    ObjectAccessedV1, RawEnvelope, RestoreRequestedV1, StowageEvent, UploadGrantedV1,
+    UsageChangedV1,
     s3::{self, ObjectEventDetail},
     schema,
 };

@@ -107,7 +107,8 @@ where
             "ProvisionedThroughputExceededException"
             | "ThrottlingException"
             | "RequestLimitExceeded"
-            | "TransactionInProgressException",
+            | "TransactionInProgressException"
+            | "SlowDown",
         ) => StoreError::Throttled(anyhow::anyhow!("{operation}: {}", DisplayErrorContext(err))),
         _ => StoreError::Other(anyhow::anyhow!("{operation}: {}", DisplayErrorContext(err))),
     }

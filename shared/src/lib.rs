@@ -1,6 +1,6 @@
 //! Runtime plumbing shared by the Stowage services. No domain logic lives
 //! here: only how a service reaches AWS, logs, publishes events, consumes its
-//! queue and stops.
+//! queue and stops, and the S3 price table the services estimate costs with.
 //!
 //! # Layout
 //! - [`aws`]: the SDK configuration and clients, honouring `AWS_ENDPOINT_URL`.
@@ -10,11 +10,13 @@
 //! - [`consumer`]: the SQS consumer loop (long polling, batch deletes,
 //!   backoff, workers, graceful shutdown).
 //! - [`store`]: the storage failures adapters report.
+//! - [`pricing`]: S3 storage prices per class.
 //! - [`shutdown`]: a cancellation token tripped by SIGINT or SIGTERM.
 
 pub mod aws;
 pub mod consumer;
 pub mod dynamo;
+pub mod pricing;
 pub mod publisher;
 pub mod shutdown;
 pub mod store;

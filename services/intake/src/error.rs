@@ -1,11 +1,14 @@
 //! API errors, rendered as RFC 9457 `application/problem+json`.
 
+use std::time::Duration;
+
 use axum::{
     Json,
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::{auth::AuthError, domain::quota::Refusal};
 
@@ -14,6 +17,8 @@ use crate::{auth::AuthError, domain::quota::Refusal};
 pub enum ApiError {
     #[error(transparent)]
     Unauthenticated(#[from] AuthError),
+    #[error("this operation needs an administrator's token")]
+    Forbidden,
     #[error("{0}")]
     BadRequest(String),
     #[error("content type {0:?} is not allowed")]
@@ -27,13 +32,27 @@ pub enum ApiError {
     },
     #[error("too many outstanding upload grants (at most {limit})")]
     TooManyGrants { limit: usize },
+    #[error("too many upload grant requests; retry after {} s", retry_after_seconds(*.0))]
+    RateLimited(Duration),
     #[error("not found")]
     NotFound,
+    #[error("the object is archived in {storage_class}; request a restore first")]
+    Archived {
+        storage_class: String,
+        /// `ARCHIVED` or `RESTORING`.
+        restore: &'static str,
+    },
+    #[error("the object is in {storage_class}, which is not archived; it can be read as it is")]
+    NotArchived { storage_class: String },
     /// A dependency failed or is overloaded; retrying later may succeed.
     #[error("service temporarily unavailable")]
     Unavailable(#[source] anyhow::Error),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
+}
+
+fn retry_after_seconds(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
 impl From<Refusal> for ApiError {
@@ -55,10 +74,47 @@ impl From<Refusal> for ApiError {
     }
 }
 
+/// An RFC 9457 problem document. `type` is `/problems/<slug>`; some problems
+/// carry extra members.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// `/problems/<slug>`, e.g. `/problems/quota-exceeded`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    /// What went wrong, for people.
+    pub detail: String,
+    /// `quota-exceeded`: the caller's usage when the grant was refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<ProblemUsage>,
+    /// `quota-exceeded`: the size the refused grant asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested_bytes: Option<u64>,
+    /// `object-archived`, `not-archived`: the object's storage class.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+    /// `object-archived`: `ARCHIVED` (no restore yet) or `RESTORING`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore: Option<&'static str>,
+    /// `rate-limited`: seconds to wait, as in the `Retry-After` header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+}
+
+/// A user's usage as a `quota-exceeded` problem reports it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProblemUsage {
+    pub used_bytes: u64,
+    pub reserved_bytes: u64,
+    pub quota_bytes: u64,
+}
+
 impl ApiError {
     fn status_and_slug(&self) -> (StatusCode, &'static str) {
         match self {
             Self::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
             Self::UnsupportedContentType(_) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -66,69 +122,116 @@ impl ApiError {
             ),
             Self::QuotaExceeded { .. } => (StatusCode::FORBIDDEN, "quota-exceeded"),
             Self::TooManyGrants { .. } => (StatusCode::TOO_MANY_REQUESTS, "too-many-grants"),
+            Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate-limited"),
             Self::NotFound => (StatusCode::NOT_FOUND, "not-found"),
+            Self::Archived { .. } => (StatusCode::CONFLICT, "object-archived"),
+            Self::NotArchived { .. } => (StatusCode::CONFLICT, "not-archived"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
-}
 
-/// Renders a problem document.
-pub fn problem(
-    status: StatusCode,
-    slug: &str,
-    detail: &str,
-    extra: Map<String, Value>,
-) -> Response {
-    let mut body = json!({
-        "type": format!("/problems/{slug}"),
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "status": status.as_u16(),
-        "detail": detail,
-    });
-    if let Value::Object(map) = &mut body {
-        map.extend(extra);
-    }
-    let mut response = (status, Json(body)).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    response
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+    fn problem(&self) -> Problem {
         let (status, slug) = self.status_and_slug();
-        let mut extra = Map::new();
-        match &self {
-            Self::Unavailable(cause) | Self::Internal(cause) => {
-                tracing::error!(
-                    error = format!("{cause:#}"),
-                    status = status.as_u16(),
-                    "request failed"
-                );
-            }
+        let mut problem = Problem {
+            kind: format!("/problems/{slug}"),
+            title: status.canonical_reason().unwrap_or("Error").to_string(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            usage: None,
+            requested_bytes: None,
+            storage_class: None,
+            restore: None,
+            retry_after: None,
+        };
+        match self {
             Self::QuotaExceeded {
                 used_bytes,
                 reserved_bytes,
                 quota_bytes,
                 requested,
             } => {
-                extra.insert(
-                    "usage".into(),
-                    json!({"used_bytes": used_bytes, "reserved_bytes": reserved_bytes, "quota_bytes": quota_bytes}),
+                problem.usage = Some(ProblemUsage {
+                    used_bytes: *used_bytes,
+                    reserved_bytes: *reserved_bytes,
+                    quota_bytes: *quota_bytes,
+                });
+                problem.requested_bytes = Some(*requested);
+            }
+            Self::Archived {
+                storage_class,
+                restore,
+            } => {
+                problem.storage_class = Some(storage_class.clone());
+                problem.restore = Some(restore);
+            }
+            Self::NotArchived { storage_class } => {
+                problem.storage_class = Some(storage_class.clone());
+            }
+            Self::RateLimited(wait) => problem.retry_after = Some(retry_after_seconds(*wait)),
+            _ => {}
+        }
+        problem
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = self.problem();
+        let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_REQUEST);
+        match &self {
+            Self::Unavailable(cause) | Self::Internal(cause) => {
+                tracing::error!(
+                    error = format!("{cause:#}"),
+                    status = problem.status,
+                    "request failed"
                 );
-                extra.insert("requested_bytes".into(), json!(requested));
             }
             _ => {}
         }
-        let mut response = problem(status, slug, &self.to_string(), extra);
+        let mut response = (status, Json(&problem)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(seconds) = problem.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limits_round_the_wait_up() {
+        let response = ApiError::RateLimited(Duration::from_millis(1500)).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+    }
+
+    #[test]
+    fn archived_objects_report_their_restore_state() {
+        let problem = ApiError::Archived {
+            storage_class: "GLACIER".into(),
+            restore: "RESTORING",
+        }
+        .problem();
+        assert_eq!(problem.status, 409);
+        assert_eq!(problem.kind, "/problems/object-archived");
+        assert_eq!(problem.restore, Some("RESTORING"));
     }
 }

@@ -10,10 +10,11 @@
 //! - [`domain`]: pure rules: user ids and object keys, quota accounting, the
 //!   POST policy document.
 //! - [`ports`]: what the API needs from storage, as small traits.
-//! - [`adapters`]: DynamoDB store and the POST policy signer.
+//! - [`adapters`]: DynamoDB store, S3 bucket and the POST policy signer.
 //! - [`auth`]: bearer-token verification.
 //! - [`routes`]: the HTTP handlers; [`error`] renders problem+json.
 //! - [`projection`]: applies `UsageChanged.v1` to the accounts.
+//! - [`rate`]: per-user rate limiting of grant requests.
 
 pub mod adapters;
 pub mod auth;
@@ -21,6 +22,7 @@ pub mod domain;
 pub mod error;
 pub mod ports;
 pub mod projection;
+pub mod rate;
 pub mod routes;
 pub mod settings;
 pub mod startup;

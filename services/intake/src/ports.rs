@@ -92,3 +92,100 @@ pub trait AccountStore: Send + Sync + 'static {
     /// Checks that the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
 }
+
+/// Whether an object can be read now, or must be restored first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readability {
+    /// Readable straight away (every class but the archive ones).
+    Online,
+    /// In an archive class with no restored copy.
+    Archived,
+    /// A restore is under way.
+    Restoring,
+    /// A restored copy is readable until the given time.
+    Restored { until: Option<OffsetDateTime> },
+}
+
+impl Readability {
+    /// The state as the API names it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Online => "ONLINE",
+            Self::Archived => "ARCHIVED",
+            Self::Restoring => "RESTORING",
+            Self::Restored { .. } => "RESTORED",
+        }
+    }
+
+    pub fn can_read(&self) -> bool {
+        matches!(self, Self::Online | Self::Restored { .. })
+    }
+}
+
+/// One object as S3 lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    /// Full key, `users/<id>/<path>`.
+    pub key: String,
+    pub size: u64,
+    pub last_modified: OffsetDateTime,
+    pub storage_class: String,
+    /// Entity tag without quotes.
+    pub etag: String,
+}
+
+/// One object with what its metadata says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectHead {
+    pub object: StoredObject,
+    pub content_type: Option<String>,
+    pub readability: Readability,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectPage {
+    pub objects: Vec<StoredObject>,
+    /// More objects follow the last one.
+    pub truncated: bool,
+}
+
+/// How a download is presented to the browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownloadHeaders {
+    /// `Content-Disposition` the response carries.
+    pub disposition: String,
+    /// `Content-Type` the response carries.
+    pub content_type: String,
+}
+
+/// The bucket, as intake uses it: only ever with keys built from a caller's
+/// own prefix.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + 'static {
+    /// Objects whose keys start with `prefix`, after `start_after` if given,
+    /// in key order, at most `limit`.
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ObjectPage, StoreError>;
+
+    /// One object's metadata; `None` when there is no such object.
+    async fn head(&self, key: &str) -> Result<Option<ObjectHead>, StoreError>;
+
+    /// A presigned GET of `key`, valid for `ttl`.
+    async fn download_url(
+        &self,
+        key: &str,
+        headers: &DownloadHeaders,
+        ttl: std::time::Duration,
+    ) -> Result<String, StoreError>;
+
+    /// Deletes `key`; deleting a missing object succeeds.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Checks that the bucket answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

@@ -30,6 +30,7 @@ impl UsageProjection {
             revision: event.revision,
             used_bytes: event.used_bytes,
             object_count: event.object_count,
+            by_storage_class: &event.by_storage_class,
             key: &event.key,
             object_size: event.object_size,
         };

@@ -5,6 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use clap::Parser;
 use secrecy::SecretString;
+use stowage_shared::pricing::PriceTable;
 
 /// Everything intake needs to run.
 #[derive(Debug, Clone, Parser)]
@@ -81,6 +82,27 @@ pub struct Settings {
     )]
     pub allowed_content_types: Vec<String>,
 
+    /// Lifetime of a download URL, in seconds.
+    #[arg(long, env = "STOWAGE_DOWNLOAD_TTL_SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub download_ttl_seconds: u64,
+
+    /// Storage prices for cost estimates, USD per GB-month, as
+    /// `CLASS=price` pairs overriding the published us-east-1 prices.
+    #[arg(long, env = "STOWAGE_STORAGE_PRICES", default_value = "")]
+    pub storage_prices: PriceTable,
+
+    /// Upload grants a user may request per second, on average, from one
+    /// intake instance.
+    #[arg(long, env = "STOWAGE_GRANT_RATE_PER_SECOND", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub grant_rate_per_second: u32,
+
+    /// Grant requests a user may make in a burst above that rate.
+    #[arg(long, env = "STOWAGE_GRANT_BURST", default_value_t = 60,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub grant_burst: u32,
+
     /// Workers reading intake's queue.
     #[arg(long, env = "STOWAGE_CONSUMER_WORKERS", default_value_t = 2)]
     pub consumer_workers: usize,
@@ -100,6 +122,10 @@ fn parse_secret(value: &str) -> Result<SecretString, String> {
 impl Settings {
     pub fn grant_ttl(&self) -> Duration {
         Duration::from_secs(self.grant_ttl_seconds)
+    }
+
+    pub fn download_ttl(&self) -> Duration {
+        Duration::from_secs(self.download_ttl_seconds)
     }
 
     pub fn settle_window(&self) -> Duration {

@@ -1,7 +1,7 @@
 //! Wiring: builds every part of intake from its settings and runs the HTTP
 //! API and the usage projection side by side until shutdown.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, num::NonZeroU32, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use stowage_shared::{
@@ -14,10 +14,11 @@ use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
 use crate::{
-    adapters::{dynamodb::DynamoAccountStore, post_signer::PostSigner},
+    adapters::{dynamodb::DynamoAccountStore, post_signer::PostSigner, s3::S3Objects},
     auth::Authenticator,
     ports::AccountStore,
     projection::UsageProjection,
+    rate::GrantLimiter,
     routes::{AppState, router},
     settings::Settings,
 };
@@ -28,6 +29,7 @@ pub struct App {
     listener: TcpListener,
     router: axum::Router,
     consumer: Arc<QueueConsumer<UsageProjection>>,
+    limiter: GrantLimiter,
 }
 
 impl App {
@@ -55,7 +57,16 @@ impl App {
             aws::dynamodb(&sdk),
             &settings.table,
         ));
+        let limiter = GrantLimiter::new(
+            NonZeroU32::new(settings.grant_rate_per_second).unwrap_or(NonZeroU32::MIN),
+            NonZeroU32::new(settings.grant_burst).unwrap_or(NonZeroU32::MIN),
+        );
         let state = AppState {
+            objects: Arc::new(S3Objects::new(
+                aws::s3(&sdk, settings.s3_path_style),
+                &settings.bucket,
+            )),
+            limiter: limiter.clone(),
             signer: PostSigner::new(credentials, region, public_url),
             bus: EventBus::new(aws::eventbridge(&sdk), &settings.event_bus),
             auth: Arc::new(auth),
@@ -79,6 +90,7 @@ impl App {
             listener,
             router: router(state).layer(TraceLayer::new_for_http()),
             consumer: Arc::new(consumer),
+            limiter,
         })
     }
 
@@ -93,6 +105,14 @@ impl App {
     /// and queue batches finish.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let consumer = tokio::spawn(Arc::clone(&self.consumer).run(shutdown.clone()));
+        let limiter = self.limiter.clone();
+        let pruning = shutdown.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            while pruning.run_until_cancelled(every.tick()).await.is_some() {
+                limiter.prune();
+            }
+        });
         let stop = shutdown.clone();
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(async move { stop.cancelled().await })

@@ -71,6 +71,16 @@ fn account_to_item(user: &UserId, account: &Account, version: u64) -> Item {
         ("pk".to_string(), user_pk(user)),
         ("used_bytes".to_string(), n(account.used_bytes)),
         ("object_count".to_string(), n(account.object_count)),
+        (
+            "by_class".to_string(),
+            AttributeValue::M(
+                account
+                    .by_storage_class
+                    .iter()
+                    .map(|(class, bytes)| (class.clone(), n(*bytes)))
+                    .collect(),
+            ),
+        ),
         ("revision".to_string(), n(account.revision)),
         ("version".to_string(), n(version)),
         ("reservations".to_string(), AttributeValue::M(reservations)),
@@ -102,12 +112,19 @@ fn account_from_item(item: &Item) -> Result<(Account, u64), StoreError> {
             );
         }
     }
+    let mut by_storage_class = BTreeMap::new();
+    if let Some(AttributeValue::M(map)) = item.get("by_class") {
+        for class in map.keys() {
+            by_storage_class.insert(class.clone(), req_num(map, class).map_err(bad_item)?);
+        }
+    }
     let account = Account {
         quota_override: get_num(item, "quota_bytes").map_err(bad_item)?,
         used_bytes: get_num(item, "used_bytes").map_err(bad_item)?.unwrap_or(0),
         object_count: get_num(item, "object_count")
             .map_err(bad_item)?
             .unwrap_or(0),
+        by_storage_class,
         revision: get_num(item, "revision").map_err(bad_item)?.unwrap_or(0),
         reservations,
     };
@@ -331,6 +348,7 @@ mod tests {
             quota_override: Some(10),
             used_bytes: 3,
             object_count: 1,
+            by_storage_class: BTreeMap::from([("STANDARD".into(), 2), ("GLACIER".into(), 1)]),
             revision: 4,
             ..Account::new()
         };

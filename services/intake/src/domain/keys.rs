@@ -52,29 +52,14 @@ pub struct UserPath(String);
 
 impl UserPath {
     pub fn parse(raw: &str) -> Result<Self, InvalidName> {
-        let path: String = raw.nfc().collect();
-        let refuse = |why: &str| Err(InvalidName(format!("path {why}")));
+        let path = checked(raw, "path")?;
         if path.is_empty() {
-            return refuse("must not be empty");
+            return Err(InvalidName("path must not be empty".into()));
         }
-        if path.len() > MAX_PATH_BYTES {
-            return refuse(&format!("must be at most {MAX_PATH_BYTES} bytes of UTF-8"));
-        }
-        if path.starts_with('/') {
-            return refuse("must not start with '/'");
-        }
-        if path.contains('\\') {
-            return refuse("must not contain a backslash");
-        }
-        if path.chars().any(char::is_control) {
-            return refuse("must not contain control characters");
-        }
-        for segment in path.split('/') {
-            match segment {
-                "" => return refuse("must not contain empty segments ('//' or a trailing '/')"),
-                "." | ".." => return refuse("must not contain '.' or '..' segments"),
-                _ => {}
-            }
+        if path.split('/').any(str::is_empty) {
+            return Err(InvalidName(
+                "path must not contain empty segments ('//' or a trailing '/')".into(),
+            ));
         }
         Ok(Self(path))
     }
@@ -82,6 +67,66 @@ impl UserPath {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Normalises `raw` and applies the rules paths and prefixes share.
+fn checked(raw: &str, what: &str) -> Result<String, InvalidName> {
+    let path: String = raw.nfc().collect();
+    let refuse = |why: &str| Err(InvalidName(format!("{what} {why}")));
+    if path.len() > MAX_PATH_BYTES {
+        return refuse(&format!("must be at most {MAX_PATH_BYTES} bytes of UTF-8"));
+    }
+    if path.starts_with('/') {
+        return refuse("must not start with '/'");
+    }
+    if path.contains('\\') {
+        return refuse("must not contain a backslash");
+    }
+    if path.chars().any(char::is_control) {
+        return refuse("must not contain control characters");
+    }
+    if path
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
+        return refuse("must not contain '.' or '..' segments");
+    }
+    Ok(path)
+}
+
+/// A validated listing prefix: empty, or the start of a path (it may end in
+/// `/` or in the middle of a segment), under the same rules as a path.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PathPrefix(String);
+
+impl PathPrefix {
+    pub fn parse(raw: &str) -> Result<Self, InvalidName> {
+        let prefix = checked(raw, "prefix")?;
+        let mut segments: Vec<&str> = prefix.split('/').collect();
+        segments.pop();
+        if segments.iter().any(|s| s.is_empty()) {
+            return Err(InvalidName(
+                "prefix must not contain empty segments ('//')".into(),
+            ));
+        }
+        Ok(Self(prefix))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Where `user`'s keys start: `users/<user_id>/`.
+pub fn user_prefix(user: &UserId) -> String {
+    format!("users/{}/", user.0)
+}
+
+/// The path of `key` within `user`'s folder, if the key is theirs.
+pub fn path_of<'k>(user: &UserId, key: &'k str) -> Option<&'k str> {
+    key.strip_prefix("users/")?
+        .strip_prefix(user.as_str())?
+        .strip_prefix('/')
 }
 
 /// The object key of `path` for `user`: `users/<user_id>/<path>`.
@@ -143,6 +188,29 @@ mod tests {
         assert!(UserPath::parse(&"a".repeat(MAX_PATH_BYTES + 1)).is_err());
         // 'é' is two bytes in UTF-8.
         assert!(UserPath::parse(&"é".repeat(MAX_PATH_BYTES / 2 + 1)).is_err());
+    }
+
+    #[test]
+    fn prefixes_follow_the_path_rules_but_may_be_partial() {
+        for ok in ["", "photos/", "photos/2026/ca", "a", "caf\u{e9}"] {
+            assert!(PathPrefix::parse(ok).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            "/", "/a", "a//", "a//b/", "../", "a/../", "./", "a\\b", "a\u{0}",
+        ] {
+            assert!(PathPrefix::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(PathPrefix::parse(&"a".repeat(MAX_PATH_BYTES + 1)).is_err());
+    }
+
+    #[test]
+    fn keys_map_back_to_paths_only_for_their_owner() {
+        let alice = UserId::parse("alice").unwrap();
+        let al = UserId::parse("al").unwrap();
+        assert_eq!(path_of(&alice, "users/alice/a/b"), Some("a/b"));
+        assert_eq!(path_of(&al, "users/alice/a/b"), None);
+        assert_eq!(path_of(&alice, "users/alice2/a"), None);
+        assert_eq!(user_prefix(&alice), "users/alice/");
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub struct Account {
     /// Bytes the ledger reported as stored, as of `revision`.
     pub used_bytes: u64,
     pub object_count: u64,
+    /// `used_bytes` split by S3 storage class.
+    pub by_storage_class: BTreeMap<String, u64>,
     /// The ledger's revision of `used_bytes`; older reports are ignored.
     pub revision: u64,
     /// Reservations by object key.
@@ -77,6 +79,7 @@ impl Account {
             quota_override: None,
             used_bytes: 0,
             object_count: 0,
+            by_storage_class: BTreeMap::new(),
             revision: 0,
             reservations: BTreeMap::new(),
         }
@@ -163,6 +166,7 @@ impl Account {
             self.revision = report.revision;
             self.used_bytes = report.used_bytes;
             self.object_count = report.object_count;
+            self.by_storage_class.clone_from(report.by_storage_class);
             changed = true;
         }
         if let Some(reservation) = self.reservations.get_mut(report.key)
@@ -190,6 +194,7 @@ pub struct UsageReport<'a> {
     pub revision: u64,
     pub used_bytes: u64,
     pub object_count: u64,
+    pub by_storage_class: &'a BTreeMap<String, u64>,
     pub key: &'a str,
     pub object_size: Option<u64>,
 }
@@ -289,6 +294,7 @@ mod tests {
             revision: 1,
             used_bytes: 7 * MB,
             object_count: 1,
+            by_storage_class: &BTreeMap::new(),
             key: "k",
             object_size: Some(7 * MB),
         });
@@ -310,6 +316,7 @@ mod tests {
             revision: 9,
             used_bytes: 1,
             object_count: 0,
+            by_storage_class: &BTreeMap::new(),
             key: "k",
             object_size: None,
         };
@@ -368,6 +375,7 @@ mod tests {
                             revision,
                             used_bytes: used,
                             object_count: stored.len() as u64,
+                            by_storage_class: &BTreeMap::new(),
                             key: &name,
                             object_size: (size > 0).then_some(size),
                         });

@@ -1,10 +1,14 @@
-//! HTTP handlers and the router.
+//! HTTP handlers, the router and the OpenAPI document generated from them.
 //!
 //! - [`uploads`]: `POST /v1/uploads` and `GET /v1/uploads/{grant_id}`, upload grants.
+//! - [`objects`]: `GET /v1/objects`, `GET` and `DELETE /v1/objects/{path}`.
+//! - [`restores`]: `POST /v1/restores`.
 //! - [`usage`]: `GET /v1/usage`.
 //! - [`health`]: `GET /healthz`, `GET /readyz`.
 
 pub mod health;
+pub mod objects;
+pub mod restores;
 pub mod uploads;
 pub mod usage;
 
@@ -12,17 +16,23 @@ use std::sync::Arc;
 
 use axum::{
     Router,
+    body::Bytes,
     extract::{FromRequestParts, rejection::JsonRejection},
     http::{header, request::Parts},
     routing::{get, post},
 };
 use stowage_shared::publisher::EventBus;
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
 
 use crate::{
     adapters::post_signer::PostSigner,
     auth::{Authenticator, Caller},
     error::ApiError,
-    ports::AccountStore,
+    ports::{AccountStore, ObjectStore},
+    rate::GrantLimiter,
     settings::Settings,
 };
 
@@ -31,9 +41,11 @@ use crate::{
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub store: Arc<dyn AccountStore>,
+    pub objects: Arc<dyn ObjectStore>,
     pub signer: PostSigner,
     pub bus: EventBus,
     pub auth: Arc<Authenticator>,
+    pub limiter: GrantLimiter,
 }
 
 impl std::fmt::Debug for dyn AccountStore {
@@ -42,14 +54,82 @@ impl std::fmt::Debug for dyn AccountStore {
     }
 }
 
+impl std::fmt::Debug for dyn ObjectStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ObjectStore")
+    }
+}
+
+/// The API's OpenAPI 3.1 document.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "Stowage intake",
+        description = "Per-user file storage on S3: upload grants against a quota, listing, downloads, restores and usage. Errors are RFC 9457 problem documents."
+    ),
+    paths(
+        uploads::create,
+        uploads::show,
+        objects::list,
+        objects::show,
+        objects::delete,
+        restores::create,
+        usage::show,
+        health::live,
+        health::ready,
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "uploads", description = "Upload grants"),
+        (name = "objects", description = "The caller's files"),
+        (name = "usage", description = "Usage, quota and cost"),
+        (name = "health", description = "Liveness and readiness"),
+    )
+)]
+pub struct ApiDoc;
+
+#[derive(Debug)]
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
 /// The API's routes.
 pub fn router(state: AppState) -> Router {
+    let document = Bytes::from(ApiDoc::openapi().to_json().unwrap_or_default());
     Router::new()
         .route("/v1/uploads", post(uploads::create))
         .route("/v1/uploads/{grant_id}", get(uploads::show))
+        .route("/v1/objects", get(objects::list))
+        .route(
+            "/v1/objects/{*path}",
+            get(objects::show).delete(objects::delete),
+        )
+        .route("/v1/restores", post(restores::create))
         .route("/v1/usage", get(usage::show))
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
+        .route(
+            "/openapi.json",
+            get(move || async move {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    document.clone(),
+                )
+            }),
+        )
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)
 }
@@ -72,4 +152,50 @@ impl FromRequestParts<AppState> for Caller {
 /// Turns axum's JSON body rejections into problem documents.
 pub fn bad_json(rejection: JsonRejection) -> ApiError {
     ApiError::BadRequest(rejection.body_text())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_is_openapi_3_1_and_names_every_operation() {
+        let document: serde_json::Value =
+            serde_json::from_str(&ApiDoc::openapi().to_json().unwrap()).unwrap();
+        if std::env::var_os("PRINT_OPENAPI").is_some() {
+            println!("{}", serde_json::to_string_pretty(&document).unwrap());
+        }
+        assert_eq!(document["openapi"], "3.1.0");
+        let operations: Vec<String> = document["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, item)| {
+                item.as_object()
+                    .unwrap()
+                    .keys()
+                    .map(move |method| format!("{method} {path}"))
+            })
+            .collect();
+        for expected in [
+            "post /v1/uploads",
+            "get /v1/uploads/{grant_id}",
+            "get /v1/objects",
+            "get /v1/objects/{path}",
+            "delete /v1/objects/{path}",
+            "post /v1/restores",
+            "get /v1/usage",
+            "get /healthz",
+            "get /readyz",
+        ] {
+            assert!(
+                operations.iter().any(|o| o == expected),
+                "{expected} missing: {operations:?}"
+            );
+        }
+        assert_eq!(
+            document["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+    }
 }

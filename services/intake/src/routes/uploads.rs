@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use stowage_events::{EventMeta, TraceContext, UploadGrantedV1};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{AppState, bad_json};
@@ -19,12 +20,12 @@ use crate::{
         policy::UploadPolicy,
         quota::{Refusal, ReservationRequest},
     },
-    error::ApiError,
+    error::{ApiError, Problem},
     ports::{GrantRecord, GrantState, StoreError},
 };
 
 /// An upload request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateUpload {
     /// Where the file goes, relative to the caller's own folder.
     pub path: String,
@@ -36,11 +37,14 @@ pub struct CreateUpload {
 
 /// A signed grant for one browser upload: POST `fields` and then the file as
 /// multipart/form-data to `url`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UploadGrant {
     pub grant_id: Uuid,
     pub key: String,
+    /// Where the browser POSTs the form.
     pub url: String,
+    /// Form fields to send, in this order, before the file field.
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
     pub fields: Map<String, Value>,
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
@@ -51,11 +55,30 @@ pub struct UploadGrant {
 /// reads again and retries this many times before answering 503.
 const MAX_RESERVE_ATTEMPTS: usize = 200;
 
+/// Reserves quota for one upload and signs an S3 POST policy for it.
+#[utoipa::path(
+    post, path = "/v1/uploads", tag = "uploads",
+    request_body = CreateUpload,
+    responses(
+        (status = 201, description = "The grant: POST `fields` and the file to `url`", body = UploadGrant),
+        (status = 400, description = "Invalid path, size or body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Over quota (`quota-exceeded`, with the caller's usage)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Content type not allowed", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests or outstanding grants; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     body: Result<Json<CreateUpload>, JsonRejection>,
 ) -> Result<(StatusCode, Json<UploadGrant>), ApiError> {
+    state
+        .limiter
+        .check(&caller.user)
+        .map_err(ApiError::RateLimited)?;
     let request = body.map_err(bad_json)?.0;
     let settings = &state.settings;
     let path = UserPath::parse(&request.path).map_err(|e| ApiError::BadRequest(e.0))?;
@@ -208,12 +231,13 @@ async fn publish_granted(state: &AppState, user: &UserId, grant_id: Uuid, policy
 }
 
 /// Where an upload grant stands.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct GrantStatus {
     pub grant_id: Uuid,
     pub key: String,
     /// `INITIATED`, `COMPLETE`, `REJECTED` or `EXPIRED` (initiated, never
     /// completed, and past its expiry).
+    #[schema(value_type = String, pattern = "^(INITIATED|COMPLETE|REJECTED|EXPIRED)$")]
     pub state: &'static str,
     /// Bytes S3 stored under the grant, once complete.
     pub size: Option<u64>,
@@ -222,8 +246,19 @@ pub struct GrantStatus {
     pub expires_at: OffsetDateTime,
 }
 
-/// `GET /v1/uploads/{grant_id}`: the caller's own grants only; any other id,
-/// including another user's grant, is not found.
+/// One of the caller's upload grants; any other id, including another
+/// user's grant, is not found.
+#[utoipa::path(
+    get, path = "/v1/uploads/{grant_id}", tag = "uploads",
+    params(("grant_id" = String, Path, description = "The grant's id")),
+    responses(
+        (status = 200, description = "Where the grant stands", body = GrantStatus),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such grant of the caller's", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
