@@ -6,6 +6,8 @@
 //! The emulators are started by `make test` (`infra/local/stack.py run`),
 //! which exports their endpoints and the path of the deploy script.
 
+pub mod openapi;
+
 use std::{collections::HashMap, future::Future, process::Command, time::Duration};
 
 use anyhow::Context;
@@ -68,6 +70,15 @@ impl Stack {
             )
             .collect()
     }
+}
+
+/// An intake response that matched the OpenAPI document.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    /// The JSON body; `null` when there was none.
+    pub body: Value,
 }
 
 /// Which consumers a [`System`] runs besides intake.
@@ -205,28 +216,119 @@ impl System {
         token_with(json!({ "sub": user }))
     }
 
-    /// `POST /v1/uploads`.
-    pub async fn grant(&self, token: &str, body: &Value) -> reqwest::Response {
-        self.http
-            .post(format!("{}/v1/uploads", self.intake_url))
-            .bearer_auth(token)
-            .json(body)
-            .send()
+    /// Calls intake and checks the response against its OpenAPI document.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Reply {
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.intake_url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.expect("intake answers");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("intake sends a body");
+        let content_type = headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        openapi::check(method.as_str(), path, status, content_type, &bytes);
+        Reply {
+            status,
+            headers,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        }
+    }
+
+    /// Sends `method raw_path` exactly as written (no client-side URL
+    /// normalisation, unlike a URL library) and checks the response against
+    /// the OpenAPI document.
+    pub async fn raw(&self, method: &str, raw_path: &str, token: &str) -> Reply {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let address = self.intake_url.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(address)
             .await
-            .expect("intake answers")
+            .expect("intake accepts connections");
+        let request = format!(
+            "{method} {raw_path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("request sent");
+        let mut response = Vec::new();
+        stream
+            .read_to_end(&mut response)
+            .await
+            .expect("response read");
+        let split = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("response has a head");
+        let head = String::from_utf8_lossy(&response[..split]).to_string();
+        let body = &response[split + 4..];
+        let mut lines = head.lines();
+        let status: u16 = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .expect("status line");
+        let mut headers = reqwest::header::HeaderMap::new();
+        for line in lines {
+            if let Some((name, value)) = line.split_once(':')
+                && let (Ok(name), Ok(value)) = (
+                    reqwest::header::HeaderName::from_bytes(name.trim().as_bytes()),
+                    reqwest::header::HeaderValue::from_str(value.trim()),
+                )
+            {
+                headers.insert(name, value);
+            }
+        }
+        assert!(
+            !headers.contains_key(reqwest::header::TRANSFER_ENCODING),
+            "{method} {raw_path}: chunked responses are not expected"
+        );
+        let content_type = headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        openapi::check(method, raw_path, status, content_type, body);
+        Reply {
+            status,
+            headers,
+            body: serde_json::from_slice(body).unwrap_or(Value::Null),
+        }
+    }
+
+    /// `GET path` as the holder of `token`.
+    pub async fn get(&self, token: &str, path: &str) -> Reply {
+        self.call(reqwest::Method::GET, path, Some(token), None)
+            .await
+    }
+
+    /// `POST /v1/uploads`.
+    pub async fn grant(&self, token: &str, body: &Value) -> Reply {
+        self.call(
+            reqwest::Method::POST,
+            "/v1/uploads",
+            Some(token),
+            Some(body),
+        )
+        .await
     }
 
     /// `GET /v1/usage`.
     pub async fn usage(&self, token: &str) -> Value {
-        let response = self
-            .http
-            .get(format!("{}/v1/usage", self.intake_url))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("intake answers");
-        assert_eq!(response.status(), 200, "GET /v1/usage");
-        response.json().await.expect("usage is JSON")
+        let reply = self.get(token, "/v1/usage").await;
+        assert_eq!(reply.status, 200, "GET /v1/usage: {}", reply.body);
+        reply.body
     }
 
     /// Uploads `data` the way a browser does: the grant's fields and then the
@@ -271,11 +373,11 @@ impl System {
 impl System {
     /// Grants and uploads `data` to `path` for the holder of `token`.
     pub async fn put(&self, token: &str, path: &str, data: Vec<u8>) -> Value {
-        let response = self
+        let reply = self
             .grant(token, &json!({"path": path, "size": data.len(), "content_type": "application/octet-stream"}))
             .await;
-        assert_eq!(response.status(), 201, "grant for {path}");
-        let grant: Value = response.json().await.expect("grant JSON");
+        assert_eq!(reply.status, 201, "grant for {path}: {}", reply.body);
+        let grant = reply.body;
         let uploaded = self.upload(&grant, data).await;
         assert!(
             uploaded.status().is_success(),
@@ -296,6 +398,32 @@ impl System {
             },
         )
         .await
+    }
+
+    /// Stores `data` at `key` straight in the bucket, bypassing intake, in
+    /// `storage_class` (e.g. `GLACIER`).
+    pub async fn put_object(&self, key: &str, data: Vec<u8>, storage_class: &str) {
+        self.s3
+            .put_object()
+            .bucket(self.stack.get("STOWAGE_BUCKET"))
+            .key(key)
+            .content_type("text/plain")
+            .storage_class(storage_class.into())
+            .body(data.into())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("PutObject {key}: {e}"));
+    }
+
+    /// Whether `key` exists in the bucket.
+    pub async fn exists(&self, key: &str) -> bool {
+        self.s3
+            .head_object()
+            .bucket(self.stack.get("STOWAGE_BUCKET"))
+            .key(key)
+            .send()
+            .await
+            .is_ok()
     }
 
     /// Deletes `key` from the stack's bucket, as a user's S3 client would.

@@ -9,6 +9,7 @@ use axum::{
 };
 use serde::Serialize;
 use utoipa::ToSchema;
+use uuid::Uuid;
 
 use crate::{auth::AuthError, domain::quota::Refusal};
 
@@ -23,15 +24,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("content type {0:?} is not allowed")]
     UnsupportedContentType(String),
-    #[error("the upload would exceed the storage quota")]
-    QuotaExceeded {
-        used_bytes: u64,
-        reserved_bytes: u64,
-        quota_bytes: u64,
-        requested: u64,
-    },
-    #[error("too many outstanding upload grants (at most {limit})")]
-    TooManyGrants { limit: usize },
+    /// A grant was refused and recorded as `REJECTED` under `grant_id`.
+    #[error("{}", refusal_text(.refusal))]
+    Refused { grant_id: Uuid, refusal: Refusal },
     #[error("too many upload grant requests; retry after {} s", retry_after_seconds(*.0))]
     RateLimited(Duration),
     #[error("not found")]
@@ -55,21 +50,11 @@ fn retry_after_seconds(wait: Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
-impl From<Refusal> for ApiError {
-    fn from(refusal: Refusal) -> Self {
-        match refusal {
-            Refusal::QuotaExceeded {
-                used_bytes,
-                reserved_bytes,
-                quota_bytes,
-                requested,
-            } => Self::QuotaExceeded {
-                used_bytes,
-                reserved_bytes,
-                quota_bytes,
-                requested,
-            },
-            Refusal::TooManyGrants { limit } => Self::TooManyGrants { limit },
+fn refusal_text(refusal: &Refusal) -> String {
+    match refusal {
+        Refusal::QuotaExceeded { .. } => "the upload would exceed the storage quota".into(),
+        Refusal::TooManyGrants { limit } => {
+            format!("too many outstanding upload grants (at most {limit})")
         }
     }
 }
@@ -85,6 +70,10 @@ pub struct Problem {
     pub status: u16,
     /// What went wrong, for people.
     pub detail: String,
+    /// `quota-exceeded`, `too-many-grants`: the refused grant, recorded as
+    /// `REJECTED`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grant_id: Option<Uuid>,
     /// `quota-exceeded`: the caller's usage when the grant was refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<ProblemUsage>,
@@ -120,8 +109,14 @@ impl ApiError {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-content-type",
             ),
-            Self::QuotaExceeded { .. } => (StatusCode::FORBIDDEN, "quota-exceeded"),
-            Self::TooManyGrants { .. } => (StatusCode::TOO_MANY_REQUESTS, "too-many-grants"),
+            Self::Refused {
+                refusal: Refusal::QuotaExceeded { .. },
+                ..
+            } => (StatusCode::FORBIDDEN, "quota-exceeded"),
+            Self::Refused {
+                refusal: Refusal::TooManyGrants { .. },
+                ..
+            } => (StatusCode::TOO_MANY_REQUESTS, "too-many-grants"),
             Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate-limited"),
             Self::NotFound => (StatusCode::NOT_FOUND, "not-found"),
             Self::Archived { .. } => (StatusCode::CONFLICT, "object-archived"),
@@ -138,6 +133,7 @@ impl ApiError {
             title: status.canonical_reason().unwrap_or("Error").to_string(),
             status: status.as_u16(),
             detail: self.to_string(),
+            grant_id: None,
             usage: None,
             requested_bytes: None,
             storage_class: None,
@@ -145,12 +141,17 @@ impl ApiError {
             retry_after: None,
         };
         match self {
-            Self::QuotaExceeded {
-                used_bytes,
-                reserved_bytes,
-                quota_bytes,
-                requested,
+            Self::Refused {
+                grant_id,
+                refusal:
+                    Refusal::QuotaExceeded {
+                        used_bytes,
+                        reserved_bytes,
+                        quota_bytes,
+                        requested,
+                    },
             } => {
+                problem.grant_id = Some(*grant_id);
                 problem.usage = Some(ProblemUsage {
                     used_bytes: *used_bytes,
                     reserved_bytes: *reserved_bytes,
@@ -165,6 +166,7 @@ impl ApiError {
                 problem.storage_class = Some(storage_class.clone());
                 problem.restore = Some(restore);
             }
+            Self::Refused { grant_id, .. } => problem.grant_id = Some(*grant_id),
             Self::NotArchived { storage_class } => {
                 problem.storage_class = Some(storage_class.clone());
             }

@@ -124,7 +124,11 @@ pub async fn create(
             tracing::warn!(error = format!("{error:#}"), grant_id = %rejected.grant_id, "could not record a refused grant");
         }
         tracing::info!(user = %caller.user, grant_id = %rejected.grant_id, ?refusal, "grant refused");
-        return Err(refusal.into());
+        return Err(ApiError::Refused {
+            grant_id: Uuid::parse_str(&rejected.grant_id)
+                .map_err(|e| ApiError::Internal(e.into()))?,
+            refusal,
+        });
     }
 
     let policy = UploadPolicy {

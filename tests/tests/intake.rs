@@ -1,0 +1,524 @@
+//! Intake's API end to end: uploads, listing, downloads, deletes, restores,
+//! quotas under concurrency, rate limits and tenant isolation. Every response
+//! is checked against the OpenAPI document by the harness.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use stowage_e2e::{System, eventually};
+
+const MB: u64 = 1_000_000;
+
+/// Waits until `GET /v1/uploads/{grant}` says `state`.
+async fn grant_reaches(system: &System, token: &str, grant_id: &str, state: &str) -> Value {
+    eventually(
+        Duration::from_secs(60),
+        &format!("grant {state}"),
+        || async {
+            let reply = system.get(token, &format!("/v1/uploads/{grant_id}")).await;
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            (reply.body["state"] == state).then_some(reply.body)
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upload_round_trips_through_the_api() {
+    let system = System::start().await.expect("system starts");
+    let token = system.token("alice");
+    let data: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+    let path = "reports/2026/q3 summary.txt";
+
+    let reply = system
+        .grant(
+            &token,
+            &json!({"path": path, "size": data.len(), "content_type": "text/plain"}),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let grant = reply.body;
+    let uploaded = system.upload(&grant, data.clone()).await;
+    assert!(uploaded.status().is_success(), "{}", uploaded.status());
+    let grant_id = grant["grant_id"].as_str().expect("grant id");
+    let done = grant_reaches(&system, &token, grant_id, "COMPLETE").await;
+    assert_eq!(done["size"], data.len());
+
+    let usage = system.used_bytes_reach(&token, data.len() as u64).await;
+    assert_eq!(usage["object_count"], 1);
+    assert_eq!(usage["by_storage_class"], json!({"STANDARD": data.len()}));
+    let cost = usage["estimated_monthly_cost_usd"].as_f64().expect("cost");
+    let expected = data.len() as f64 / (1u64 << 30) as f64 * 0.023;
+    assert!((cost - expected).abs() < 1e-6, "{cost} vs {expected}");
+
+    let listed = system.get(&token, "/v1/objects").await;
+    assert_eq!(listed.status, 200);
+    let objects = listed.body["objects"].as_array().expect("objects");
+    assert_eq!(objects.len(), 1);
+    assert_eq!(objects[0]["path"], path);
+    assert_eq!(objects[0]["size"], data.len());
+    assert_eq!(objects[0]["storage_class"], "STANDARD");
+    assert_eq!(listed.body["next_cursor"], Value::Null);
+
+    let shown = system
+        .get(&token, "/v1/objects/reports/2026/q3%20summary.txt")
+        .await;
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    assert_eq!(shown.body["content_type"], "text/plain");
+    let url = shown.body["download_url"].as_str().expect("download url");
+    let download = system.http.get(url).send().await.expect("S3 answers");
+    assert_eq!(download.status(), 200);
+    let disposition = download.headers()["content-disposition"]
+        .to_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        disposition.starts_with("attachment;") && disposition.contains("q3%20summary.txt"),
+        "{disposition}"
+    );
+    assert_eq!(download.bytes().await.expect("bytes").as_ref(), &data[..]);
+
+    for _ in 0..2 {
+        let deleted = system
+            .call(
+                Method::DELETE,
+                "/v1/objects/reports/2026/q3%20summary.txt",
+                Some(&token),
+                None,
+            )
+            .await;
+        assert_eq!(deleted.status, 204);
+    }
+    let gone = system
+        .get(&token, "/v1/objects/reports/2026/q3%20summary.txt")
+        .await;
+    assert_eq!(gone.status, 404);
+    let usage = system.used_bytes_reach(&token, 0).await;
+    assert_eq!(usage["object_count"], 0);
+    assert_eq!(usage["estimated_monthly_cost_usd"], 0.0);
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn listings_page_with_cursors_and_stay_in_the_callers_folder() {
+    let system = System::start().await.expect("system starts");
+    let token = system.token("bob");
+    let own = ["a/1.txt", "a/2.txt", "a/3.txt", "b/1.txt", "c.txt"];
+    for path in own {
+        system
+            .put_object(&format!("users/bob/{path}"), b"x".to_vec(), "STANDARD")
+            .await;
+    }
+    for key in [
+        "users/bo/a/1.txt",
+        "users/bob2/a/1.txt",
+        "users/bob-x/c.txt",
+    ] {
+        system.put_object(key, b"y".to_vec(), "STANDARD").await;
+    }
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10 {
+        let path = match &cursor {
+            Some(c) => format!("/v1/objects?limit=2&cursor={c}"),
+            None => "/v1/objects?limit=2".to_string(),
+        };
+        let page = system.get(&token, &path).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        let objects = page.body["objects"].as_array().expect("objects");
+        assert!(objects.len() <= 2);
+        seen.extend(
+            objects
+                .iter()
+                .map(|o| o["path"].as_str().unwrap().to_string()),
+        );
+        cursor = page.body["next_cursor"].as_str().map(str::to_string);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen, own.map(String::from).to_vec());
+
+    let under_a = system.get(&token, "/v1/objects?prefix=a/").await;
+    let paths: Vec<&str> = under_a.body["objects"]
+        .as_array()
+        .expect("objects")
+        .iter()
+        .map(|o| o["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["a/1.txt", "a/2.txt", "a/3.txt"]);
+
+    for bad in [
+        "/v1/objects?limit=0",
+        "/v1/objects?limit=1001",
+        "/v1/objects?limit=ten",
+        "/v1/objects?cursor=!!!",
+        "/v1/objects?cursor=Li4vYm9iMi9h",
+        "/v1/objects?prefix=../bob2/",
+        "/v1/objects?prefix=/",
+        "/v1/objects?prefix=a//",
+    ] {
+        let reply = system.get(&token, bad).await;
+        assert_eq!(reply.status, 400, "{bad}: {}", reply.body);
+    }
+    system.stop().await;
+}
+
+/// Reads Stowage events of `detail_type` from a queue nobody consumes.
+async fn events(system: &System, queue: &str, detail_type: &str, count: usize) -> Vec<Value> {
+    let url = system.stack.get(queue).to_string();
+    let mut found = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while found.len() < count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {count} {detail_type}"
+        );
+        // Each empty receive long-polls, so this loop does not spin.
+        for body in system.drain(&url).await {
+            let event: Value = serde_json::from_str(&body).expect("event JSON");
+            if event["detail-type"] == detail_type {
+                found.push(event["detail"].clone());
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn archived_objects_answer_409_until_restored_and_restores_are_published() {
+    let system = System::start_parts(
+        &[],
+        stowage_e2e::Parts {
+            ledger: true,
+            lifecycle: false,
+        },
+    )
+    .await
+    .expect("system starts");
+    let token = system.token("carol");
+    system
+        .put_object("users/carol/old/2019.zip", vec![1; 300], "GLACIER")
+        .await;
+    system
+        .put_object("users/carol/new.txt", vec![2; 30], "STANDARD")
+        .await;
+
+    let archived = system.get(&token, "/v1/objects/old/2019.zip").await;
+    assert_eq!(archived.status, 409, "{}", archived.body);
+    assert_eq!(archived.body["type"], "/problems/object-archived");
+    assert_eq!(archived.body["storage_class"], "GLACIER");
+    assert_eq!(archived.body["restore"], "ARCHIVED");
+
+    let restore = |path: &str, days: i64| {
+        let body = json!({"path": path, "days": days});
+        let system = &system;
+        let token = &token;
+        async move {
+            system
+                .call(Method::POST, "/v1/restores", Some(token), Some(&body))
+                .await
+        }
+    };
+    let accepted = restore("old/2019.zip", 3).await;
+    assert_eq!(accepted.status, 202, "{}", accepted.body);
+    assert_eq!(accepted.body["state"], "ARCHIVED");
+    assert_eq!(restore("new.txt", 3).await.status, 409);
+    assert_eq!(restore("missing.zip", 3).await.status, 404);
+    for days in [0, -1, 366] {
+        assert_eq!(restore("old/2019.zip", days).await.status, 400, "{days}");
+    }
+    assert_eq!(restore("../dave/x.zip", 3).await.status, 400);
+
+    let shown = system.get(&token, "/v1/objects/new.txt").await;
+    assert_eq!(shown.status, 200, "{}", shown.body);
+
+    let requested = events(
+        &system,
+        "STOWAGE_LIFECYCLE_QUEUE_URL",
+        "RestoreRequested.v1",
+        1,
+    )
+    .await;
+    assert_eq!(requested.len(), 1, "{requested:?}");
+    assert_eq!(requested[0]["key"], "users/carol/old/2019.zip");
+    assert_eq!(requested[0]["user_id"], "carol");
+    assert_eq!(requested[0]["days"], 3);
+    assert_eq!(requested[0]["storage_class"], "GLACIER");
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_publish_object_accessed() {
+    let system = System::start_parts(
+        &[],
+        stowage_e2e::Parts {
+            ledger: false,
+            lifecycle: false,
+        },
+    )
+    .await
+    .expect("system starts");
+    let token = system.token("erin");
+    system
+        .put_object("users/erin/photo.png", vec![3; 64], "STANDARD")
+        .await;
+    assert_eq!(
+        system.get(&token, "/v1/objects/photo.png").await.status,
+        200
+    );
+    let accessed = events(
+        &system,
+        "STOWAGE_LIFECYCLE_QUEUE_URL",
+        "ObjectAccessed.v1",
+        1,
+    )
+    .await;
+    assert_eq!(accessed[0]["key"], "users/erin/photo.png");
+    assert_eq!(accessed[0]["user_id"], "erin");
+    assert_eq!(accessed[0]["size"], 64);
+    assert_eq!(accessed[0]["storage_class"], "STANDARD");
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn fifty_concurrent_grants_against_room_for_ten_admit_exactly_ten() {
+    let system = System::start_with(&[
+        ("default-quota-bytes", "100000000"),
+        ("grant-burst", "1000"),
+    ])
+    .await
+    .expect("system starts");
+    for round in 0..8 {
+        let token = system.token(&format!("racer{round}"));
+        let replies = futures::future::join_all((0..50).map(|i| {
+            let body = json!({"path": format!("f{i}.bin"), "size": 10 * MB, "content_type": "application/octet-stream"});
+            let system = &system;
+            let token = &token;
+            async move { system.grant(token, &body).await }
+        }))
+        .await;
+        let admitted = replies.iter().filter(|r| r.status == 201).count();
+        let refused: Vec<&Value> = replies
+            .iter()
+            .filter(|r| r.status == 403)
+            .map(|r| &r.body)
+            .collect();
+        assert_eq!(admitted, 10, "round {round}");
+        assert_eq!(refused.len(), 40, "round {round}");
+        assert!(
+            refused
+                .iter()
+                .all(|p| p["type"] == "/problems/quota-exceeded"
+                    && p["usage"]["quota_bytes"] == 100 * MB),
+            "round {round}"
+        );
+        let usage = system.usage(&token).await;
+        assert_eq!(usage["reserved_bytes"], 100 * MB, "round {round}");
+        if round == 0 {
+            for problem in refused {
+                let id = problem["grant_id"].as_str().expect("refused grant id");
+                let status = system.get(&token, &format!("/v1/uploads/{id}")).await;
+                assert_eq!(status.body["state"], "REJECTED");
+            }
+        }
+    }
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grant_requests_beyond_the_rate_get_429_with_retry_after() {
+    let system = System::start_with(&[("grant-rate-per-second", "1"), ("grant-burst", "3")])
+        .await
+        .expect("system starts");
+    let token = system.token("frank");
+    let body =
+        |i: u32| json!({"path": format!("r{i}.txt"), "size": 10, "content_type": "text/plain"});
+    for i in 0..3 {
+        assert_eq!(system.grant(&token, &body(i)).await.status, 201);
+    }
+    let limited = system.grant(&token, &body(3)).await;
+    assert_eq!(limited.status, 429, "{}", limited.body);
+    assert_eq!(limited.body["type"], "/problems/rate-limited");
+    let retry_after: u64 = limited.headers["retry-after"]
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    assert_eq!(limited.body["retry_after"], retry_after);
+    let other = system.token("grace");
+    assert_eq!(system.grant(&other, &body(0)).await.status, 201);
+    assert_eq!(system.usage(&token).await["reserved_bytes"], 30);
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_spelling_of_a_path_reaches_another_users_objects() {
+    let system = System::start_parts(
+        &[],
+        stowage_e2e::Parts {
+            ledger: true,
+            lifecycle: false,
+        },
+    )
+    .await
+    .expect("system starts");
+    let alice = system.token("alice");
+    let bob = system.token("bob");
+    let secrets = ["secret.txt", "caf\u{e9}.txt", "vault/deep.txt"];
+    for path in secrets {
+        system
+            .put_object(
+                &format!("users/alice/{path}"),
+                b"alice only".to_vec(),
+                "GLACIER",
+            )
+            .await;
+    }
+    let alice_grant = system
+        .grant(
+            &alice,
+            &json!({"path": "next.txt", "size": 5, "content_type": "text/plain"}),
+        )
+        .await;
+    assert_eq!(alice_grant.status, 201);
+    let grant_id = alice_grant.body["grant_id"].as_str().expect("grant id");
+
+    // Bob cannot poll Alice's grant, by id or any spelling of it.
+    for path in [
+        format!("/v1/uploads/{grant_id}"),
+        format!("/v1/uploads/{}", grant_id.to_uppercase()),
+        format!("/v1/uploads/%20{grant_id}"),
+    ] {
+        let reply = system.raw("GET", &path, &bob).await;
+        assert_eq!(reply.status, 404, "{path}: {}", reply.body);
+    }
+
+    // Every spelling of a way into Alice's folder, as Bob, on every endpoint.
+    let long = "a/".repeat(460);
+    let spellings = [
+        "../alice/secret.txt".to_string(),
+        "%2e%2e/alice/secret.txt".into(),
+        "%2E%2E%2Falice%2Fsecret.txt".into(),
+        "..%2falice%2fsecret.txt".into(),
+        "x/../../alice/secret.txt".into(),
+        "x/%2e%2e/%2e%2e/alice/secret.txt".into(),
+        "/alice/secret.txt".into(),
+        "%2Fusers%2Falice%2Fsecret.txt".into(),
+        "users/alice/secret.txt".into(),
+        "..\\alice\\secret.txt".replace('\\', "%5C"),
+        "..%5Calice%5Csecret.txt".into(),
+        ".%2e/alice/secret.txt".into(),
+        "alice//secret.txt".into(),
+        "./../alice/secret.txt".into(),
+        "cafe%CC%81.txt".into(),
+        "%EF%BC%8E%EF%BC%8E/alice/secret.txt".into(),
+        "..%00/alice/secret.txt".into(),
+        format!("{long}secret.txt"),
+    ];
+    for spelling in &spellings {
+        let path = format!("/v1/objects/{spelling}");
+        let read = system.raw("GET", &path, &bob).await;
+        assert!(
+            [400, 404].contains(&read.status),
+            "GET {path}: {} {}",
+            read.status,
+            read.body
+        );
+        let deleted = system.raw("DELETE", &path, &bob).await;
+        assert!(
+            [204, 400].contains(&deleted.status),
+            "DELETE {path}: {}",
+            deleted.status
+        );
+        let decoded = percent_decode(spelling);
+        let restore = system
+            .call(
+                Method::POST,
+                "/v1/restores",
+                Some(&bob),
+                Some(&json!({"path": decoded, "days": 1})),
+            )
+            .await;
+        assert!(
+            [400, 404].contains(&restore.status),
+            "restore {decoded:?}: {}",
+            restore.status
+        );
+        let grant = system
+            .grant(
+                &bob,
+                &json!({"path": decoded, "size": 1, "content_type": "text/plain"}),
+            )
+            .await;
+        match grant.status {
+            400 => {}
+            201 => assert!(
+                grant.body["key"]
+                    .as_str()
+                    .is_some_and(|k| k.starts_with("users/bob/")),
+                "{decoded:?}: {}",
+                grant.body
+            ),
+            other => panic!("grant {decoded:?}: {other}"),
+        }
+        let listed = system
+            .raw("GET", &format!("/v1/objects?prefix={spelling}"), &bob)
+            .await;
+        assert!(
+            listed.status == 400
+                || listed.body["objects"]
+                    .as_array()
+                    .is_some_and(|o| o.is_empty()),
+            "list {spelling}: {}",
+            listed.body
+        );
+    }
+    let everything = system.get(&bob, "/v1/objects").await;
+    assert_eq!(everything.body["objects"], json!([]));
+
+    // Alice's objects are all still there, and a look-alike spelling of her
+    // own path (decomposed é) names her object for her.
+    for path in secrets {
+        assert!(
+            system.exists(&format!("users/alice/{path}")).await,
+            "{path}"
+        );
+    }
+    let own = system
+        .raw("GET", "/v1/objects/cafe%CC%81.txt", &alice)
+        .await;
+    assert_eq!(own.status, 409, "{}", own.body);
+    let requested = system
+        .call(
+            Method::POST,
+            "/v1/restores",
+            Some(&alice),
+            Some(&json!({"path": "vault/deep.txt", "days": 1})),
+        )
+        .await;
+    assert_eq!(requested.status, 202);
+    system.stop().await;
+}
+
+fn percent_decode(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = raw.get(i + 1..i + 3)
+            && let Ok(byte) = u8::from_str_radix(hex, 16)
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
