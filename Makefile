@@ -3,8 +3,9 @@
 STATE    := .stowage
 PYTHON   := $(STATE)/venv/localstack/bin/python
 STACK    := $(PYTHON) infra/local/stack.py
+BOTO3_PY := $(STATE)/venv/moto/bin/python
 
-.PHONY: dev test lint emulators build schemas bench clean
+.PHONY: dev test lint emulators build schemas bench bench-ledger bench-intake clean
 
 ## make dev: the whole system on the local emulators, until Ctrl-C.
 dev: emulators build
@@ -32,7 +33,14 @@ schemas:
 clean:
 	rm -rf $(STATE) target
 
-## make bench: the figures in BENCHMARKS.md.
-bench: emulators
+## make bench: the figures in BENCHMARKS.md (release builds).
+bench: bench-ledger bench-intake
+
+bench-ledger: emulators
 	cargo build --release -p stowage-ledger -p stowage-e2e --bins
 	$(STACK) run --state $(STATE)/bench -- target/release/bench_ledger target/release/stowage-ledger
+
+bench-intake: emulators
+	cargo build --release -p stowage-intake -p stowage-e2e --bins
+	target/release/bench_intake sign --python $(BOTO3_PY) --script infra/local/bench_presign.py
+	$(STACK) run --state $(STATE)/bench -- target/release/bench_intake load target/release/stowage-intake

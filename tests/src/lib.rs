@@ -19,8 +19,10 @@ use tokio_util::sync::CancellationToken;
 
 /// HS256 secret the test system's intake accepts.
 pub const JWT_SECRET: &str = "end-to-end-test-secret-0123456789";
-const ISSUER: &str = "stowage-e2e";
-const AUDIENCE: &str = "stowage";
+/// `iss` of the test system's tokens.
+pub const ISSUER: &str = "stowage-e2e";
+/// `aud` of the test system's tokens.
+pub const AUDIENCE: &str = "stowage";
 
 /// One deployed copy of the stack's resources.
 #[derive(Debug, Clone)]
@@ -552,6 +554,57 @@ where
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// CPU time and memory of a running process, from `/proc`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessUsage {
+    /// User + system CPU time of every thread so far, in nanoseconds
+    /// (counted by the kernel in clock ticks of 10 ms).
+    pub cpu_ns: u64,
+    /// Resident memory now (`VmRSS`), in KiB.
+    pub rss_kb: u64,
+    /// Peak resident memory so far (`VmHWM`), in KiB.
+    pub peak_rss_kb: u64,
+}
+
+/// Reads [`ProcessUsage`] of process `pid`; zeros for what cannot be read.
+pub fn process_usage(pid: u32) -> ProcessUsage {
+    // Fields 14 and 15 of /proc/<pid>/stat, after the parenthesised name.
+    let cpu_ns = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let fields: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
+            let ticks =
+                fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+            Some(ticks * 10_000_000)
+        })
+        .unwrap_or(0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = |field: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    };
+    ProcessUsage {
+        cpu_ns,
+        rss_kb: kb("VmRSS:"),
+        peak_rss_kb: kb("VmHWM:"),
+    }
+}
+
+/// AWS requests the emulators have served so far, counted in the request
+/// logs `stack.py run` keeps in `logs` (`STOWAGE_EMULATOR_LOGS`): moto logs
+/// every request it serves, LocalStack every AWS call.
+pub fn emulator_requests(logs: &std::path::Path) -> usize {
+    let lines = |name: &str, needle: &str| {
+        std::fs::read_to_string(logs.join(name)).map_or(0, |text| {
+            text.lines().filter(|l| l.contains(needle)).count()
+        })
+    };
+    lines("moto.log", "\"POST / HTTP/1.1\"") + lines("localstack.log", "localstack.request.aws")
 }
 
 fn init_logs() {

@@ -15,23 +15,10 @@ use std::{
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use serde_json::json;
-use stowage_e2e::{Stack, eventually, queue_depth};
+use stowage_e2e::{Stack, emulator_requests, eventually, process_usage, queue_depth};
 
 const EVENTS: usize = 2_000;
 const USERS: usize = 20;
-
-fn log_lines(dir: &Path, name: &str, needle: &str) -> usize {
-    std::fs::read_to_string(dir.join(name)).map_or(0, |text| {
-        text.lines().filter(|l| l.contains(needle)).count()
-    })
-}
-
-/// Requests the emulators have logged so far: moto logs every request it
-/// serves, LocalStack every AWS call.
-fn requests(logs: &Path) -> usize {
-    log_lines(logs, "moto.log", "\"POST / HTTP/1.1\"")
-        + log_lines(logs, "localstack.log", "localstack.request.aws")
-}
 
 fn s3_event(bucket: &str, i: usize) -> String {
     json!({
@@ -68,31 +55,6 @@ async fn fill(sqs: &aws_sdk_sqs::Client, queue: &str, bodies: Vec<String>) {
     }
 }
 
-/// CPU nanoseconds (user + system, every thread) and peak resident
-/// kilobytes of a process.
-fn usage_of(pid: u32) -> (u64, u64) {
-    // Fields 14 and 15 of /proc/<pid>/stat, after the parenthesised name,
-    // in clock ticks of 10 ms.
-    let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let fields: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
-            let ticks =
-                fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-            Some(ticks * 10_000_000)
-        })
-        .unwrap_or(0);
-    let hwm = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0);
-    (cpu, hwm)
-}
-
 struct Run {
     workers: usize,
     per_second: f64,
@@ -115,7 +77,7 @@ async fn run_ledger(binary: &Path, logs: &Path, workers: usize) -> Run {
     )
     .await;
 
-    let before = requests(logs);
+    let before = emulator_requests(logs);
     let started = Instant::now();
     let mut ledger = tokio::process::Command::new(binary)
         .args([
@@ -155,16 +117,16 @@ async fn run_ledger(binary: &Path, logs: &Path, workers: usize) -> Run {
     )
     .await;
     let elapsed = started.elapsed();
-    let (cpu_ns, hwm_kb) = usage_of(pid);
+    let usage = process_usage(pid);
     // The final depth polls and the idle long polls are not the ledger's work.
-    let requests = requests(logs) - before;
+    let requests = emulator_requests(logs) - before;
     ledger.kill().await.expect("ledger stops");
     Run {
         workers,
         per_second: EVENTS as f64 / elapsed.as_secs_f64(),
         requests_per_event: requests as f64 / EVENTS as f64,
-        cpu_us_per_event: cpu_ns as f64 / 1_000.0 / EVENTS as f64,
-        peak_rss_mb: hwm_kb as f64 / 1024.0,
+        cpu_us_per_event: usage.cpu_ns as f64 / 1_000.0 / EVENTS as f64,
+        peak_rss_mb: usage.peak_rss_kb as f64 / 1024.0,
     }
 }
 

@@ -1,0 +1,397 @@
+//! Intake's benchmarks. Run both with `make bench`; each prints a Markdown
+//! table.
+//!
+//! - `bench_intake sign --python <python with boto3> --script
+//!   infra/local/bench_presign.py`: mean microseconds (CPU and wall clock) to
+//!   build and sign one upload's POST policy with intake's signer, beside
+//!   boto3's `generate_presigned_post` for the same policy, on this machine.
+//! - `bench_intake load <release stowage-intake>` (inside `stack.py run`):
+//!   starts the release intake on a freshly deployed stack and has 64
+//!   concurrent clients ask it for upload grants; prints grants per second,
+//!   latency percentiles, AWS requests per grant (counted in the emulators'
+//!   request logs), intake's CPU time per grant and its resident memory idle
+//!   and under the load (from `/proc` of the intake process).
+
+use std::{
+    collections::BTreeMap,
+    hint::black_box,
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use aws_sdk_s3::config::{Credentials, SharedCredentialsProvider};
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+use stowage_e2e::{
+    AUDIENCE, ISSUER, JWT_SECRET, Stack, emulator_requests, eventually, process_usage, token_with,
+};
+use stowage_intake::{adapters::post_signer::PostSigner, domain::policy::UploadPolicy};
+use time::OffsetDateTime;
+
+#[derive(Debug, Parser)]
+#[command(about = "Intake's benchmarks; `make bench` runs them")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Microseconds to build and sign one upload policy, beside boto3.
+    Sign {
+        /// A Python with boto3 installed.
+        #[arg(long)]
+        python: PathBuf,
+        /// `infra/local/bench_presign.py`.
+        #[arg(long)]
+        script: PathBuf,
+        /// Rounds of each signer, taken in turns.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Policies intake's signer signs per round (one more round warms up).
+        #[arg(long, default_value_t = 50_000)]
+        iterations: u32,
+        /// Policies boto3 signs per round (after 1,000 to warm up).
+        #[arg(long, default_value_t = 5_000)]
+        boto3_iterations: u32,
+    },
+    /// Grants per second, latency, CPU and memory of the release intake
+    /// against the running emulators.
+    Load {
+        /// The release `stowage-intake` binary.
+        intake: PathBuf,
+        /// Grants measured, after one per client to warm up.
+        #[arg(long, default_value_t = 3_000)]
+        grants: usize,
+        /// Concurrent clients, each a user of its own on one keep-alive pool.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+    },
+}
+
+/// The upload both signers sign: the policy intake makes for a grant of a
+/// 12,345-byte JPEG, valid for 900 s.
+const BUCKET: &str = "stowage-bench";
+const KEY: &str = "users/bench/photos/cat.jpg";
+const SIZE: u64 = 12_345;
+const CONTENT_TYPE: &str = "image/jpeg";
+const EXPIRES_IN: Duration = Duration::from_secs(900);
+
+/// What a grant request does to make its policy: read the clock, build the
+/// policy, sign it (credentials come from the signer's cache).
+async fn sign_one(signer: &PostSigner) {
+    let now = OffsetDateTime::now_utc();
+    let now = now.replace_nanosecond(0).unwrap_or(now);
+    let policy = UploadPolicy {
+        bucket: BUCKET.to_string(),
+        key: KEY.to_string(),
+        content_type: CONTENT_TYPE.to_string(),
+        max_size: SIZE,
+        expires_at: now + EXPIRES_IN,
+    };
+    black_box(signer.sign(black_box(&policy), now).await.expect("signs"));
+}
+
+/// CPU time of the calling thread so far, in nanoseconds.
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Mean microseconds per call of one measured stretch: wall clock and CPU
+/// time of the measuring thread.
+#[derive(Debug, Clone, Copy)]
+struct Round {
+    wall_us: f64,
+    cpu_us: f64,
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn sign(python: &Path, script: &Path, rounds: usize, iterations: u32, boto3_iterations: u32) {
+    let credentials = Credentials::new(
+        "AKIAIOSFODNN7EXAMPLE",
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        None,
+        None,
+        "bench",
+    );
+    let signer = PostSigner::new(
+        SharedCredentialsProvider::new(credentials),
+        "us-east-1",
+        format!("https://{BUCKET}.s3.us-east-1.amazonaws.com"),
+    );
+    // The signer's futures never wait (its credentials are static), so they
+    // run to completion on this thread without a runtime.
+    let ours = || {
+        futures::executor::block_on(async {
+            let (started, cpu_started) = (Instant::now(), thread_cpu_ns());
+            for _ in 0..iterations {
+                sign_one(&signer).await;
+            }
+            Round {
+                cpu_us: thread_cpu_ns().saturating_sub(cpu_started) as f64
+                    / 1e3
+                    / f64::from(iterations),
+                wall_us: started.elapsed().as_secs_f64() * 1e6 / f64::from(iterations),
+            }
+        })
+    };
+    let mut boto3_version = String::new();
+    let mut theirs = || {
+        let output = std::process::Command::new(python)
+            .arg(script)
+            .args(["--iterations", &boto3_iterations.to_string()])
+            .output()
+            .expect("the boto3 benchmark runs");
+        assert!(
+            output.status.success(),
+            "the boto3 benchmark failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let answer: Value =
+            serde_json::from_slice(&output.stdout).expect("the boto3 benchmark's JSON");
+        boto3_version = answer["boto3"].as_str().unwrap_or("?").to_string();
+        let field = |name: &str| answer[name].as_f64().expect("a mean");
+        Round {
+            wall_us: field("wall_us"),
+            cpu_us: field("cpu_us"),
+        }
+    };
+
+    // Warm-up, then rounds in turns, so that both meet the same load of
+    // the machine.
+    ours();
+    let (mut intake, mut boto3) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        intake.push(ours());
+        boto3.push(theirs());
+    }
+    let summary = |rounds: &[Round]| {
+        (
+            median(rounds.iter().map(|r| r.cpu_us).collect()),
+            median(rounds.iter().map(|r| r.wall_us).collect()),
+        )
+    };
+    let (intake_cpu, intake_wall) = summary(&intake);
+    let (boto3_cpu, boto3_wall) = summary(&boto3);
+
+    println!("| signer | policies signed | CPU µs per policy | wall µs per policy |");
+    println!("| --- | --- | --- | --- |");
+    println!(
+        "| intake `PostSigner` | {rounds} × {iterations} | {intake_cpu:.1} | {intake_wall:.1} |"
+    );
+    println!(
+        "| boto3 {boto3_version} `generate_presigned_post` | {rounds} × {boto3_iterations} | {boto3_cpu:.1} | {boto3_wall:.1} |"
+    );
+    println!(
+        "| boto3 / intake | | {:.0}× | {:.0}× |",
+        boto3_cpu / intake_cpu,
+        boto3_wall / intake_wall
+    );
+    println!();
+    println!(
+        "Medians of {rounds} rounds taken in turns; CPU time is the measuring thread's, \
+         wall time includes waiting for the CPU when the machine is busy."
+    );
+}
+
+/// Outcomes of a batch of grant requests.
+#[derive(Debug, Default)]
+struct Outcomes {
+    latencies: Vec<Duration>,
+    /// Non-201 answers and transport errors, by status or error.
+    failures: BTreeMap<String, usize>,
+}
+
+impl Outcomes {
+    fn merge(&mut self, other: Self) {
+        self.latencies.extend(other.latencies);
+        for (what, count) in other.failures {
+            *self.failures.entry(what).or_default() += count;
+        }
+    }
+
+    fn failed(&self) -> usize {
+        self.failures.values().sum()
+    }
+
+    /// Nearest-rank percentile, in milliseconds.
+    fn percentile_ms(&mut self, p: f64) -> f64 {
+        self.latencies.sort_unstable();
+        let rank = ((p * self.latencies.len() as f64).ceil() as usize).max(1);
+        self.latencies
+            .get(rank - 1)
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    }
+}
+
+/// `count` grants, `tokens.len()` at a time: client `c` asks with
+/// `tokens[c]` for paths `<prefix>/file-<i>.bin` until `count` are issued.
+async fn grant_all(
+    http: &reqwest::Client,
+    url: &str,
+    tokens: &[String],
+    prefix: &str,
+    count: usize,
+) -> Outcomes {
+    let next = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = tokens
+        .iter()
+        .map(|token| {
+            let (http, token, next) = (http.clone(), token.clone(), Arc::clone(&next));
+            let (url, prefix) = (format!("{url}/v1/uploads"), prefix.to_string());
+            tokio::spawn(async move {
+                let mut outcomes = Outcomes::default();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count {
+                        return outcomes;
+                    }
+                    let body = json!({
+                        "path": format!("{prefix}/file-{i}.bin"),
+                        "size": 1_000 + i % 1_000,
+                        "content_type": CONTENT_TYPE,
+                    });
+                    let started = Instant::now();
+                    let answer = match http.post(&url).bearer_auth(&token).json(&body).send().await
+                    {
+                        Ok(response) => {
+                            let status = response.status();
+                            match response.bytes().await {
+                                Ok(_) if status == 201 => None,
+                                Ok(_) => Some(format!("HTTP {status}")),
+                                Err(error) => Some(format!("reading the answer: {error}")),
+                            }
+                        }
+                        Err(error) => Some(format!("request: {error}")),
+                    };
+                    outcomes.latencies.push(started.elapsed());
+                    if let Some(failure) = answer {
+                        *outcomes.failures.entry(failure).or_default() += 1;
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut all = Outcomes::default();
+    for task in tasks {
+        all.merge(task.await.expect("client"));
+    }
+    all
+}
+
+async fn load(intake: &Path, logs: &Path, grants: usize, clients: usize) {
+    let stack = Stack::deploy().expect("stack deploys");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut child = tokio::process::Command::new(intake)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--bucket", stack.get("STOWAGE_BUCKET")])
+        .args(["--s3-public-url", stack.get("STOWAGE_S3_PUBLIC_URL")])
+        .args(["--s3-path-style", stack.get("STOWAGE_S3_PATH_STYLE")])
+        .args(["--table", stack.get("STOWAGE_INTAKE_TABLE")])
+        .args(["--event-bus", stack.get("STOWAGE_EVENT_BUS")])
+        .args(["--queue-url", stack.get("STOWAGE_INTAKE_QUEUE_URL")])
+        .args(["--jwt-secret", JWT_SECRET])
+        .args(["--jwt-issuer", ISSUER, "--jwt-audience", AUDIENCE])
+        // Nothing may be refused: a quota of 1 PiB, no practical grant cap.
+        .args(["--default-quota-bytes", &(1_u64 << 50).to_string()])
+        .args(["--max-outstanding-grants", "1000000"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("intake starts");
+    let pid = child.id().expect("pid");
+
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .expect("HTTP client");
+    eventually(Duration::from_secs(60), "intake to answer", || async {
+        http.get(format!("{url}/healthz"))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+            .map(drop)
+    })
+    .await;
+    // Idle: started, its queue consumer long-polling, no request yet.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle = process_usage(pid);
+
+    let expires = OffsetDateTime::now_utc().unix_timestamp() + 3_600;
+    let tokens: Vec<String> = (0..clients)
+        .map(|c| token_with(json!({ "sub": format!("bench{c}"), "exp": expires })))
+        .collect();
+    let mut outcomes = grant_all(&http, &url, &tokens, "warmup", clients).await;
+
+    let before = process_usage(pid);
+    let requests_before = emulator_requests(logs);
+    let started = Instant::now();
+    let mut measured = grant_all(&http, &url, &tokens, "bench", grants).await;
+    let elapsed = started.elapsed();
+    let after = process_usage(pid);
+    let requests = emulator_requests(logs) - requests_before;
+    child.kill().await.expect("intake stops");
+
+    let p50 = measured.percentile_ms(0.50);
+    let p99 = measured.percentile_ms(0.99);
+    outcomes.merge(measured);
+    println!(
+        "| clients | grants | refused or failed | grants/s | p50 latency | p99 latency | AWS requests per grant | intake CPU µs per grant | intake RSS idle | intake peak RSS |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| {clients} | {grants} | {} | {:.0} | {p50:.0} ms | {p99:.0} ms | {:.2} | {:.0} | {:.1} MB | {:.1} MB |",
+        outcomes.failed(),
+        grants as f64 / elapsed.as_secs_f64(),
+        requests as f64 / grants as f64,
+        after.cpu_ns.saturating_sub(before.cpu_ns) as f64 / 1e3 / grants as f64,
+        idle.rss_kb as f64 / 1024.0,
+        after.peak_rss_kb as f64 / 1024.0,
+    );
+    for (failure, count) in &outcomes.failures {
+        println!("- {count} × {failure}");
+    }
+}
+
+fn main() {
+    match Cli::parse().command {
+        Command::Sign {
+            python,
+            script,
+            rounds,
+            iterations,
+            boto3_iterations,
+        } => sign(&python, &script, rounds, iterations, boto3_iterations),
+        Command::Load {
+            intake,
+            grants,
+            clients,
+        } => {
+            let logs = PathBuf::from(
+                std::env::var("STOWAGE_EMULATOR_LOGS")
+                    .expect("run inside `stack.py run` (`make bench`)"),
+            );
+            tokio::runtime::Runtime::new()
+                .expect("tokio runtime")
+                .block_on(load(&intake, &logs, grants, clients));
+        }
+    }
+}
