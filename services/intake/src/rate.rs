@@ -17,12 +17,13 @@ pub struct GrantLimiter {
 }
 
 impl GrantLimiter {
-    /// `per_second` requests a second on average, bursts of up to `burst`.
-    pub fn new(per_second: NonZeroU32, burst: NonZeroU32) -> Self {
+    /// `per_minute` requests a minute on average, bursts of up to `burst`.
+    pub fn new(per_minute: NonZeroU32, burst: NonZeroU32) -> Self {
+        let quota = Quota::with_period(Duration::from_secs(60) / per_minute.get())
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+            .allow_burst(burst);
         Self {
-            limiter: Arc::new(RateLimiter::keyed(
-                Quota::per_second(per_second).allow_burst(burst),
-            )),
+            limiter: Arc::new(RateLimiter::keyed(quota)),
         }
     }
 
@@ -56,7 +57,7 @@ mod tests {
         }
         let wait = limiter.check(&alice).unwrap_err();
         assert!(
-            wait > Duration::ZERO && wait <= Duration::from_secs(1),
+            wait > Duration::ZERO && wait <= Duration::from_secs(60),
             "{wait:?}"
         );
     }

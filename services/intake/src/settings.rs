@@ -92,11 +92,11 @@ pub struct Settings {
     #[arg(long, env = "STOWAGE_STORAGE_PRICES", default_value = "")]
     pub storage_prices: PriceTable,
 
-    /// Upload grants a user may request per second, on average, from one
+    /// Upload grants a user may request per minute, on average, from one
     /// intake instance.
-    #[arg(long, env = "STOWAGE_GRANT_RATE_PER_SECOND", default_value_t = 10,
+    #[arg(long, env = "STOWAGE_GRANT_RATE_PER_MINUTE", default_value_t = 600,
           value_parser = clap::value_parser!(u32).range(1..))]
-    pub grant_rate_per_second: u32,
+    pub grant_rate_per_minute: u32,
 
     /// Grant requests a user may make in a burst above that rate.
     #[arg(long, env = "STOWAGE_GRANT_BURST", default_value_t = 60,

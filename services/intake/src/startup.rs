@@ -58,7 +58,7 @@ impl App {
             &settings.table,
         ));
         let limiter = GrantLimiter::new(
-            NonZeroU32::new(settings.grant_rate_per_second).unwrap_or(NonZeroU32::MIN),
+            NonZeroU32::new(settings.grant_rate_per_minute).unwrap_or(NonZeroU32::MIN),
             NonZeroU32::new(settings.grant_burst).unwrap_or(NonZeroU32::MIN),
         );
         let state = AppState {
