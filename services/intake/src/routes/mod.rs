@@ -65,7 +65,7 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        Ok(state.auth.verify_header(header)?)
+        Ok(state.auth.verify_header(header).await?)
     }
 }
 
