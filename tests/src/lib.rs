@@ -315,6 +315,11 @@ impl System {
             .await
     }
 
+    /// A valid bearer token for `user` carrying the admin claim.
+    pub fn admin_token(&self, user: &str) -> String {
+        token_with(json!({ "sub": user, "cognito:groups": ["stowage-admins"] }))
+    }
+
     /// `POST /v1/uploads`.
     pub async fn grant(&self, token: &str, body: &Value) -> Reply {
         self.call(

@@ -505,6 +505,52 @@ async fn no_spelling_of_a_path_reaches_another_users_objects() {
     system.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_administrators_set_quotas_and_grants_follow_them() {
+    let system = System::start().await.expect("system starts");
+    let admin = system.admin_token("root");
+    let heidi = system.token("heidi");
+    let set = |token: String, user: &'static str, body: Value| {
+        let system = &system;
+        async move {
+            system
+                .call(
+                    Method::PUT,
+                    &format!("/v1/admin/quotas/{user}"),
+                    Some(&token),
+                    Some(&body),
+                )
+                .await
+        }
+    };
+
+    let refused = set(heidi.clone(), "heidi", json!({"quota_bytes": 1u64 << 40})).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert_eq!(refused.body["type"], "/problems/forbidden");
+    assert_eq!(system.usage(&heidi).await["quota_bytes"], 1u64 << 30);
+
+    for (user, body) in [
+        ("heidi", json!({"quota_bytes": -1})),
+        ("heidi", json!({"quota": 5})),
+        ("he.di", json!({"quota_bytes": 5})),
+    ] {
+        let reply = set(admin.clone(), user, body.clone()).await;
+        assert_eq!(reply.status, 400, "{user} {body}: {}", reply.body);
+    }
+    assert_eq!(system.usage(&heidi).await["quota_bytes"], 1u64 << 30);
+
+    let done = set(admin.clone(), "heidi", json!({"quota_bytes": 15})).await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert_eq!(done.body["quota_bytes"], 15);
+    assert_eq!(system.usage(&heidi).await["quota_bytes"], 15);
+    let grant = |path: &str| json!({"path": path, "size": 10, "content_type": "text/plain"});
+    assert_eq!(system.grant(&heidi, &grant("a.txt")).await.status, 201);
+    let over = system.grant(&heidi, &grant("b.txt")).await;
+    assert_eq!(over.status, 403);
+    assert_eq!(over.body["usage"]["quota_bytes"], 15);
+    system.stop().await;
+}
+
 fn percent_decode(raw: &str) -> String {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());

@@ -16,8 +16,10 @@ use crate::{auth::AuthError, domain::quota::Refusal};
 /// Everything an API call can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// The caller is not authenticated (never [`AuthError::Unavailable`],
+    /// which is an outage: see the `From` impl).
     #[error(transparent)]
-    Unauthenticated(#[from] AuthError),
+    Unauthenticated(AuthError),
     #[error("this operation needs an administrator's token")]
     Forbidden,
     #[error("{0}")]
@@ -44,6 +46,17 @@ pub enum ApiError {
     Unavailable(#[source] anyhow::Error),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::Unavailable(cause) => {
+                Self::Unavailable(anyhow::anyhow!(cause).context("cannot verify bearer tokens"))
+            }
+            other => Self::Unauthenticated(other),
+        }
+    }
 }
 
 fn retry_after_seconds(wait: Duration) -> u64 {
@@ -235,5 +248,26 @@ mod tests {
         assert_eq!(problem.status, 409);
         assert_eq!(problem.kind, "/problems/object-archived");
         assert_eq!(problem.restore, Some("RESTORING"));
+    }
+
+    #[test]
+    fn refused_tokens_are_401_and_uncheckable_ones_503() {
+        let refused = ApiError::from(AuthError::Invalid("expired".into())).into_response();
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(refused.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        assert_eq!(
+            refused.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        let missing = ApiError::from(AuthError::Missing).into_response();
+        assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
+
+        let outage = ApiError::from(AuthError::Unavailable("JWKS: 500".into())).into_response();
+        assert_eq!(outage.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!outage.headers().contains_key(header::WWW_AUTHENTICATE));
+        assert_eq!(
+            outage.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
     }
 }

@@ -11,7 +11,8 @@
 //!   POST policy document.
 //! - [`ports`]: what the API needs from storage, as small traits.
 //! - [`adapters`]: DynamoDB store, S3 bucket and the POST policy signer.
-//! - [`auth`]: bearer-token verification.
+//! - [`auth`]: bearer-token verification (JWKS of an identity provider, or an
+//!   HS256 secret locally) and the admin claim.
 //! - [`routes`]: the HTTP handlers; [`error`] renders problem+json.
 //! - [`projection`]: applies `UsageChanged.v1` to the accounts.
 //! - [`rate`]: per-user rate limiting of grant requests.

@@ -40,9 +40,16 @@ pub struct Settings {
     #[arg(long, env = "STOWAGE_INTAKE_QUEUE_URL")]
     pub queue_url: String,
 
-    /// Shared secret for HS256 bearer tokens (local use).
+    /// Shared secret for HS256 bearer tokens (local use). Exactly one of
+    /// this and `--jwks-url` must be set.
     #[arg(long, env = "STOWAGE_JWT_SECRET", value_parser = parse_secret)]
     pub jwt_secret: Option<SecretString>,
+
+    /// JWKS document of the identity provider whose RS256/ES256 tokens are
+    /// accepted, e.g. `<cognito issuer>/.well-known/jwks.json`. Must be
+    /// https (plain http only on loopback).
+    #[arg(long, env = "STOWAGE_JWKS_URL")]
+    pub jwks_url: Option<String>,
 
     /// Required `iss` of every token.
     #[arg(long, env = "STOWAGE_JWT_ISSUER", default_value = "stowage-local")]
@@ -51,6 +58,24 @@ pub struct Settings {
     /// Required `aud` of every token.
     #[arg(long, env = "STOWAGE_JWT_AUDIENCE", default_value = "stowage")]
     pub jwt_audience: String,
+
+    /// Also accept a token without `aud` whose `client_id` is the audience:
+    /// Cognito access tokens name their app client that way.
+    #[arg(long, env = "STOWAGE_JWT_CLIENT_ID_AUDIENCE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub jwt_client_id_audience: bool,
+
+    /// Required `token_use` claim, when set (Cognito: `access` or `id`).
+    #[arg(long, env = "STOWAGE_JWT_TOKEN_USE")]
+    pub jwt_token_use: Option<String>,
+
+    /// Claim that marks administrators: a string equal to
+    /// `--admin-value`, or an array containing it. Empty: nobody is.
+    #[arg(long, env = "STOWAGE_ADMIN_CLAIM", default_value = crate::auth::DEFAULT_ADMIN_CLAIM)]
+    pub admin_claim: String,
+
+    /// Value of `--admin-claim` that makes a caller an administrator.
+    #[arg(long, env = "STOWAGE_ADMIN_VALUE", default_value = crate::auth::DEFAULT_ADMIN_VALUE)]
+    pub admin_value: String,
 
     /// Quota of a user without one of their own.
     #[arg(long, env = "STOWAGE_DEFAULT_QUOTA_BYTES", default_value_t = 1 << 30)]

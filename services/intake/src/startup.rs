@@ -15,13 +15,39 @@ use tower_http::trace::TraceLayer;
 
 use crate::{
     adapters::{dynamodb::DynamoAccountStore, post_signer::PostSigner, s3::S3Objects},
-    auth::Authenticator,
+    auth::{Authenticator, JwksOptions, TokenRules},
     ports::AccountStore,
     projection::UsageProjection,
     rate::GrantLimiter,
     routes::{AppState, router},
     settings::Settings,
 };
+
+/// The token verifier the settings describe: exactly one of a JWKS URL and
+/// an HS256 secret must be configured.
+pub fn authenticator(settings: &Settings) -> anyhow::Result<Authenticator> {
+    let rules = TokenRules {
+        issuer: settings.jwt_issuer.clone(),
+        audience: settings.jwt_audience.clone(),
+        client_id_audience: settings.jwt_client_id_audience,
+        token_use: settings.jwt_token_use.clone(),
+        admin_claim: settings.admin_claim.clone(),
+        admin_value: settings.admin_value.clone(),
+    };
+    match (&settings.jwks_url, &settings.jwt_secret) {
+        (Some(url), None) => Authenticator::jwks(url, rules, JwksOptions::default())
+            .context("invalid STOWAGE_JWKS_URL"),
+        (None, Some(secret)) => Ok(Authenticator::hs256(secret, rules)),
+        (Some(_), Some(_)) => anyhow::bail!(
+            "both STOWAGE_JWKS_URL and STOWAGE_JWT_SECRET are set: configure exactly one way \
+             to verify bearer tokens"
+        ),
+        (None, None) => anyhow::bail!(
+            "no token verification configured: set STOWAGE_JWKS_URL (an identity provider's \
+             keys) or STOWAGE_JWT_SECRET (HS256, local use)"
+        ),
+    }
+}
 
 /// A built intake, bound to its port and ready to run.
 #[derive(Debug)]
@@ -47,11 +73,11 @@ impl App {
             .s3_public_url
             .clone()
             .unwrap_or_else(|| format!("https://{}.s3.{region}.amazonaws.com", settings.bucket));
-        let secret = settings
-            .jwt_secret
-            .as_ref()
-            .context("no token verification configured: set STOWAGE_JWT_SECRET")?;
-        let auth = Authenticator::hs256(secret, &settings.jwt_issuer, &settings.jwt_audience);
+        let auth = authenticator(&settings)?;
+        if let Err(error) = auth.preload().await {
+            // Not fatal: requests answer 503 until the keys can be fetched.
+            tracing::error!(%error, "cannot fetch the identity provider's keys yet");
+        }
 
         let store: Arc<dyn AccountStore> = Arc::new(DynamoAccountStore::new(
             aws::dynamodb(&sdk),
@@ -120,5 +146,46 @@ impl App {
         shutdown.cancel();
         consumer.await.context("usage projection panicked")?;
         served.context("HTTP server failed")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use secrecy::SecretString;
+
+    use super::*;
+
+    /// Settings with exactly the given token verification, whatever the
+    /// environment holds.
+    fn settings(jwks_url: Option<&str>, secret: Option<&str>) -> Settings {
+        let mut settings = Settings::try_parse_from([
+            "stowage-intake",
+            "--bucket=b",
+            "--table=t",
+            "--queue-url=http://127.0.0.1:1/q",
+        ])
+        .unwrap();
+        settings.jwks_url = jwks_url.map(str::to_string);
+        settings.jwt_secret = secret.map(|s| SecretString::from(s.to_string()));
+        settings
+    }
+
+    #[test]
+    fn exactly_one_way_to_verify_tokens_is_configured() {
+        let secret = Some("a-secret-of-enough-length");
+        let jwks = Some("http://127.0.0.1:1/.well-known/jwks.json");
+        assert!(authenticator(&settings(None, secret)).is_ok());
+        assert!(authenticator(&settings(jwks, None)).is_ok());
+
+        let both = authenticator(&settings(jwks, secret)).unwrap_err();
+        assert!(both.to_string().contains("exactly one"), "{both}");
+        let neither = authenticator(&settings(None, None)).unwrap_err();
+        assert!(
+            neither.to_string().contains("STOWAGE_JWKS_URL"),
+            "{neither}"
+        );
+        let plain = Some("http://idp.example.com/jwks.json");
+        assert!(authenticator(&settings(plain, None)).is_err());
     }
 }

@@ -33,6 +33,11 @@ enum Command {
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 3600)]
         ttl: i64,
+        /// Make USER an administrator: the token carries the admin claim
+        /// (`STOWAGE_ADMIN_CLAIM`, default `cognito:groups`, holding
+        /// `STOWAGE_ADMIN_VALUE`, default `stowage-admins`).
+        #[arg(long)]
+        admin: bool,
     },
     /// Compare the ledger with the bucket and print the drift; with --fix,
     /// correct the ledger (each key in one conditional transaction with its
@@ -74,7 +79,7 @@ fn setting(name: &str, default: Option<&str>) -> anyhow::Result<String> {
     }
 }
 
-fn token(user: &str, ttl: i64) -> anyhow::Result<String> {
+fn token(user: &str, ttl: i64, admin: bool) -> anyhow::Result<String> {
     let valid = (1..=128).contains(&user.len())
         && user
             .bytes()
@@ -83,7 +88,7 @@ fn token(user: &str, ttl: i64) -> anyhow::Result<String> {
     anyhow::ensure!(ttl > 0, "--ttl must be positive");
     let secret = setting("STOWAGE_JWT_SECRET", None)?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let claims = json!({
+    let mut claims = json!({
         "sub": user,
         "iss": setting("STOWAGE_JWT_ISSUER", Some("stowage-local"))?,
         "aud": setting("STOWAGE_JWT_AUDIENCE", Some("stowage"))?,
@@ -91,6 +96,16 @@ fn token(user: &str, ttl: i64) -> anyhow::Result<String> {
         "nbf": now,
         "exp": now + ttl,
     });
+    if admin {
+        let claim = setting("STOWAGE_ADMIN_CLAIM", Some("cognito:groups"))?;
+        anyhow::ensure!(
+            !claim.is_empty(),
+            "STOWAGE_ADMIN_CLAIM is empty: this deployment has no administrators"
+        );
+        let value = setting("STOWAGE_ADMIN_VALUE", Some("stowage-admins"))?;
+        // An array, as Cognito writes its groups; intake also accepts a string.
+        claims[claim] = json!([value]);
+    }
     Ok(encode(
         &Header::new(Algorithm::HS256),
         &claims,
@@ -180,8 +195,8 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         dotenvy::from_path(&file).with_context(|| format!("cannot read {}", file.display()))?;
     }
     let ok = match cli.command {
-        Command::Token { user, ttl } => {
-            println!("{}", token(&user, ttl)?);
+        Command::Token { user, ttl, admin } => {
+            println!("{}", token(&user, ttl, admin)?);
             true
         }
         Command::Reconcile { user, fix, json } => {

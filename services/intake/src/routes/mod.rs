@@ -4,8 +4,10 @@
 //! - [`objects`]: `GET /v1/objects`, `GET` and `DELETE /v1/objects/{path}`.
 //! - [`restores`]: `POST /v1/restores`.
 //! - [`usage`]: `GET /v1/usage`.
+//! - [`admin`]: `PUT /v1/admin/quotas/{user_id}`.
 //! - [`health`]: `GET /healthz`, `GET /readyz`.
 
+pub mod admin;
 pub mod health;
 pub mod objects;
 pub mod restores;
@@ -19,7 +21,7 @@ use axum::{
     body::Bytes,
     extract::{FromRequestParts, rejection::JsonRejection},
     http::{header, request::Parts},
-    routing::{get, post},
+    routing::{get, post, put},
 };
 use stowage_shared::publisher::EventBus;
 use utoipa::{
@@ -75,6 +77,7 @@ impl std::fmt::Debug for dyn ObjectStore {
         objects::delete,
         restores::create,
         usage::show,
+        admin::set_quota,
         health::live,
         health::ready,
     ),
@@ -83,6 +86,7 @@ impl std::fmt::Debug for dyn ObjectStore {
         (name = "uploads", description = "Upload grants"),
         (name = "objects", description = "The caller's files"),
         (name = "usage", description = "Usage, quota and cost"),
+        (name = "admin", description = "Administration (tokens with the admin claim)"),
         (name = "health", description = "Liveness and readiness"),
     )
 )]
@@ -119,6 +123,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/restores", post(restores::create))
         .route("/v1/usage", get(usage::show))
+        .route("/v1/admin/quotas/{user_id}", put(admin::set_quota))
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
         .route(
@@ -145,7 +150,7 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        Ok(state.auth.verify_header(header)?)
+        Ok(state.auth.verify_header(header).await?)
     }
 }
 
@@ -185,6 +190,7 @@ mod tests {
             "delete /v1/objects/{path}",
             "post /v1/restores",
             "get /v1/usage",
+            "put /v1/admin/quotas/{user_id}",
             "get /healthz",
             "get /readyz",
         ] {

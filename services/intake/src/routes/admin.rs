@@ -1,0 +1,105 @@
+//! `PUT /v1/admin/quotas/{user_id}`: sets one user's quota. Only callers
+//! whose token carries the configured admin claim may.
+
+use std::time::Duration;
+
+use axum::{
+    Json,
+    extract::{Path, State, rejection::JsonRejection, rejection::PathRejection},
+};
+use backon::{BackoffBuilder, ExponentialBuilder};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{AppState, bad_json};
+use crate::{
+    auth::Caller,
+    domain::keys::UserId,
+    error::{ApiError, Problem},
+    ports::StoreError,
+};
+
+/// A new quota.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SetQuota {
+    /// Bytes the user may store; 0 stops new uploads.
+    pub quota_bytes: i64,
+}
+
+/// A user's quota as set.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Quota {
+    pub user_id: String,
+    pub quota_bytes: u64,
+    /// Bytes the user stores now; may exceed a lowered quota, which then
+    /// refuses new uploads until usage drops below it.
+    pub used_bytes: u64,
+}
+
+/// Attempts before a quota change that keeps losing races answers 503.
+const MAX_ATTEMPTS: usize = 50;
+
+/// Sets a user's quota (administrators only).
+#[utoipa::path(
+    put, path = "/v1/admin/quotas/{user_id}", tag = "admin",
+    params(("user_id" = String, Path, description = "The user's id (their tokens' `sub`)")),
+    request_body = SetQuota,
+    responses(
+        (status = 200, description = "The quota is in force", body = Quota),
+        (status = 400, description = "Invalid user id or quota", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token does not carry the admin claim", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn set_quota(
+    State(state): State<AppState>,
+    caller: Caller,
+    user: Result<Path<String>, PathRejection>,
+    body: Result<Json<SetQuota>, JsonRejection>,
+) -> Result<Json<Quota>, ApiError> {
+    if !caller.admin {
+        return Err(ApiError::Forbidden);
+    }
+    let Path(user) = user.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let user = UserId::parse(&user).map_err(|e| ApiError::BadRequest(e.0))?;
+    let quota = u64::try_from(body.map_err(bad_json)?.0.quota_bytes)
+        .map_err(|_| ApiError::BadRequest("quota_bytes must not be negative".into()))?;
+    let mut pauses = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(2))
+        .with_max_delay(Duration::from_millis(100))
+        .with_jitter()
+        .without_max_times()
+        .build();
+    for _ in 0..MAX_ATTEMPTS {
+        let stored = state
+            .store
+            .load(&user)
+            .await
+            .map_err(|e| ApiError::Unavailable(e.into()))?;
+        let mut account = stored.value;
+        account.quota_override = Some(quota);
+        match state
+            .store
+            .save(&user, &account, stored.version, None)
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(admin = %caller.user, %user, quota, "quota set");
+                return Ok(Json(Quota {
+                    user_id: user.to_string(),
+                    quota_bytes: quota,
+                    used_bytes: account.used_bytes,
+                }));
+            }
+            Err(error) if error.is_retryable() => {
+                if let Some(pause) = pauses.next() {
+                    tokio::time::sleep(pause).await;
+                }
+            }
+            Err(error) => return Err(ApiError::Unavailable(error.into())),
+        }
+    }
+    Err(ApiError::Unavailable(StoreError::Conflict.into()))
+}
