@@ -9,6 +9,10 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
 use backon::{BackoffBuilder, ExponentialBuilder};
+use opentelemetry::{
+    KeyValue, global,
+    metrics::{Counter, Gauge},
+};
 use tokio_util::sync::CancellationToken;
 
 /// One message as a handler sees it.
@@ -77,6 +81,45 @@ pub struct BatchOutcome {
     pub done: Vec<&'static str>,
 }
 
+/// The consumer's instruments: `stowage.consumer.messages` counts messages
+/// by queue and outcome (the handler's label, `retried` or `poison`);
+/// `stowage.consumer.lag` is the age in seconds of the oldest message of the
+/// latest batch.
+#[derive(Debug)]
+struct Metrics {
+    queue: KeyValue,
+    messages: Counter<u64>,
+    lag: Gauge<f64>,
+}
+
+impl Metrics {
+    fn new(queue_url: &str) -> Self {
+        let meter = global::meter("stowage");
+        let name = queue_url
+            .rsplit('/')
+            .next()
+            .unwrap_or(queue_url)
+            .to_string();
+        Self {
+            queue: KeyValue::new("queue", name),
+            messages: meter
+                .u64_counter("stowage.consumer.messages")
+                .with_description("Messages handled, by queue and outcome")
+                .build(),
+            lag: meter
+                .f64_gauge("stowage.consumer.lag")
+                .with_description("Age of the oldest message of the latest batch")
+                .with_unit("s")
+                .build(),
+        }
+    }
+
+    fn count(&self, outcome: &'static str) {
+        self.messages
+            .add(1, &[self.queue.clone(), KeyValue::new("outcome", outcome)]);
+    }
+}
+
 /// Reads one queue and hands each message to a [`Handler`].
 #[derive(Debug)]
 pub struct QueueConsumer<H> {
@@ -84,6 +127,7 @@ pub struct QueueConsumer<H> {
     queue_url: String,
     handler: Arc<H>,
     options: ConsumerOptions,
+    metrics: Metrics,
 }
 
 impl<H: Handler> QueueConsumer<H> {
@@ -93,9 +137,11 @@ impl<H: Handler> QueueConsumer<H> {
         handler: Arc<H>,
         options: ConsumerOptions,
     ) -> Self {
+        let queue_url = queue_url.into();
         Self {
+            metrics: Metrics::new(&queue_url),
             sqs,
-            queue_url: queue_url.into(),
+            queue_url,
             handler,
             options,
         }
@@ -118,6 +164,7 @@ impl<H: Handler> QueueConsumer<H> {
             .wait_time_seconds(self.options.wait.as_secs().min(20) as i32)
             .visibility_timeout(self.options.visibility_timeout.as_secs() as i32)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .send()
             .await
             .map_err(|e| {
@@ -136,6 +183,7 @@ impl<H: Handler> QueueConsumer<H> {
             received: messages.len(),
             ..Default::default()
         };
+        self.record_lag(messages);
         let mut to_delete = Vec::new();
         for (index, message) in messages.iter().enumerate() {
             let (Some(handle), Some(message_id)) = (message.receipt_handle(), message.message_id())
@@ -153,6 +201,7 @@ impl<H: Handler> QueueConsumer<H> {
             };
             match self.handler.handle(&delivery).await {
                 Disposition::Done(label) => {
+                    self.metrics.count(label);
                     outcome.done.push(label);
                     to_delete.push(
                         DeleteMessageBatchRequestEntry::builder()
@@ -162,6 +211,7 @@ impl<H: Handler> QueueConsumer<H> {
                     );
                 }
                 Disposition::Retry(error) => {
+                    self.metrics.count("retried");
                     outcome.retried += 1;
                     tracing::warn!(
                         queue = %self.queue_url,
@@ -172,6 +222,7 @@ impl<H: Handler> QueueConsumer<H> {
                     );
                 }
                 Disposition::Poison(reason) => {
+                    self.metrics.count("poison");
                     outcome.poisoned += 1;
                     tracing::error!(
                         queue = %self.queue_url,
@@ -186,6 +237,27 @@ impl<H: Handler> QueueConsumer<H> {
         }
         outcome.deleted = self.delete(to_delete).await?;
         Ok(outcome)
+    }
+
+    /// Records how long the oldest message of a batch waited on the queue.
+    fn record_lag(&self, messages: &[Message]) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let oldest = messages
+            .iter()
+            .filter_map(|m| {
+                m.attributes()?
+                    .get(&MessageSystemAttributeName::SentTimestamp)
+            })
+            .filter_map(|sent| sent.parse::<u128>().ok())
+            .min();
+        if let Some(sent_ms) = oldest {
+            let age = now_ms.saturating_sub(sent_ms) as f64 / 1000.0;
+            self.metrics
+                .lag
+                .record(age, std::slice::from_ref(&self.metrics.queue));
+        }
     }
 
     /// Makes a message visible again at once.

@@ -3,10 +3,13 @@ use stowage_intake::{App, Settings};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    stowage_shared::telemetry::init("intake");
+    let telemetry = stowage_shared::telemetry::init("intake");
     let settings = Settings::parse();
     let app = App::build(settings).await?;
     tracing::info!(address = %app.local_addr(), "intake listening");
-    app.run_until_stopped(stowage_shared::shutdown::on_signal())
-        .await
+    let served = app
+        .run_until_stopped(stowage_shared::shutdown::on_signal())
+        .await;
+    tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
+    served
 }

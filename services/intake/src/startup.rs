@@ -93,6 +93,10 @@ impl App {
                 &settings.bucket,
             )),
             limiter: limiter.clone(),
+            grant_outcomes: opentelemetry::global::meter("stowage")
+                .u64_counter("stowage.intake.grants")
+                .with_description("Upload grant requests, by outcome")
+                .build(),
             signer: PostSigner::new(credentials, region, public_url),
             bus: EventBus::new(aws::eventbridge(&sdk), &settings.event_bus),
             auth: Arc::new(auth),

@@ -5,6 +5,7 @@
 //! Every outcome has one name, logged here: `applied`, `duplicate`, `stale`,
 //! `not-a-user-key`, `other-bucket`, `grant-recorded`, and poison messages.
 
+use opentelemetry::{KeyValue, global, metrics::Counter};
 use std::{sync::Arc, time::Duration};
 
 use stowage_events::{
@@ -36,6 +37,8 @@ pub struct Ledger {
     probe: Arc<dyn ObjectProbe>,
     publisher: Arc<dyn UsagePublisher>,
     bucket: String,
+    /// `stowage.ledger.violations`: uploads that broke their grant, by kind.
+    violations: Counter<u64>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -72,6 +75,10 @@ impl Ledger {
             probe,
             publisher,
             bucket: bucket.to_string(),
+            violations: global::meter("stowage")
+                .u64_counter("stowage.ledger.violations")
+                .with_description("Uploads counted that arrived without a grant or larger than it")
+                .build(),
         }
     }
 
@@ -203,6 +210,11 @@ impl Ledger {
                                 .then(|| violation(grant, object.size, time))
                                 .flatten();
                             if let Some(violation) = violation {
+                                let kind = match violation {
+                                    UploadViolation::NoGrant => "no_grant",
+                                    UploadViolation::ExceedsGrant => "exceeds_grant",
+                                };
+                                self.violations.add(1, &[KeyValue::new("kind", kind)]);
                                 tracing::warn!(%key, size = object.size, ?violation, grant = ?grant.map(|g| &g.grant_id), "upload broke its grant; counted all the same");
                             }
                             self.publish(user, &key, &object, &usage, grant, violation)

@@ -3,10 +3,11 @@ use stowage_ledger::{App, Settings};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    stowage_shared::telemetry::init("ledger");
+    let telemetry = stowage_shared::telemetry::init("ledger");
     let app = App::build(Settings::parse()).await?;
     tracing::info!("ledger consuming");
     app.run_until_stopped(stowage_shared::shutdown::on_signal())
         .await;
+    tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
     Ok(())
 }

@@ -48,6 +48,10 @@ pub struct AppState {
     pub bus: EventBus,
     pub auth: Arc<Authenticator>,
     pub limiter: GrantLimiter,
+    /// `stowage.intake.grants`: grant requests by outcome (`issued`,
+    /// `quota_exceeded`, `too_many_grants`, `rate_limited`, `invalid`,
+    /// `failed`).
+    pub grant_outcomes: opentelemetry::metrics::Counter<u64>,
 }
 
 impl std::fmt::Debug for dyn AccountStore {

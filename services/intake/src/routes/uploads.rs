@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use axum::{Json, extract::State, extract::rejection::JsonRejection, http::StatusCode};
 use backon::{BackoffBuilder, ExponentialBuilder};
+use opentelemetry::KeyValue;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use stowage_events::{EventMeta, TraceContext, UploadGrantedV1};
@@ -73,6 +74,32 @@ const MAX_RESERVE_ATTEMPTS: usize = 200;
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
+    body: Result<Json<CreateUpload>, JsonRejection>,
+) -> Result<(StatusCode, Json<UploadGrant>), ApiError> {
+    let result = issue(&state, &caller, body).await;
+    let outcome = match &result {
+        Ok(_) => "issued",
+        Err(ApiError::Refused {
+            refusal: Refusal::QuotaExceeded { .. },
+            ..
+        }) => "quota_exceeded",
+        Err(ApiError::Refused {
+            refusal: Refusal::TooManyGrants { .. },
+            ..
+        }) => "too_many_grants",
+        Err(ApiError::RateLimited(_)) => "rate_limited",
+        Err(ApiError::BadRequest(_) | ApiError::UnsupportedContentType(_)) => "invalid",
+        Err(_) => "failed",
+    };
+    state
+        .grant_outcomes
+        .add(1, &[KeyValue::new("outcome", outcome)]);
+    result
+}
+
+async fn issue(
+    state: &AppState,
+    caller: &Caller,
     body: Result<Json<CreateUpload>, JsonRejection>,
 ) -> Result<(StatusCode, Json<UploadGrant>), ApiError> {
     state
