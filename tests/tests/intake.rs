@@ -392,6 +392,8 @@ async fn no_spelling_of_a_path_reaches_another_users_objects() {
         format!("/v1/uploads/{grant_id}"),
         format!("/v1/uploads/{}", grant_id.to_uppercase()),
         format!("/v1/uploads/%20{grant_id}"),
+        // Not even UTF-8 once decoded.
+        format!("/v1/uploads/{grant_id}%FF"),
     ] {
         let reply = system.raw("GET", &path, &bob).await;
         assert_eq!(reply.status, 404, "{path}: {}", reply.body);

@@ -208,11 +208,13 @@ pub async fn show(
         ),
     };
     let ttl = state.settings.download_ttl();
+    // Presigning fails when no credentials can be had (its lifetime is
+    // checked at startup): retrying later may succeed.
     let download_url = state
         .objects
         .download_url(&key, &headers, ttl)
         .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
+        .map_err(|e| ApiError::Unavailable(e.into()))?;
     let object = head.object;
     let event = ObjectAccessedV1 {
         meta: EventMeta::new(caller.user.as_str(), TraceContext::default()),

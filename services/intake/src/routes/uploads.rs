@@ -3,7 +3,14 @@
 
 use std::time::Duration;
 
-use axum::{Json, extract::State, extract::rejection::JsonRejection, http::StatusCode};
+use axum::{
+    Json,
+    extract::{
+        Path, State,
+        rejection::{JsonRejection, PathRejection},
+    },
+    http::StatusCode,
+};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -104,8 +111,9 @@ pub async fn create(
     let now = OffsetDateTime::now_utc();
     let now = now.replace_nanosecond(0).unwrap_or(now);
     let expires_at = now + settings.grant_ttl();
+    let grant_id = Uuid::new_v4();
     let grant = GrantRecord {
-        grant_id: Uuid::new_v4().to_string(),
+        grant_id: grant_id.to_string(),
         user_id: caller.user.to_string(),
         key: key.clone(),
         max_size: size,
@@ -124,11 +132,7 @@ pub async fn create(
             tracing::warn!(error = format!("{error:#}"), grant_id = %rejected.grant_id, "could not record a refused grant");
         }
         tracing::info!(user = %caller.user, grant_id = %rejected.grant_id, ?refusal, "grant refused");
-        return Err(ApiError::Refused {
-            grant_id: Uuid::parse_str(&rejected.grant_id)
-                .map_err(|e| ApiError::Internal(e.into()))?,
-            refusal,
-        });
+        return Err(ApiError::Refused { grant_id, refusal });
     }
 
     let policy = UploadPolicy {
@@ -138,12 +142,13 @@ pub async fn create(
         max_size: size,
         expires_at,
     };
+    // Signing fails when no credentials can be had: retrying later may
+    // succeed.
     let signed = state
         .signer
         .sign(&policy, now)
         .await
-        .map_err(ApiError::Internal)?;
-    let grant_id = Uuid::parse_str(&grant.grant_id).map_err(|e| ApiError::Internal(e.into()))?;
+        .map_err(ApiError::Unavailable)?;
     publish_granted(&state, &caller.user, grant_id, &policy).await;
     tracing::info!(user = %caller.user, %grant_id, size, "grant issued");
 
@@ -266,9 +271,13 @@ pub struct GrantStatus {
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
-    axum::extract::Path(grant_id): axum::extract::Path<String>,
+    grant_id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<GrantStatus>, ApiError> {
-    let grant_id = Uuid::parse_str(&grant_id).map_err(|_| ApiError::NotFound)?;
+    // An id that is not even text (bad percent-encoding) names no grant either.
+    let grant_id = grant_id
+        .ok()
+        .and_then(|Path(id)| Uuid::parse_str(&id).ok())
+        .ok_or(ApiError::NotFound)?;
     let grant = state
         .store
         .grant(&grant_id.to_string())
