@@ -19,7 +19,7 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{AppState, bad_json};
+use super::{AppState, bad_json, integer};
 use crate::{
     auth::Caller,
     domain::{
@@ -34,11 +34,19 @@ use crate::{
 /// An upload request.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateUpload {
-    /// Where the file goes, relative to the caller's own folder.
+    /// Where the file goes, relative to the caller's own folder: segments
+    /// joined by `/`, none empty, `.` or `..`, without backslashes or control
+    /// characters, at most 880 bytes of UTF-8 once NFC-normalised.
+    #[schema(min_length = 1, example = "photos/cat.jpg")]
     pub path: String,
-    /// The file's size in bytes; the grant accepts files up to this size.
+    /// The file's size in bytes, at most the deployment's largest upload
+    /// (5 GiB, S3's limit, unless configured lower); the grant accepts files
+    /// up to this size.
+    #[schema(minimum = 1, maximum = 5_368_709_120_i64, example = 12345)]
+    #[serde(deserialize_with = "integer")]
     pub size: i64,
     /// The file's content type; one of the deployment's allowed types.
+    #[schema(example = "image/jpeg")]
     pub content_type: String,
 }
 
@@ -64,15 +72,21 @@ const MAX_RESERVE_ATTEMPTS: usize = 200;
 
 /// Reserves quota for one upload and signs an S3 POST policy for it.
 #[utoipa::path(
-    post, path = "/v1/uploads", tag = "uploads",
+    post, path = "/v1/uploads", tag = "uploads", operation_id = "createUpload",
     request_body = CreateUpload,
     responses(
-        (status = 201, description = "The grant: POST `fields` and the file to `url`", body = UploadGrant),
+        (status = 201, description = "The grant: POST `fields` and the file to `url`", body = UploadGrant,
+            links(("getUpload" = (
+                operation_id = "getUpload",
+                parameters(("grant_id" = "$response.body#/grant_id")),
+                description = "Where the grant stands",
+            )))),
         (status = 400, description = "Invalid path, size or body", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Over quota (`quota-exceeded`, with the caller's usage)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Content type not allowed", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many requests or outstanding grants; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests (`rate-limited`) or outstanding grants (`too-many-grants`)", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "`rate-limited`: seconds to wait"))),
         (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -258,8 +272,8 @@ pub struct GrantStatus {
 /// One of the caller's upload grants; any other id, including another
 /// user's grant, is not found.
 #[utoipa::path(
-    get, path = "/v1/uploads/{grant_id}", tag = "uploads",
-    params(("grant_id" = String, Path, description = "The grant's id")),
+    get, path = "/v1/uploads/{grant_id}", tag = "uploads", operation_id = "getUpload",
+    params(("grant_id" = Uuid, Path, description = "The grant's id")),
     responses(
         (status = 200, description = "Where the grant stands", body = GrantStatus),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
