@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs the local AWS emulators into project-local virtualenvs from the
-# pinned lock files: .stowage/venv/localstack and .stowage/venv/moto. A venv is
-# rebuilt only when its lock file changed. Needs Python 3.11 with venv and pip.
+# Installs the local AWS emulators and the API fuzzer into project-local
+# virtualenvs from the pinned lock files: .stowage/venv/localstack,
+# .stowage/venv/moto and .stowage/venv/schemathesis. A venv is rebuilt only
+# when its lock file changed. Needs Python 3.11 with venv and pip.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 venvs="$root/.stowage/venv"
@@ -38,4 +39,5 @@ mkdir -p "$venvs"
 install localstack &
 ls_pid=$!
 install moto
+install schemathesis
 wait "$ls_pid"

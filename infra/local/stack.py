@@ -11,7 +11,10 @@ description of the resources.
 
 Commands:
   run [--state DIR] -- CMD...   start the emulators, run CMD with their
-                                endpoints in its environment, stop them.
+                                endpoints in its environment (and the paths
+                                the end-to-end tests use: this script, its
+                                Python, the emulators' logs, schemathesis),
+                                stop them.
   deploy --name NAME            deploy one stack to running emulators (their
                                 endpoints come from the environment) and print
                                 its settings as KEY=value lines.
@@ -342,6 +345,8 @@ def cmd_run(args):
         child_env["STOWAGE_STACK_SCRIPT"] = str(Path(__file__).resolve())
         child_env["STOWAGE_STACK_PYTHON"] = sys.executable
         child_env["STOWAGE_EMULATOR_LOGS"] = str(Path(args.state).resolve() / "logs")
+        schemathesis = ROOT / ".stowage" / "venv" / "schemathesis" / "bin" / "schemathesis"
+        child_env["STOWAGE_SCHEMATHESIS"] = str(schemathesis)
         return subprocess.call(args.command, env=child_env)
     except (KeyboardInterrupt, Stop):
         return 130

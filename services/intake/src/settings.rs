@@ -7,6 +7,9 @@ use clap::Parser;
 use secrecy::SecretString;
 use stowage_shared::pricing::PriceTable;
 
+/// The largest object S3 accepts in one POST upload: 5 GiB.
+pub const MAX_POST_BYTES: u64 = 5 << 30;
+
 /// Everything intake needs to run.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "stowage-intake", about = "Stowage's HTTP API")]
@@ -82,7 +85,8 @@ pub struct Settings {
     pub default_quota_bytes: u64,
 
     /// Largest single upload (S3 accepts at most 5 GiB in one POST).
-    #[arg(long, env = "STOWAGE_MAX_UPLOAD_BYTES", default_value_t = 5 << 30)]
+    #[arg(long, env = "STOWAGE_MAX_UPLOAD_BYTES", default_value_t = MAX_POST_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_POST_BYTES))]
     pub max_upload_bytes: u64,
 
     /// Lifetime of an upload grant, in seconds.
@@ -155,5 +159,29 @@ impl Settings {
 
     pub fn settle_window(&self) -> Duration {
         Duration::from_secs(self.settle_window_seconds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uploads_beyond_what_s3_accepts_in_one_post_cannot_be_configured() {
+        let parse = |max: &str| {
+            Settings::try_parse_from([
+                "stowage-intake",
+                "--bucket=b",
+                "--table=t",
+                "--queue-url=q",
+                &format!("--max-upload-bytes={max}"),
+            ])
+        };
+        assert_eq!(
+            parse("5368709120").unwrap().max_upload_bytes,
+            MAX_POST_BYTES
+        );
+        assert!(parse("5368709121").is_err());
+        assert!(parse("0").is_err());
     }
 }

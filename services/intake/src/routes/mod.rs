@@ -163,9 +163,49 @@ pub fn bad_json(rejection: JsonRejection) -> ApiError {
     ApiError::BadRequest(rejection.body_text())
 }
 
+/// Deserializes a JSON integer, also when written with a zero fraction
+/// (`7.0`): JSON Schema's `integer`, which the OpenAPI document promises,
+/// admits both.
+pub(crate) fn integer<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    use serde::{Deserialize, de::Error};
+    let number = serde_json::Number::deserialize(deserializer)?;
+    number
+        .as_i64()
+        .or_else(|| {
+            number
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && (-(2f64.powi(63))..2f64.powi(63)).contains(f))
+                .map(|f| f as i64)
+        })
+        .ok_or_else(|| D::Error::custom(format!("expected an integer, found {number}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integers_may_carry_a_zero_fraction_and_nothing_else() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Days {
+            #[serde(deserialize_with = "integer")]
+            days: i64,
+        }
+        let parse = |json: &str| serde_json::from_str::<Days>(json).map(|d| d.days);
+        assert_eq!(parse(r#"{"days": 7}"#).unwrap(), 7);
+        assert_eq!(parse(r#"{"days": 7.0}"#).unwrap(), 7);
+        assert_eq!(parse(r#"{"days": -3.0}"#).unwrap(), -3);
+        assert_eq!(parse(r#"{"days": 1e3}"#).unwrap(), 1000);
+        for bad in [
+            r#"{"days": 7.5}"#,
+            r#"{"days": "7"}"#,
+            r#"{"days": null}"#,
+            r#"{"days": 1e300}"#,
+            r#"{"days": 18446744073709551615}"#,
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn the_document_is_openapi_3_1_and_names_every_operation() {
@@ -207,5 +247,16 @@ mod tests {
             document["components"]["securitySchemes"]["bearer"]["scheme"],
             "bearer"
         );
+        let mut ids: Vec<&str> = document["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|item| item.as_object().unwrap().values())
+            .map(|operation| operation["operationId"].as_str().unwrap())
+            .collect();
+        let count = ids.len();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), count, "operation ids must be unique: {ids:?}");
     }
 }

@@ -33,10 +33,12 @@ pub const MAX_PAGE: usize = 1000;
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only paths starting with this.
+    #[param(example = "photos/")]
     pub prefix: Option<String>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Objects per page, 1 to 1000 (default 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 
@@ -111,7 +113,7 @@ pub(super) fn key_of(
 
 /// Lists the caller's objects.
 #[utoipa::path(
-    get, path = "/v1/objects", tag = "objects",
+    get, path = "/v1/objects", tag = "objects", operation_id = "listObjects",
     params(ListQuery),
     responses(
         (status = 200, description = "A page of objects", body = ObjectList),
@@ -170,8 +172,9 @@ pub async fn list(
 /// One of the caller's objects, with a download URL. An archived object must
 /// be restored first (`POST /v1/restores`).
 #[utoipa::path(
-    get, path = "/v1/objects/{path}", tag = "objects",
-    params(("path" = String, Path, description = "The object's path; slashes need not be encoded")),
+    get, path = "/v1/objects/{path}", tag = "objects", operation_id = "getObject",
+    params(("path" = String, Path, min_length = 1, example = "photos/cat.jpg",
+            description = "The object's path; slashes need not be encoded")),
     responses(
         (status = 200, description = "The object and its download URL", body = ObjectDownload),
         (status = 400, description = "Invalid path", body = Problem, content_type = "application/problem+json"),
@@ -208,11 +211,13 @@ pub async fn show(
         ),
     };
     let ttl = state.settings.download_ttl();
+    // Presigning fails when no credentials can be had (its lifetime is
+    // checked at startup): retrying later may succeed.
     let download_url = state
         .objects
         .download_url(&key, &headers, ttl)
         .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
+        .map_err(|e| ApiError::Unavailable(e.into()))?;
     let object = head.object;
     let event = ObjectAccessedV1 {
         meta: EventMeta::new(caller.user.as_str(), TraceContext::default()),
@@ -239,8 +244,9 @@ pub async fn show(
 
 /// Deletes one of the caller's objects. Deleting a missing object succeeds.
 #[utoipa::path(
-    delete, path = "/v1/objects/{path}", tag = "objects",
-    params(("path" = String, Path, description = "The object's path; slashes need not be encoded")),
+    delete, path = "/v1/objects/{path}", tag = "objects", operation_id = "deleteObject",
+    params(("path" = String, Path, min_length = 1, example = "photos/old.jpg",
+            description = "The object's path; slashes need not be encoded")),
     responses(
         (status = 204, description = "The object is gone"),
         (status = 400, description = "Invalid path", body = Problem, content_type = "application/problem+json"),

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use stowage_events::{EventMeta, RestoreRequestedV1, TraceContext};
 use utoipa::ToSchema;
 
-use super::{AppState, bad_json};
+use super::{AppState, bad_json, integer};
 use crate::{
     auth::Caller,
     domain::keys::{UserPath, object_key},
@@ -26,8 +26,11 @@ pub const MAX_RESTORE_DAYS: i64 = 365;
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateRestore {
     /// The archived object's path.
+    #[schema(min_length = 1, example = "archive/2019/taxes.pdf")]
     pub path: String,
     /// How long the restored copy stays readable, 1 to 365 days.
+    #[schema(minimum = 1, maximum = 365, example = 7)]
+    #[serde(deserialize_with = "integer")]
     pub days: i64,
 }
 
@@ -45,7 +48,7 @@ pub struct RestoreAccepted {
 
 /// Requests the restore of one of the caller's archived objects.
 #[utoipa::path(
-    post, path = "/v1/restores", tag = "objects",
+    post, path = "/v1/restores", tag = "objects", operation_id = "createRestore",
     request_body = CreateRestore,
     responses(
         (status = 202, description = "The restore will start", body = RestoreAccepted),

@@ -3,7 +3,14 @@
 
 use std::time::Duration;
 
-use axum::{Json, extract::State, extract::rejection::JsonRejection, http::StatusCode};
+use axum::{
+    Json,
+    extract::{
+        Path, State,
+        rejection::{JsonRejection, PathRejection},
+    },
+    http::StatusCode,
+};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use opentelemetry::KeyValue;
 use serde::{Deserialize, Serialize};
@@ -13,7 +20,7 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{AppState, bad_json};
+use super::{AppState, bad_json, integer};
 use crate::{
     auth::Caller,
     domain::{
@@ -28,11 +35,19 @@ use crate::{
 /// An upload request.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateUpload {
-    /// Where the file goes, relative to the caller's own folder.
+    /// Where the file goes, relative to the caller's own folder: segments
+    /// joined by `/`, none empty, `.` or `..`, without backslashes or control
+    /// characters, at most 880 bytes of UTF-8 once NFC-normalised.
+    #[schema(min_length = 1, example = "photos/cat.jpg")]
     pub path: String,
-    /// The file's size in bytes; the grant accepts files up to this size.
+    /// The file's size in bytes, at most the deployment's largest upload
+    /// (5 GiB, S3's limit, unless configured lower); the grant accepts files
+    /// up to this size.
+    #[schema(minimum = 1, maximum = 5_368_709_120_i64, example = 12345)]
+    #[serde(deserialize_with = "integer")]
     pub size: i64,
     /// The file's content type; one of the deployment's allowed types.
+    #[schema(example = "image/jpeg")]
     pub content_type: String,
 }
 
@@ -58,15 +73,21 @@ const MAX_RESERVE_ATTEMPTS: usize = 200;
 
 /// Reserves quota for one upload and signs an S3 POST policy for it.
 #[utoipa::path(
-    post, path = "/v1/uploads", tag = "uploads",
+    post, path = "/v1/uploads", tag = "uploads", operation_id = "createUpload",
     request_body = CreateUpload,
     responses(
-        (status = 201, description = "The grant: POST `fields` and the file to `url`", body = UploadGrant),
+        (status = 201, description = "The grant: POST `fields` and the file to `url`", body = UploadGrant,
+            links(("getUpload" = (
+                operation_id = "getUpload",
+                parameters(("grant_id" = "$response.body#/grant_id")),
+                description = "Where the grant stands",
+            )))),
         (status = 400, description = "Invalid path, size or body", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Over quota (`quota-exceeded`, with the caller's usage)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Content type not allowed", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many requests or outstanding grants; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests (`rate-limited`) or outstanding grants (`too-many-grants`)", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "`rate-limited`: seconds to wait"))),
         (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -131,8 +152,9 @@ async fn issue(
     let now = OffsetDateTime::now_utc();
     let now = now.replace_nanosecond(0).unwrap_or(now);
     let expires_at = now + settings.grant_ttl();
+    let grant_id = Uuid::new_v4();
     let grant = GrantRecord {
-        grant_id: Uuid::new_v4().to_string(),
+        grant_id: grant_id.to_string(),
         user_id: caller.user.to_string(),
         key: key.clone(),
         max_size: size,
@@ -151,11 +173,7 @@ async fn issue(
             tracing::warn!(error = format!("{error:#}"), grant_id = %rejected.grant_id, "could not record a refused grant");
         }
         tracing::info!(user = %caller.user, grant_id = %rejected.grant_id, ?refusal, "grant refused");
-        return Err(ApiError::Refused {
-            grant_id: Uuid::parse_str(&rejected.grant_id)
-                .map_err(|e| ApiError::Internal(e.into()))?,
-            refusal,
-        });
+        return Err(ApiError::Refused { grant_id, refusal });
     }
 
     let policy = UploadPolicy {
@@ -165,12 +183,13 @@ async fn issue(
         max_size: size,
         expires_at,
     };
+    // Signing fails when no credentials can be had: retrying later may
+    // succeed.
     let signed = state
         .signer
         .sign(&policy, now)
         .await
-        .map_err(ApiError::Internal)?;
-    let grant_id = Uuid::parse_str(&grant.grant_id).map_err(|e| ApiError::Internal(e.into()))?;
+        .map_err(ApiError::Unavailable)?;
     publish_granted(&state, &caller.user, grant_id, &policy).await;
     tracing::info!(user = %caller.user, %grant_id, size, "grant issued");
 
@@ -280,8 +299,8 @@ pub struct GrantStatus {
 /// One of the caller's upload grants; any other id, including another
 /// user's grant, is not found.
 #[utoipa::path(
-    get, path = "/v1/uploads/{grant_id}", tag = "uploads",
-    params(("grant_id" = String, Path, description = "The grant's id")),
+    get, path = "/v1/uploads/{grant_id}", tag = "uploads", operation_id = "getUpload",
+    params(("grant_id" = Uuid, Path, description = "The grant's id")),
     responses(
         (status = 200, description = "Where the grant stands", body = GrantStatus),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
@@ -293,9 +312,13 @@ pub struct GrantStatus {
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
-    axum::extract::Path(grant_id): axum::extract::Path<String>,
+    grant_id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<GrantStatus>, ApiError> {
-    let grant_id = Uuid::parse_str(&grant_id).map_err(|_| ApiError::NotFound)?;
+    // An id that is not even text (bad percent-encoding) names no grant either.
+    let grant_id = grant_id
+        .ok()
+        .and_then(|Path(id)| Uuid::parse_str(&id).ok())
+        .ok_or(ApiError::NotFound)?;
     let grant = state
         .store
         .grant(&grant_id.to_string())

@@ -31,7 +31,7 @@ pub struct Usage {
 
 /// The caller's usage, quota and estimated storage cost.
 #[utoipa::path(
-    get, path = "/v1/usage", tag = "usage",
+    get, path = "/v1/usage", tag = "usage", operation_id = "getUsage",
     responses(
         (status = 200, description = "The caller's usage", body = Usage),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
