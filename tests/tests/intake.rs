@@ -339,16 +339,8 @@ async fn grant_requests_beyond_the_rate_get_429_with_retry_after() {
     for i in 0..3 {
         assert_eq!(system.grant(&token, &body(i)).await.status, 201);
     }
-    // The burst is spent and the rate refills one grant a second. The three
-    // above can take over a second on a busy machine, so the next grant
-    // alone may be admitted; of ten sent at once, some are refused.
-    let bodies: Vec<Value> = (3..13).map(body).collect();
-    let replies = futures::future::join_all(bodies.iter().map(|b| system.grant(&token, b))).await;
-    let admitted = replies.iter().filter(|r| r.status == 201).count();
-    let limited = replies
-        .into_iter()
-        .find(|r| r.status != 201)
-        .expect("some grants beyond the rate are refused");
+    // The burst is spent; at one grant a minute the next is refused.
+    let limited = system.grant(&token, &body(3)).await;
     assert_eq!(limited.status, 429, "{}", limited.body);
     assert_eq!(limited.body["type"], "/problems/rate-limited");
     let retry_after: u64 = limited.headers["retry-after"]
@@ -361,10 +353,7 @@ async fn grant_requests_beyond_the_rate_get_429_with_retry_after() {
     assert_eq!(limited.body["retry_after"], retry_after);
     let other = system.token("grace");
     assert_eq!(system.grant(&other, &body(0)).await.status, 201);
-    assert_eq!(
-        system.usage(&token).await["reserved_bytes"],
-        10 * (3 + admitted)
-    );
+    assert_eq!(system.usage(&token).await["reserved_bytes"], 30);
     system.stop().await;
 }
 
