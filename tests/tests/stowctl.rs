@@ -144,8 +144,17 @@ async fn poison_messages_show_in_queues_and_peek_and_redrive_moves_them_back() {
                 && m["message_id"] == usage.message_id.as_str()
                 && m["receive_count"].as_u64() == usage.receive_count)
     );
-    // A peek consumes nothing.
-    assert_eq!(queue_depth(&sqs, &ledger_dlq).await.expect("depth"), 2);
+    // A peek consumes nothing and leaves every message visible.
+    let rows = queues::status(&sqs, &queues).await.expect("queues");
+    let dlq_row = rows
+        .iter()
+        .find(|r| r.consumer == Consumer::Ledger && r.role == queues::Role::Dlq)
+        .expect("a ledger DLQ row");
+    assert_eq!((dlq_row.visible, dlq_row.in_flight), (2, 0));
+    let one = queues::peek(&sqs, &queues, Consumer::Ledger, 1)
+        .await
+        .expect("dlq peek -n 1");
+    assert_eq!((one.messages.len(), one.visible), (1, 2));
 
     let mut reports = Vec::new();
     let redrive = queues::redrive(

@@ -91,12 +91,14 @@ enum Dlq {
     /// (detail-type, version, source, user, key), with their receive count
     /// and message id, without consuming them.
     ///
-    /// Each message is received with visibility timeout 0, so it is visible
-    /// again at once; this increments its receive count, which is harmless
-    /// in a dead-letter queue (it has no redrive policy of its own). SQS
-    /// returns a sample on each receive, so with many messages a peek may
-    /// show fewer than -n. A body that is not an EventBridge event is shown
-    /// as undecodable (--json carries the reason and the body).
+    /// Messages are received in batches of up to 10, each batch hidden for
+    /// 30 s so that the next receive returns others, and all of them are made
+    /// visible again (ChangeMessageVisibility to 0) before stowctl exits;
+    /// nothing is deleted. Each peek adds one to the messages' receive
+    /// counts, which is harmless in a dead-letter queue (it has no redrive
+    /// policy of its own). If stowctl is interrupted, the messages it saw
+    /// reappear after the 30 s. A body that is not an EventBridge event is
+    /// shown as undecodable (--json carries the reason and the body).
     #[command(verbatim_doc_comment)]
     Peek {
         /// The consumer whose dead letters to show.

@@ -249,19 +249,21 @@ async fn counts(sqs: &Client, url: &str, what: &str) -> anyhow::Result<(u64, u64
     ))
 }
 
-/// Receives up to ten messages without hiding them (visibility timeout 0), so
-/// they are visible again at once. Each receive counts towards the message's
+/// Receives up to `max` messages (at most 10), hidden for `hide` seconds
+/// (0: visible again at once). Each receive counts towards the message's
 /// `ApproximateReceiveCount`.
-async fn glance(
+async fn receive(
     sqs: &Client,
     url: &str,
     what: &str,
+    max: i32,
+    hide: i32,
 ) -> anyhow::Result<Vec<aws_sdk_sqs::types::Message>> {
     Ok(sqs
         .receive_message()
         .queue_url(url)
-        .max_number_of_messages(10)
-        .visibility_timeout(0)
+        .max_number_of_messages(max.clamp(1, 10))
+        .visibility_timeout(hide)
         .wait_time_seconds(1)
         .message_system_attribute_names(MessageSystemAttributeName::All)
         .send()
@@ -269,6 +271,37 @@ async fn glance(
         .map_err(|e| failed("ReceiveMessage", what, e))?
         .messages
         .unwrap_or_default())
+}
+
+/// Makes received messages visible again at once.
+async fn release(sqs: &Client, url: &str, what: &str, handles: &[String]) -> anyhow::Result<()> {
+    let mut refused = 0;
+    for chunk in handles.chunks(10) {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, handle)| {
+                aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(handle)
+                    .visibility_timeout(0)
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let outcome = sqs
+            .change_message_visibility_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| failed("ChangeMessageVisibilityBatch", what, e))?;
+        refused += outcome.failed().len();
+    }
+    anyhow::ensure!(
+        refused == 0,
+        "ChangeMessageVisibilityBatch on {what} refused {refused} message(s): they become visible again after {PEEK_HIDE_SECONDS} s"
+    );
+    Ok(())
 }
 
 fn system_attribute(
@@ -302,7 +335,7 @@ pub async fn status(sqs: &Client, queues: &Queues) -> anyhow::Result<Vec<QueueSt
         let (visible, in_flight) = counts(sqs, &resolved.dlq_url, &what).await?;
         let oldest_age_seconds = if visible > 0 {
             let now = now_millis();
-            glance(sqs, &resolved.dlq_url, &what)
+            receive(sqs, &resolved.dlq_url, &what, 10, 0)
                 .await?
                 .iter()
                 .filter_map(|m| system_attribute(m, MessageSystemAttributeName::SentTimestamp))
@@ -432,12 +465,17 @@ pub struct Peek {
     pub messages: Vec<DeadLetter>,
 }
 
+/// How long a peek hides the messages it has seen, so that its next receive
+/// returns others; they are made visible again as soon as the peek is done.
+const PEEK_HIDE_SECONDS: i32 = 30;
+
 /// Up to `limit` messages of a consumer's dead-letter queue, left in place.
 ///
-/// Each is received with visibility timeout 0, so it is visible again at once
-/// (and its receive count goes up by one). SQS returns a sample of a queue on
-/// each receive; this keeps receiving until `limit` distinct messages were
-/// seen or a receive brings no new one.
+/// Messages are received in batches of up to ten, each batch hidden for
+/// [`PEEK_HIDE_SECONDS`] so the next receive returns others (with visibility
+/// timeout 0, LocalStack keeps returning the same ten), and all of them are
+/// made visible again (`ChangeMessageVisibility` to 0) before this returns.
+/// Each peek adds one to the messages' receive counts.
 pub async fn peek(
     sqs: &Client,
     queues: &Queues,
@@ -449,14 +487,26 @@ pub async fn peek(
     let (visible, _) = counts(sqs, &resolved.dlq_url, &what).await?;
     let mut seen = HashSet::new();
     let mut messages = Vec::new();
+    let mut handles = Vec::new();
+    let mut outcome = Ok(());
     while messages.len() < limit {
-        let mut new = 0;
-        for message in glance(sqs, &resolved.dlq_url, &what).await? {
+        let wanted = (limit - messages.len()).min(10) as i32;
+        let batch = match receive(sqs, &resolved.dlq_url, &what, wanted, PEEK_HIDE_SECONDS).await {
+            Ok(batch) => batch,
+            Err(error) => {
+                outcome = Err(error);
+                break;
+            }
+        };
+        if batch.is_empty() {
+            break;
+        }
+        for message in batch {
+            handles.extend(message.receipt_handle().map(str::to_string));
             let id = message.message_id().unwrap_or_default().to_string();
             if messages.len() == limit || !seen.insert(id.clone()) {
                 continue;
             }
-            new += 1;
             let mut letter = DeadLetter::decode(id, message.body().unwrap_or_default().into());
             letter.receive_count = system_attribute(
                 &message,
@@ -471,10 +521,11 @@ pub async fn peek(
                 });
             messages.push(letter);
         }
-        if new == 0 {
-            break;
-        }
     }
+    // Release what was seen even when a receive failed.
+    let released = release(sqs, &resolved.dlq_url, &what, &handles).await;
+    outcome?;
+    released?;
     Ok(Peek {
         consumer,
         dlq_url: resolved.dlq_url,
