@@ -4,12 +4,13 @@
 //! `make dev`) exists in the current directory or above, it fills in whatever
 //! the environment does not set, so the tool reaches the local stack as is.
 
-use std::path::PathBuf;
+use std::{io::IsTerminal, path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::json;
+use stowctl::queues::{self, Consumer, Queues};
 
 #[derive(Debug, Parser)]
 #[command(name = "stowctl", about = "Operate a Stowage deployment", version)]
@@ -51,6 +52,82 @@ enum Command {
         #[arg(long)]
         fix: bool,
         /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show every consumer's queue and dead-letter queue: messages visible
+    /// (waiting) and in flight (received, not yet deleted), and for
+    /// dead-letter queues the age of the oldest message.
+    ///
+    /// Queue URLs come from STOWAGE_INTAKE_QUEUE_URL, STOWAGE_LEDGER_QUEUE_URL
+    /// and STOWAGE_LIFECYCLE_QUEUE_URL; each dead-letter queue is the one the
+    /// queue's RedrivePolicy names. The counts are SQS's approximate ones.
+    ///
+    /// Age: SQS reports no age for a standard queue except through
+    /// CloudWatch's ApproximateAgeOfOldestMessage. For a dead-letter queue,
+    /// stowctl receives a sample of up to 10 messages with visibility timeout
+    /// 0 (they stay available; their receive counts go up by one) and shows
+    /// the time since the oldest of them was first sent (SentTimestamp): with
+    /// more than 10 dead letters it may miss the very oldest. The consumers'
+    /// own queues are not sampled, because each receive there counts towards
+    /// maxReceiveCount and could dead-letter a message: their age shows as
+    /// "-"; read it in CloudWatch.
+    #[command(verbatim_doc_comment)]
+    Queues {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect or redrive a consumer's dead-letter queue.
+    Dlq {
+        #[command(subcommand)]
+        command: Dlq,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Dlq {
+    /// Show the dead-lettered messages of QUEUE's dead-letter queue, decoded
+    /// (detail-type, version, source, user, key), with their receive count
+    /// and message id, without consuming them.
+    ///
+    /// Messages are received in batches of up to 10, each batch hidden for
+    /// 30 s so that the next receive returns others, and all of them are made
+    /// visible again (ChangeMessageVisibility to 0) before stowctl exits;
+    /// nothing is deleted. Each peek adds one to the messages' receive
+    /// counts, which is harmless in a dead-letter queue (it has no redrive
+    /// policy of its own). If stowctl is interrupted, the messages it saw
+    /// reappear after the 30 s. A body that is not an EventBridge event is
+    /// shown as undecodable (--json carries the reason and the body).
+    #[command(verbatim_doc_comment)]
+    Peek {
+        /// The consumer whose dead letters to show.
+        queue: Consumer,
+        /// How many messages to show at most.
+        #[arg(short, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+        n: u16,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move every message of QUEUE's dead-letter queue back to QUEUE with an
+    /// SQS message move task (StartMessageMoveTask), wait until it ends
+    /// (ListMessageMoveTasks, showing progress on a terminal) and report how
+    /// many were moved. Fix the cause first, or they come back.
+    ///
+    /// Needs sqs:StartMessageMoveTask, sqs:ListMessageMoveTasks,
+    /// sqs:ReceiveMessage, sqs:DeleteMessage and sqs:GetQueueAttributes on
+    /// the dead-letter queue and sqs:SendMessage on QUEUE. Exits 1 when the
+    /// task fails or is cancelled.
+    #[command(verbatim_doc_comment)]
+    Redrive {
+        /// The consumer whose dead letters to move back.
+        queue: Consumer,
+        /// At most this many messages a second (1-500; default: as fast as
+        /// SQS moves them).
+        #[arg(long, value_parser = clap::value_parser!(i32).range(1..=500))]
+        rate: Option<i32>,
+        /// Print JSON instead of a sentence.
         #[arg(long)]
         json: bool,
     },
@@ -188,6 +265,80 @@ fn print_report(report: &stowage_ledger::reconcile::Report) {
     }
 }
 
+async fn sqs() -> aws_sdk_sqs::Client {
+    stowage_shared::aws::sqs(&stowage_shared::aws::load().await)
+}
+
+fn configured_queues() -> Queues {
+    Queues::from_settings(|name| std::env::var(name).ok())
+}
+
+async fn show_queues(json: bool) -> anyhow::Result<bool> {
+    let rows = queues::status(&sqs().await, &configured_queues()).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!("{}", queues::status_table(&rows));
+    }
+    Ok(true)
+}
+
+async fn dlq(command: Dlq) -> anyhow::Result<bool> {
+    let sqs = sqs().await;
+    let queues = configured_queues();
+    match command {
+        Dlq::Peek { queue, n, json } => {
+            let peek = queues::peek(&sqs, &queues, queue, n.into()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&peek)?);
+            } else {
+                println!("{}", queues::peek_table(&peek));
+            }
+            Ok(true)
+        }
+        Dlq::Redrive { queue, rate, json } => {
+            let bar = (std::io::stdout().is_terminal() && !json).then(|| {
+                let bar = indicatif::ProgressBar::new_spinner();
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{spinner} {msg} [{elapsed}] {wide_bar} {pos}/{len}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                bar.set_message(format!("moving the {queue} dead letters back"));
+                bar.enable_steady_tick(Duration::from_millis(120));
+                bar
+            });
+            let outcome = queues::redrive(
+                &sqs,
+                &queues,
+                queue,
+                rate,
+                Duration::from_secs(1),
+                |progress| {
+                    if let Some(bar) = &bar {
+                        if let Some(total) = progress.to_move {
+                            bar.set_length(total.max(progress.moved).max(0) as u64);
+                        }
+                        bar.set_position(progress.moved.max(0) as u64);
+                    }
+                },
+            )
+            .await;
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            let outcome = outcome?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&outcome)?);
+            } else {
+                println!("{}", queues::redrive_summary(&outcome));
+            }
+            Ok(outcome.completed())
+        }
+    }
+}
+
 fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     if let Some(file) = cli.env_file.clone().or_else(default_env_file) {
@@ -202,6 +353,8 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         Command::Reconcile { user, fix, json } => {
             runtime()?.block_on(reconcile(user, fix, json))?
         }
+        Command::Queues { json } => runtime()?.block_on(show_queues(json))?,
+        Command::Dlq { command } => runtime()?.block_on(dlq(command))?,
     };
     Ok(if ok {
         std::process::ExitCode::SUCCESS

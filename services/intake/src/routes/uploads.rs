@@ -164,7 +164,7 @@ async fn issue(
         created_at: now,
         expires_at,
     };
-    if let Err(refusal) = reserve(&state, &caller.user, &grant).await? {
+    if let Err(refusal) = reserve(state, &caller.user, &grant).await? {
         let rejected = GrantRecord {
             state: GrantState::Rejected,
             ..grant
@@ -190,7 +190,7 @@ async fn issue(
         .sign(&policy, now)
         .await
         .map_err(ApiError::Unavailable)?;
-    publish_granted(&state, &caller.user, grant_id, &policy).await;
+    publish_granted(state, &caller.user, grant_id, &policy).await;
     tracing::info!(user = %caller.user, %grant_id, size, "grant issued");
 
     Ok((

@@ -1,0 +1,9 @@
+//! stowctl's operations, as functions that return what the commands print, so
+//! that the end-to-end tests check the same tables and JSON an operator sees.
+//! `main.rs` parses the command line and prints.
+//!
+//! # Layout
+//! - [`queues`]: the consumers' queues and dead-letter queues (`queues`,
+//!   `dlq peek`, `dlq redrive`).
+
+pub mod queues;

@@ -1,0 +1,250 @@
+//! stowctl's queue commands against the emulators: a poison message shows in
+//! `queues` and `dlq peek`, and `dlq redrive` moves it back.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use stowage_e2e::{Parts, System, eventually, queue_depth};
+use stowctl::queues::{self, Consumer, Queues};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn poison_messages_show_in_queues_and_peek_and_redrive_moves_them_back() {
+    // No ledger runs: the test receives the poison itself, as a consumer that
+    // keeps failing does, so that nothing else takes the messages redrive
+    // moves back. (tests/ledger.rs shows the ledger dead-lettering poison.)
+    let system = System::start_parts(
+        &[],
+        Parts {
+            ledger: false,
+            lifecycle: false,
+        },
+    )
+    .await
+    .expect("system starts");
+    let stack = system.stack.clone();
+    let sqs = system.sqs.clone();
+    let ledger_queue = stack.get("STOWAGE_LEDGER_QUEUE_URL").to_string();
+    let ledger_dlq = stack.get("STOWAGE_LEDGER_DLQ_URL").to_string();
+    system
+        .send(
+            &ledger_queue,
+            &[
+                "this is not JSON".to_string(),
+                r#"{"version":"0","id":"x","detail-type":"UsageChanged.v9","source":"stowage.ledger","time":"2026-11-23T10:00:00Z","detail":{"user_id":"ivy","key":"users/ivy/poison.txt"}}"#
+                    .to_string(),
+            ],
+        )
+        .await;
+    eventually(
+        Duration::from_secs(60),
+        "both poison messages in the ledger DLQ",
+        || async {
+            // Received and released at once, until maxReceiveCount is spent.
+            sqs.receive_message()
+                .queue_url(&ledger_queue)
+                .max_number_of_messages(10)
+                .visibility_timeout(0)
+                .send()
+                .await
+                .expect("ReceiveMessage");
+            (queue_depth(&sqs, &ledger_dlq).await.expect("depth") == 2).then_some(())
+        },
+    )
+    .await;
+
+    let queues = Queues::from_settings(|name| stack.settings.get(name).cloned());
+
+    let rows = queues::status(&sqs, &queues).await.expect("queues");
+    assert_eq!(rows.len(), 6, "three queues and their DLQs: {rows:?}");
+    let dlq_row = rows
+        .iter()
+        .find(|r| r.consumer == Consumer::Ledger && r.role == queues::Role::Dlq)
+        .expect("a ledger DLQ row");
+    assert_eq!((dlq_row.visible, dlq_row.in_flight), (2, 0));
+    assert_eq!(dlq_row.url, ledger_dlq);
+    assert!(dlq_row.oldest_age_seconds.is_some());
+    for row in rows.iter().filter(|r| r.role == queues::Role::Queue) {
+        assert_eq!(row.oldest_age_seconds, None, "{row:?}");
+    }
+    let table = queues::status_table(&rows);
+    let line = table
+        .lines()
+        .find(|l| l.contains("ledger DLQ"))
+        .unwrap_or_else(|| panic!("no ledger DLQ line in\n{table}"));
+    assert!(
+        line.contains(&format!("{}-ledger-dlq", stack.name)),
+        "{line}"
+    );
+    let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+    assert_eq!(cells[3..5], ["2", "0"], "{line}");
+    let json: Value = serde_json::to_value(&rows).expect("JSON");
+    assert_eq!(json[3]["consumer"], "ledger");
+    assert_eq!(json[3]["role"], "dlq");
+    assert_eq!(json[3]["visible"], 2);
+
+    let peek = queues::peek(&sqs, &queues, Consumer::Ledger, 10)
+        .await
+        .expect("dlq peek");
+    assert_eq!(peek.messages.len(), 2, "{peek:?}");
+    let junk = peek
+        .messages
+        .iter()
+        .find(|m| m.undecodable.is_some())
+        .expect("the body that is not JSON");
+    assert_eq!(junk.body, "this is not JSON");
+    let usage = peek
+        .messages
+        .iter()
+        .find(|m| m.undecodable.is_none())
+        .expect("the event of an unknown version");
+    assert_eq!(usage.detail_type.as_deref(), Some("UsageChanged.v9"));
+    assert_eq!(usage.version.as_deref(), Some("9"));
+    assert_eq!(usage.source.as_deref(), Some("stowage.ledger"));
+    assert_eq!(usage.user.as_deref(), Some("ivy"));
+    assert_eq!(usage.key.as_deref(), Some("users/ivy/poison.txt"));
+    // Dead-lettered after maxReceiveCount (5) receives, plus this peek's.
+    assert!(usage.receive_count.unwrap_or(0) > 5, "{usage:?}");
+
+    let table = queues::peek_table(&peek);
+    let junk_line = table
+        .lines()
+        .find(|l| l.contains(&junk.message_id))
+        .unwrap_or_else(|| panic!("no line for the junk message in\n{table}"));
+    assert!(
+        junk_line.contains("(undecodable) this is not JSON"),
+        "{junk_line}"
+    );
+    let usage_line = table
+        .lines()
+        .find(|l| l.contains(&usage.message_id))
+        .unwrap_or_else(|| panic!("no line for the event in\n{table}"));
+    for cell in [
+        "UsageChanged.v9",
+        "stowage.ledger",
+        "ivy",
+        "users/ivy/poison.txt",
+    ] {
+        assert!(usage_line.contains(cell), "{cell} missing in {usage_line}");
+    }
+    assert!(table.ends_with("2 of about 2 message(s) in the ledger dead-letter queue."));
+    let json: Value = serde_json::to_value(&peek).expect("JSON");
+    assert_eq!(json["consumer"], "ledger");
+    let messages = json["messages"].as_array().expect("messages");
+    assert!(messages.iter().any(|m| m["undecodable"].is_string()
+        && m["body"] == "this is not JSON"
+        && m["detail_type"].is_null()));
+    assert!(
+        messages
+            .iter()
+            .any(|m| m["detail_type"] == "UsageChanged.v9"
+                && m["version"] == "9"
+                && m["source"] == "stowage.ledger"
+                && m["user"] == "ivy"
+                && m["key"] == "users/ivy/poison.txt"
+                && m["message_id"] == usage.message_id.as_str()
+                && m["receive_count"].as_u64() == usage.receive_count)
+    );
+    // A peek consumes nothing and leaves every message visible.
+    let rows = queues::status(&sqs, &queues).await.expect("queues");
+    let dlq_row = rows
+        .iter()
+        .find(|r| r.consumer == Consumer::Ledger && r.role == queues::Role::Dlq)
+        .expect("a ledger DLQ row");
+    assert_eq!((dlq_row.visible, dlq_row.in_flight), (2, 0));
+    let one = queues::peek(&sqs, &queues, Consumer::Ledger, 1)
+        .await
+        .expect("dlq peek -n 1");
+    assert_eq!((one.messages.len(), one.visible), (1, 2));
+
+    let mut reports = Vec::new();
+    let redrive = queues::redrive(
+        &sqs,
+        &queues,
+        Consumer::Ledger,
+        None,
+        Duration::from_millis(200),
+        |p| reports.push(p),
+    )
+    .await
+    .expect("dlq redrive");
+    assert!(redrive.completed(), "{redrive:?}");
+    assert_eq!(redrive.moved, 2);
+    assert_eq!(reports.last().map(|p| p.moved), Some(2));
+    assert_eq!(
+        queues::redrive_summary(&redrive),
+        format!(
+            "Moved 2 message(s) from the ledger dead-letter queue back to {}-ledger.",
+            stack.name
+        )
+    );
+    let json: Value = serde_json::to_value(&redrive).expect("JSON");
+    assert_eq!(
+        (json["status"].as_str(), json["moved"].as_i64()),
+        (Some("COMPLETED"), Some(2))
+    );
+    assert_eq!(queue_depth(&sqs, &ledger_dlq).await.expect("depth"), 0);
+    assert_eq!(queue_depth(&sqs, &ledger_queue).await.expect("depth"), 2);
+    let mut bodies: Vec<String> = Vec::new();
+    loop {
+        let received = sqs
+            .receive_message()
+            .queue_url(&ledger_queue)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("ReceiveMessage");
+        if received.messages().is_empty() {
+            break;
+        }
+        bodies.extend(
+            received
+                .messages()
+                .iter()
+                .map(|m| m.body().unwrap_or_default().to_string()),
+        );
+    }
+    bodies.sort();
+    assert_eq!(bodies.len(), 2);
+    assert_eq!(bodies[0], "this is not JSON");
+    assert!(bodies[1].contains("UsageChanged.v9"));
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_missing_queue_is_named_with_what_to_do() {
+    let system = System::start_parts(
+        &[],
+        Parts {
+            ledger: false,
+            lifecycle: false,
+        },
+    )
+    .await
+    .expect("system starts");
+    let missing = system
+        .stack
+        .get("STOWAGE_LEDGER_QUEUE_URL")
+        .replace("-ledger", "-nonexistent");
+    let queues = Queues::new([(Consumer::Ledger, missing.clone())]);
+    let error = queues::peek(&system.sqs, &queues, Consumer::Ledger, 1)
+        .await
+        .expect_err("no such queue");
+    let text = format!("{error:#}");
+    assert!(
+        text.contains(&format!(
+            "GetQueueAttributes on the ledger queue ({missing}) failed"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("the queue does not exist"), "{text}");
+
+    let error = queues::status(&system.sqs, &queues)
+        .await
+        .expect_err("intake's queue is not configured");
+    assert!(
+        format!("{error:#}").starts_with("STOWAGE_INTAKE_QUEUE_URL is not set"),
+        "{error:#}"
+    );
+    system.stop().await;
+}
