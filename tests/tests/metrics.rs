@@ -1,0 +1,135 @@
+//! The services' OpenTelemetry metrics, read back through an in-memory
+//! exporter installed as the process's meter provider before the services
+//! start: consumer outcomes, upload violations and grant outcomes.
+
+use std::time::Duration;
+
+use opentelemetry::{KeyValue, global};
+use opentelemetry_sdk::metrics::{
+    InMemoryMetricExporter, PeriodicReader, SdkMeterProvider,
+    data::{AggregatedMetrics, MetricData},
+};
+use serde_json::json;
+use stowage_e2e::{System, eventually};
+
+/// The sum of counter `name`'s points whose attributes include `with`.
+fn counted(exporter: &InMemoryMetricExporter, name: &str, with: &[KeyValue]) -> u64 {
+    let finished = exporter.get_finished_metrics().expect("metrics readable");
+    // Counters are cumulative: the newest export holds the totals.
+    let Some(latest) = finished.last() else {
+        return 0;
+    };
+    latest
+        .scope_metrics()
+        .flat_map(|scope| scope.metrics())
+        .filter(|metric| metric.name() == name)
+        .map(|metric| match metric.data() {
+            AggregatedMetrics::U64(MetricData::Sum(sum)) => sum
+                .data_points()
+                .filter(|point| {
+                    with.iter()
+                        .all(|wanted| point.attributes().any(|kv| kv == wanted))
+                })
+                .map(|point| point.value())
+                .sum(),
+            _ => 0,
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outcomes_violations_and_grants_are_counted() {
+    let exporter = InMemoryMetricExporter::default();
+    let provider = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(exporter.clone()).build())
+        .build();
+    global::set_meter_provider(provider.clone());
+
+    let system = System::start_with(&[("default-quota-bytes", "1000")])
+        .await
+        .expect("system starts");
+    let ledger_queue = system.stack.get("STOWAGE_LEDGER_QUEUE_URL").to_string();
+    system
+        .send(&ledger_queue, &["not an event".to_string()])
+        .await;
+    let token = system.token("ivan");
+    system.put(&token, "granted.txt", vec![1; 100]).await;
+    let refused = system
+        .grant(
+            &token,
+            &json!({"path": "huge.bin", "size": 5000, "content_type": "text/plain"}),
+        )
+        .await;
+    assert_eq!(refused.status, 403);
+    system
+        .put_object("users/ivan/ungranted.txt", vec![2; 50], "STANDARD")
+        .await;
+    system.used_bytes_reach(&token, 150).await;
+
+    let flush = || {
+        let provider = provider.clone();
+        async move {
+            tokio::task::spawn_blocking(move || provider.force_flush())
+                .await
+                .expect("flush ran")
+                .expect("metrics flushed");
+        }
+    };
+    let queue_name = ledger_queue
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    eventually(
+        Duration::from_secs(60),
+        "a poison message counted",
+        || async {
+            flush().await;
+            let poison = counted(
+                &exporter,
+                "stowage.consumer.messages",
+                &[
+                    KeyValue::new("queue", queue_name.clone()),
+                    KeyValue::new("outcome", "poison"),
+                ],
+            );
+            (poison >= 1).then_some(())
+        },
+    )
+    .await;
+    flush().await;
+    let applied = counted(
+        &exporter,
+        "stowage.consumer.messages",
+        &[
+            KeyValue::new("queue", queue_name.clone()),
+            KeyValue::new("outcome", "applied"),
+        ],
+    );
+    assert_eq!(applied, 2, "two objects applied by the ledger");
+    assert_eq!(
+        counted(
+            &exporter,
+            "stowage.ledger.violations",
+            &[KeyValue::new("kind", "no_grant")]
+        ),
+        1
+    );
+    assert_eq!(
+        counted(
+            &exporter,
+            "stowage.ledger.violations",
+            &[KeyValue::new("kind", "exceeds_grant")]
+        ),
+        0
+    );
+    let grants = |outcome: &'static str| {
+        counted(
+            &exporter,
+            "stowage.intake.grants",
+            &[KeyValue::new("outcome", outcome)],
+        )
+    };
+    assert_eq!((grants("issued"), grants("quota_exceeded")), (1, 1));
+    system.stop().await;
+}
