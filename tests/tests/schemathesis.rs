@@ -131,7 +131,7 @@ async fn fuzzed_system() -> System {
     // after its first few; the quota stays the default 1 GiB, so large
     // grants are refused with 403.
     System::start_with(&[
-        ("grant-rate-per-second", "100000"),
+        ("grant-rate-per-minute", "6000000"),
         ("grant-burst", "100000"),
         ("max-outstanding-grants", "100000"),
     ])
