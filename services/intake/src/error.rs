@@ -104,6 +104,17 @@ pub struct Problem {
     pub retry_after: Option<u64>,
 }
 
+/// What every authenticated call may answer besides its own responses.
+#[derive(Debug, utoipa::IntoResponses)]
+pub enum CommonProblems {
+    /// Missing or invalid bearer token
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthenticated(Problem),
+    /// A dependency is unavailable; retry after `Retry-After`
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
+}
+
 /// A user's usage as a `quota-exceeded` problem reports it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProblemUsage {

@@ -15,7 +15,7 @@ use super::{AppState, bad_json};
 use crate::{
     auth::Caller,
     domain::keys::UserId,
-    error::{ApiError, Problem},
+    error::{ApiError, CommonProblems, Problem},
     ports::StoreError,
 };
 
@@ -47,9 +47,8 @@ const MAX_ATTEMPTS: usize = 50;
     responses(
         (status = 200, description = "The quota is in force", body = Quota),
         (status = 400, description = "Invalid user id or quota", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The token does not carry the admin claim", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+        CommonProblems,
     ),
     security(("bearer" = []))
 )]

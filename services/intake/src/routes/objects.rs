@@ -21,7 +21,7 @@ use crate::{
         download::{attachment, safe_content_type},
         keys::{PathPrefix, UserId, UserPath, object_key, path_of, user_prefix},
     },
-    error::{ApiError, Problem},
+    error::{ApiError, CommonProblems, Problem},
     ports::{DownloadHeaders, StoredObject},
 };
 
@@ -118,8 +118,7 @@ pub(super) fn key_of(
     responses(
         (status = 200, description = "A page of objects", body = ObjectList),
         (status = 400, description = "Bad prefix, cursor or limit", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+        CommonProblems,
     ),
     security(("bearer" = []))
 )]
@@ -178,10 +177,9 @@ pub async fn list(
     responses(
         (status = 200, description = "The object and its download URL", body = ObjectDownload),
         (status = 400, description = "Invalid path", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such object", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The object is archived; the problem carries its restore state", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+        CommonProblems,
     ),
     security(("bearer" = []))
 )]
@@ -250,8 +248,7 @@ pub async fn show(
     responses(
         (status = 204, description = "The object is gone"),
         (status = 400, description = "Invalid path", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+        CommonProblems,
     ),
     security(("bearer" = []))
 )]

@@ -15,7 +15,7 @@ use super::{AppState, bad_json, integer};
 use crate::{
     auth::Caller,
     domain::keys::{UserPath, object_key},
-    error::{ApiError, Problem},
+    error::{ApiError, CommonProblems, Problem},
     ports::Readability,
 };
 
@@ -53,10 +53,9 @@ pub struct RestoreAccepted {
     responses(
         (status = 202, description = "The restore will start", body = RestoreAccepted),
         (status = 400, description = "Invalid path or days", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such object", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The object is not archived", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+        CommonProblems,
     ),
     security(("bearer" = []))
 )]

@@ -28,7 +28,7 @@ use crate::{
         policy::UploadPolicy,
         quota::{Refusal, ReservationRequest},
     },
-    error::{ApiError, Problem},
+    error::{ApiError, CommonProblems, Problem},
     ports::{GrantRecord, GrantState, StoreError},
 };
 
@@ -83,12 +83,11 @@ const MAX_RESERVE_ATTEMPTS: usize = 200;
                 description = "Where the grant stands",
             )))),
         (status = 400, description = "Invalid path, size or body", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Over quota (`quota-exceeded`, with the caller's usage)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Content type not allowed", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many requests (`rate-limited`) or outstanding grants (`too-many-grants`)", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "`rate-limited`: seconds to wait"))),
-        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+        CommonProblems,
     ),
     security(("bearer" = []))
 )]
@@ -303,9 +302,8 @@ pub struct GrantStatus {
     params(("grant_id" = Uuid, Path, description = "The grant's id")),
     responses(
         (status = 200, description = "Where the grant stands", body = GrantStatus),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such grant of the caller's", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+        CommonProblems,
     ),
     security(("bearer" = []))
 )]

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use crate::{
     auth::Caller,
-    error::{ApiError, Problem},
+    error::{ApiError, CommonProblems},
 };
 
 /// The caller's usage.
@@ -34,8 +34,7 @@ pub struct Usage {
     get, path = "/v1/usage", tag = "usage", operation_id = "getUsage",
     responses(
         (status = 200, description = "The caller's usage", body = Usage),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is unavailable", body = Problem, content_type = "application/problem+json"),
+        CommonProblems,
     ),
     security(("bearer" = []))
 )]
