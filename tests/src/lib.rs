@@ -90,6 +90,19 @@ pub struct Parts {
     pub lifecycle: bool,
 }
 
+impl Parts {
+    /// Intake and the ledger; lifecycle's queue is left for the test to read.
+    pub const WITHOUT_LIFECYCLE: Self = Self {
+        ledger: true,
+        lifecycle: false,
+    };
+    /// Intake alone; every consumer queue is left for the test to read.
+    pub const INTAKE_ONLY: Self = Self {
+        ledger: false,
+        lifecycle: false,
+    };
+}
+
 impl Default for Parts {
     fn default() -> Self {
         Self {

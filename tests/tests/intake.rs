@@ -189,15 +189,9 @@ async fn events(system: &System, queue: &str, detail_type: &str, count: usize) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn archived_objects_answer_409_until_restored_and_restores_are_published() {
-    let system = System::start_parts(
-        &[],
-        stowage_e2e::Parts {
-            ledger: true,
-            lifecycle: false,
-        },
-    )
-    .await
-    .expect("system starts");
+    let system = System::start_parts(&[], stowage_e2e::Parts::WITHOUT_LIFECYCLE)
+        .await
+        .expect("system starts");
     let token = system.token("carol");
     system
         .put_object("users/carol/old/2019.zip", vec![1; 300], "GLACIER")
@@ -252,15 +246,9 @@ async fn archived_objects_answer_409_until_restored_and_restores_are_published()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reads_publish_object_accessed() {
-    let system = System::start_parts(
-        &[],
-        stowage_e2e::Parts {
-            ledger: false,
-            lifecycle: false,
-        },
-    )
-    .await
-    .expect("system starts");
+    let system = System::start_parts(&[], stowage_e2e::Parts::INTAKE_ONLY)
+        .await
+        .expect("system starts");
     let token = system.token("erin");
     system
         .put_object("users/erin/photo.png", vec![3; 64], "STANDARD")
@@ -359,15 +347,9 @@ async fn grant_requests_beyond_the_rate_get_429_with_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_spelling_of_a_path_reaches_another_users_objects() {
-    let system = System::start_parts(
-        &[],
-        stowage_e2e::Parts {
-            ledger: true,
-            lifecycle: false,
-        },
-    )
-    .await
-    .expect("system starts");
+    let system = System::start_parts(&[], stowage_e2e::Parts::WITHOUT_LIFECYCLE)
+        .await
+        .expect("system starts");
     let alice = system.token("alice");
     let bob = system.token("bob");
     let secrets = ["secret.txt", "caf\u{e9}.txt", "vault/deep.txt"];

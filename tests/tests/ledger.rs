@@ -45,15 +45,9 @@ async fn a_poison_message_goes_to_the_dead_letter_queue_without_blocking_the_res
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replaying_every_event_leaves_usage_unchanged() {
     // Lifecycle is left out: its queue keeps a copy of every S3 event.
-    let system = System::start_parts(
-        &[],
-        Parts {
-            ledger: true,
-            lifecycle: false,
-        },
-    )
-    .await
-    .expect("system starts");
+    let system = System::start_parts(&[], Parts::WITHOUT_LIFECYCLE)
+        .await
+        .expect("system starts");
     let token = system.token("frank");
     system.put(&token, "a.bin", vec![1; 1000]).await;
     system.put(&token, "b.bin", vec![2; 2000]).await;
@@ -143,15 +137,9 @@ async fn keys_with_spaces_plus_percent_and_non_ascii_are_counted_under_their_tru
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reconcile_finds_lost_events_and_fixes_the_ledger() {
-    let system = System::start_parts(
-        &[],
-        Parts {
-            ledger: false,
-            lifecycle: false,
-        },
-    )
-    .await
-    .expect("system starts");
+    let system = System::start_parts(&[], Parts::INTAKE_ONLY)
+        .await
+        .expect("system starts");
     let token = system.token("hank");
     system.put(&token, "one.bin", vec![1; 111]).await;
     system.put(&token, "two.bin", vec![2; 222]).await;

@@ -12,15 +12,9 @@ async fn poison_messages_show_in_queues_and_peek_and_redrive_moves_them_back() {
     // No ledger runs: the test receives the poison itself, as a consumer that
     // keeps failing does, so that nothing else takes the messages redrive
     // moves back. (tests/ledger.rs shows the ledger dead-lettering poison.)
-    let system = System::start_parts(
-        &[],
-        Parts {
-            ledger: false,
-            lifecycle: false,
-        },
-    )
-    .await
-    .expect("system starts");
+    let system = System::start_parts(&[], Parts::INTAKE_ONLY)
+        .await
+        .expect("system starts");
     let stack = system.stack.clone();
     let sqs = system.sqs.clone();
     let ledger_queue = stack.get("STOWAGE_LEDGER_QUEUE_URL").to_string();
@@ -213,15 +207,9 @@ async fn poison_messages_show_in_queues_and_peek_and_redrive_moves_them_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_missing_queue_is_named_with_what_to_do() {
-    let system = System::start_parts(
-        &[],
-        Parts {
-            ledger: false,
-            lifecycle: false,
-        },
-    )
-    .await
-    .expect("system starts");
+    let system = System::start_parts(&[], Parts::INTAKE_ONLY)
+        .await
+        .expect("system starts");
     let missing = system
         .stack
         .get("STOWAGE_LEDGER_QUEUE_URL")
