@@ -5,6 +5,12 @@
 use aws_config::{
     BehaviorVersion, SdkConfig, stalled_stream_protection::StalledStreamProtectionConfig,
 };
+use aws_sdk_sqs::{
+    config::{
+        ConfigBag, Intercept, RuntimeComponents, interceptors::BeforeTransmitInterceptorContextMut,
+    },
+    error::BoxError,
+};
 
 /// Loads the shared SDK configuration from the environment.
 ///
@@ -19,26 +25,141 @@ pub async fn load() -> SdkConfig {
         .await
 }
 
+/// Asks plain-HTTP endpoints to keep the connection open.
+///
+/// HTTP/1.1 connections are persistent unless a side says otherwise, but
+/// LocalStack's gateway answers `Connection: close` to every request that
+/// does not ask for `keep-alive` explicitly, so without this header every
+/// request opens a new TCP connection. HTTPS requests (AWS itself) are left
+/// alone: they may travel over HTTP/2, where the header is not allowed.
+/// (moto's server closes after every answer whatever the request asks.)
+///
+/// The interceptor types are the SDK's common ones, which every service
+/// crate re-exports; they are named here through `aws_sdk_sqs`.
+#[derive(Debug)]
+struct KeepAlive;
+
+impl Intercept for KeepAlive {
+    fn name(&self) -> &'static str {
+        "KeepAlive"
+    }
+
+    fn modify_before_transmit(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let request = context.request_mut();
+        if asks_keep_alive(request.uri()) {
+            request.headers_mut().insert("connection", "keep-alive");
+        }
+        Ok(())
+    }
+}
+
+fn asks_keep_alive(uri: &str) -> bool {
+    uri.get(..7)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"))
+}
+
 /// An S3 client. `path_style` addresses buckets as `endpoint/bucket` instead of
 /// `bucket.endpoint`, which endpoints without wildcard DNS need.
 pub fn s3(config: &SdkConfig, path_style: bool) -> aws_sdk_s3::Client {
     let s3_config = aws_sdk_s3::config::Builder::from(config)
         .force_path_style(path_style)
+        .interceptor(KeepAlive)
         .build();
     aws_sdk_s3::Client::from_conf(s3_config)
 }
 
 /// An SQS client.
 pub fn sqs(config: &SdkConfig) -> aws_sdk_sqs::Client {
-    aws_sdk_sqs::Client::new(config)
+    aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(config)
+            .interceptor(KeepAlive)
+            .build(),
+    )
 }
 
 /// An EventBridge client.
 pub fn eventbridge(config: &SdkConfig) -> aws_sdk_eventbridge::Client {
-    aws_sdk_eventbridge::Client::new(config)
+    aws_sdk_eventbridge::Client::from_conf(
+        aws_sdk_eventbridge::config::Builder::from(config)
+            .interceptor(KeepAlive)
+            .build(),
+    )
 }
 
 /// A DynamoDB client.
 pub fn dynamodb(config: &SdkConfig) -> aws_sdk_dynamodb::Client {
-    aws_sdk_dynamodb::Client::new(config)
+    aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(config)
+            .interceptor(KeepAlive)
+            .build(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use aws_sdk_sqs::config::{Credentials, Region, SharedCredentialsProvider};
+
+    use super::*;
+
+    #[test]
+    fn only_plain_http_asks_to_keep_the_connection() {
+        assert!(asks_keep_alive("http://127.0.0.1:4566/"));
+        assert!(asks_keep_alive("HTTP://localhost/queue"));
+        assert!(!asks_keep_alive("https://sqs.eu-west-1.amazonaws.com/"));
+        assert!(!asks_keep_alive(""));
+    }
+
+    /// Reads one request head (the bodies here are empty or small enough
+    /// to arrive with it) and answers it with an empty JSON document.
+    async fn answer_one(stream: &tokio::net::TcpStream) -> io::Result<String> {
+        let mut head = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            stream.readable().await?;
+            match stream.try_read(&mut chunk) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => head.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut answer: &[u8] =
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: 2\r\n\r\n{}";
+        while !answer.is_empty() {
+            stream.writable().await?;
+            match stream.try_write(answer) {
+                Ok(n) => answer = &answer[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(String::from_utf8_lossy(&head).to_ascii_lowercase())
+    }
+
+    #[tokio::test]
+    async fn requests_to_a_plain_http_endpoint_ask_to_keep_the_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let config = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                "test", "test", None, None, "test",
+            )))
+            .endpoint_url(format!("http://{}", listener.local_addr().unwrap()))
+            .build();
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await?;
+            answer_one(&stream).await
+        });
+        sqs(&config).list_queues().send().await.unwrap();
+        let head = server.await.unwrap().unwrap();
+        assert!(head.contains("\r\nconnection: keep-alive\r\n"), "{head}");
+    }
 }
