@@ -460,7 +460,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    stowage_shared::telemetry::init("bench_sdk");
+    let telemetry = stowage_shared::telemetry::init("bench_sdk");
     let options = options()?;
     let runtime = if options.current_thread && options.stub.is_none() {
         tokio::runtime::Builder::new_current_thread()
@@ -469,5 +469,7 @@ fn main() -> anyhow::Result<()> {
     } else {
         tokio::runtime::Runtime::new()?
     };
-    runtime.block_on(run(options))
+    let result = runtime.block_on(run(options));
+    telemetry.shutdown();
+    result
 }
