@@ -60,10 +60,10 @@ impl PriceTable {
     /// USD a month for bytes split by storage class, rounded to a millionth
     /// of a dollar.
     pub fn monthly_total<'a>(&self, by_class: impl IntoIterator<Item = (&'a str, u64)>) -> f64 {
-        let total: f64 = by_class
-            .into_iter()
-            .map(|(class, bytes)| self.monthly(class, bytes))
-            .sum();
+        // A fold from +0.0: `sum()` of nothing is -0.0, which reads oddly.
+        let total = by_class.into_iter().fold(0.0, |total, (class, bytes)| {
+            total + self.monthly(class, bytes)
+        });
         (total * 1e6).round() / 1e6
     }
 }
@@ -140,6 +140,8 @@ mod tests {
         let table = PriceTable::default();
         let total = table.monthly_total([("STANDARD", 10u64 << 30), ("GLACIER", 100u64 << 30)]);
         assert_eq!(total, 0.59);
+        let nothing = table.monthly_total([]);
+        assert!(nothing == 0.0 && nothing.is_sign_positive(), "{nothing}");
     }
 
     #[test]
