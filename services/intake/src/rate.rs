@@ -13,7 +13,7 @@ use crate::domain::keys::UserId;
 /// Limits how often each user may ask for grants.
 #[derive(Debug, Clone)]
 pub struct GrantLimiter {
-    limiter: Arc<DefaultKeyedRateLimiter<String>>,
+    limiter: Arc<DefaultKeyedRateLimiter<UserId>>,
 }
 
 impl GrantLimiter {
@@ -30,7 +30,7 @@ impl GrantLimiter {
     /// Admits one request of `user`, or says how long to wait.
     pub fn check(&self, user: &UserId) -> Result<(), Duration> {
         self.limiter
-            .check_key(&user.as_str().to_string())
+            .check_key(user)
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 

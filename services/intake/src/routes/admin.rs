@@ -1,13 +1,10 @@
 //! `PUT /v1/admin/quotas/{user_id}`: sets one user's quota. Only callers
 //! whose token carries the configured admin claim may.
 
-use std::time::Duration;
-
 use axum::{
     Json,
     extract::{Path, State, rejection::JsonRejection, rejection::PathRejection},
 };
-use backon::{BackoffBuilder, ExponentialBuilder};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -65,12 +62,7 @@ pub async fn set_quota(
     let user = UserId::parse(&user).map_err(|e| ApiError::BadRequest(e.0))?;
     let quota = u64::try_from(body.map_err(bad_json)?.0.quota_bytes)
         .map_err(|_| ApiError::BadRequest("quota_bytes must not be negative".into()))?;
-    let mut pauses = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(2))
-        .with_max_delay(Duration::from_millis(100))
-        .with_jitter()
-        .without_max_times()
-        .build();
+    let mut pauses = super::conflict_pauses();
     for _ in 0..MAX_ATTEMPTS {
         let stored = state
             .store

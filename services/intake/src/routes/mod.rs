@@ -158,6 +158,18 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// Pauses between attempts of a version-conditioned account write that lost
+/// a race to a concurrent writer: short, jittered, capped at 100 ms.
+pub(crate) fn conflict_pauses() -> impl Iterator<Item = std::time::Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(2))
+        .with_max_delay(std::time::Duration::from_millis(100))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
 /// Turns axum's JSON body rejections into problem documents.
 pub fn bad_json(rejection: JsonRejection) -> ApiError {
     ApiError::BadRequest(rejection.body_text())

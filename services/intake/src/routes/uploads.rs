@@ -1,8 +1,6 @@
 //! `POST /v1/uploads`: reserve quota for one upload and hand out a signed S3
 //! POST policy that allows exactly that upload.
 
-use std::time::Duration;
-
 use axum::{
     Json,
     extract::{
@@ -11,7 +9,6 @@ use axum::{
     },
     http::StatusCode,
 };
-use backon::{BackoffBuilder, ExponentialBuilder};
 use opentelemetry::KeyValue;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -218,12 +215,7 @@ async fn reserve(
 ) -> Result<Result<(), Refusal>, ApiError> {
     let settings = &state.settings;
     let lapses_at = (grant.expires_at + settings.settle_window()).unix_timestamp();
-    let mut pauses = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(2))
-        .with_max_delay(Duration::from_millis(100))
-        .with_jitter()
-        .without_max_times()
-        .build();
+    let mut pauses = super::conflict_pauses();
     for _ in 0..MAX_RESERVE_ATTEMPTS {
         let stored = state
             .store
