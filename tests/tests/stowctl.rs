@@ -236,3 +236,103 @@ async fn a_missing_queue_is_named_with_what_to_do() {
     );
     system.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn usage_shows_what_the_api_reports_and_quota_set_changes_what_grants_may_take() {
+    use stowage_intake::{
+        accounts::set_quota, adapters::dynamodb::DynamoAccountStore, domain::keys::UserId,
+    };
+    use stowctl::accounts::{self, UsageReport};
+
+    let system = System::start().await.expect("system starts");
+    let sdk = stowage_shared::aws::load().await;
+    let store = DynamoAccountStore::new(
+        stowage_shared::aws::dynamodb(&sdk),
+        system.stack.get("STOWAGE_INTAKE_TABLE"),
+    );
+    let prices = stowage_shared::pricing::PriceTable::default();
+    let token = system.token("uma");
+    let uma = UserId::parse("uma").expect("valid id");
+
+    system.put(&token, "a.bin", vec![7; 3000]).await;
+    system.used_bytes_reach(&token, 3000).await;
+    let pending = system
+        .grant(
+            &token,
+            &serde_json::json!({"path": "b.bin", "size": 500, "content_type": "text/plain"}),
+        )
+        .await;
+    assert_eq!(pending.status, 201, "{}", pending.body);
+
+    let api = system.usage(&token).await;
+    let default_quota = api["quota_bytes"].as_u64().expect("quota");
+    let report = accounts::usage(&store, &uma, default_quota, &prices)
+        .await
+        .expect("usage");
+    assert_eq!(report.user_id, "uma");
+    assert_eq!(report.used_bytes, 3000);
+    assert_eq!(report.reserved_bytes, 500);
+    assert_eq!(report.reserved_keys, 1);
+    assert_eq!(report.object_count, 1);
+    assert!(!report.quota_is_own);
+    let json = serde_json::to_value(&report).expect("JSON");
+    for field in [
+        "used_bytes",
+        "reserved_bytes",
+        "quota_bytes",
+        "object_count",
+        "by_storage_class",
+        "estimated_monthly_cost_usd",
+    ] {
+        assert_eq!(json[field], api[field], "{field}: {json} vs {api}");
+    }
+    let table = report.table().to_string();
+    let row = |label: &str| {
+        table
+            .lines()
+            .find(|l| l.contains(label))
+            .map(|l| l.split('|').map(str::trim).collect::<Vec<_>>()[2].to_string())
+            .unwrap_or_else(|| panic!("no {label} row in\n{table}"))
+    };
+    assert_eq!(row("used bytes"), "3000");
+    assert_eq!(row("reserved bytes"), "500");
+    assert_eq!(row("quota bytes"), format!("{default_quota} (default)"));
+    assert_eq!(row("bytes in STANDARD"), "3000");
+
+    // 3,000 stored and 500 reserved: a quota of 3,600 leaves room for 100
+    // more bytes, not 101.
+    let account = set_quota(&store, &uma, 3600).await.expect("quota set");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let report = UsageReport::new(&uma, &account, default_quota, &prices, now);
+    assert_eq!((report.quota_bytes, report.quota_is_own), (3600, true));
+    assert!(report.table().to_string().contains("3600 (own)"));
+    assert_eq!(system.usage(&token).await["quota_bytes"], 3600);
+    let grant = |path: &'static str, size: u64| {
+        let (system, token) = (&system, &token);
+        async move {
+            system
+                .grant(
+                    token,
+                    &serde_json::json!({"path": path, "size": size, "content_type": "text/plain"}),
+                )
+                .await
+        }
+    };
+    let refused = grant("c.bin", 101).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert_eq!(grant("c.bin", 100).await.status, 201);
+    // The reservations made meanwhile survive a later quota change.
+    set_quota(&store, &uma, 1 << 20).await.expect("quota set");
+    let report = accounts::usage(&store, &uma, default_quota, &prices)
+        .await
+        .expect("usage");
+    assert_eq!(
+        (
+            report.quota_bytes,
+            report.reserved_bytes,
+            report.reserved_keys
+        ),
+        (1 << 20, 600, 2)
+    );
+    system.stop().await;
+}

@@ -16,7 +16,9 @@
 //! - [`routes`]: the HTTP handlers; [`error`] renders problem+json.
 //! - [`projection`]: applies `UsageChanged.v1` to the accounts.
 //! - [`rate`]: per-user rate limiting of grant requests.
+//! - [`accounts`]: account operations shared with `stowctl` (quota changes).
 
+pub mod accounts;
 pub mod adapters;
 pub mod auth;
 pub mod domain;

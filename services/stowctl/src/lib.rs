@@ -3,7 +3,9 @@
 //! `main.rs` parses the command line and prints.
 //!
 //! # Layout
+//! - [`accounts`]: a user's usage and quota (`usage`, `quota set`).
 //! - [`queues`]: the consumers' queues and dead-letter queues (`queues`,
 //!   `dlq peek`, `dlq redrive`).
 
+pub mod accounts;
 pub mod queues;

@@ -10,7 +10,14 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::json;
-use stowctl::queues::{self, Consumer, Queues};
+use stowage_intake::{
+    accounts::set_quota, adapters::dynamodb::DynamoAccountStore, domain::keys::UserId,
+};
+use stowage_shared::pricing::PriceTable;
+use stowctl::{
+    accounts::{self, UsageReport},
+    queues::{self, Consumer, Queues},
+};
 
 #[derive(Debug, Parser)]
 #[command(name = "stowctl", about = "Operate a Stowage deployment", version)]
@@ -78,10 +85,45 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show USER's usage as intake reports it: stored bytes and objects (as
+    /// the ledger last reported them), reserved bytes, quota, bytes per
+    /// storage class and the estimated monthly cost (STOWAGE_STORAGE_PRICES).
+    /// Reads intake's table (STOWAGE_INTAKE_TABLE); needs dynamodb:GetItem.
+    Usage {
+        /// The user id (their tokens' `sub`).
+        user: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a user's quota.
+    Quota {
+        #[command(subcommand)]
+        command: Quota,
+    },
     /// Inspect or redrive a consumer's dead-letter queue.
     Dlq {
         #[command(subcommand)]
         command: Dlq,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Quota {
+    /// Set USER's quota to BYTES, as `PUT /v1/admin/quotas/{user}` does: a
+    /// version-conditioned write to intake's table (STOWAGE_INTAKE_TABLE),
+    /// retried while grants race with it. Lowering it below what the user
+    /// stores deletes nothing; it refuses new uploads until usage drops.
+    /// Needs dynamodb:GetItem and dynamodb:PutItem on the table.
+    #[command(verbatim_doc_comment)]
+    Set {
+        /// The user id (their tokens' `sub`).
+        user: String,
+        /// The new quota in bytes; 0 stops new uploads.
+        bytes: u64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -265,6 +307,68 @@ fn print_report(report: &stowage_ledger::reconcile::Report) {
     }
 }
 
+fn user_id(user: &str) -> anyhow::Result<UserId> {
+    UserId::parse(user).map_err(|e| anyhow::anyhow!("{}", e.0))
+}
+
+async fn account_store() -> anyhow::Result<DynamoAccountStore> {
+    let table = setting("STOWAGE_INTAKE_TABLE", None)?;
+    let sdk = stowage_shared::aws::load().await;
+    Ok(DynamoAccountStore::new(
+        stowage_shared::aws::dynamodb(&sdk),
+        table,
+    ))
+}
+
+fn default_quota() -> anyhow::Result<u64> {
+    setting("STOWAGE_DEFAULT_QUOTA_BYTES", Some("1073741824"))?
+        .parse()
+        .context("STOWAGE_DEFAULT_QUOTA_BYTES must be a number of bytes")
+}
+
+fn prices() -> anyhow::Result<PriceTable> {
+    setting("STOWAGE_STORAGE_PRICES", Some(""))?
+        .parse()
+        .context("STOWAGE_STORAGE_PRICES is invalid")
+}
+
+async fn usage(user: &str, json: bool) -> anyhow::Result<bool> {
+    let user = user_id(user)?;
+    let (default_quota, prices) = (default_quota()?, prices()?);
+    let store = account_store().await?;
+    let report = accounts::usage(&store, &user, default_quota, &prices)
+        .await
+        .context("cannot read intake's table (check STOWAGE_INTAKE_TABLE and your credentials)")?;
+    print(&report, json, UsageReport::table)
+}
+
+async fn quota(command: Quota) -> anyhow::Result<bool> {
+    let Quota::Set { user, bytes, json } = command;
+    let user = user_id(&user)?;
+    let (default_quota, prices) = (default_quota()?, prices()?);
+    let store = account_store().await?;
+    let account = set_quota(&store, &user, bytes)
+        .await
+        .context("cannot change the quota in intake's table (check STOWAGE_INTAKE_TABLE and your credentials)")?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let report = UsageReport::new(&user, &account, default_quota, &prices, now);
+    print(&report, json, UsageReport::table)
+}
+
+/// Prints `value` as pretty JSON or as its table.
+fn print<T: serde::Serialize>(
+    value: &T,
+    json: bool,
+    table: impl FnOnce(&T) -> comfy_table::Table,
+) -> anyhow::Result<bool> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        println!("{}", table(value));
+    }
+    Ok(true)
+}
+
 async fn sqs() -> aws_sdk_sqs::Client {
     stowage_shared::aws::sqs(&stowage_shared::aws::load().await)
 }
@@ -353,6 +457,8 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         Command::Reconcile { user, fix, json } => {
             runtime()?.block_on(reconcile(user, fix, json))?
         }
+        Command::Usage { user, json } => runtime()?.block_on(usage(&user, json))?,
+        Command::Quota { command } => runtime()?.block_on(quota(command))?,
         Command::Queues { json } => runtime()?.block_on(show_queues(json))?,
         Command::Dlq { command } => runtime()?.block_on(dlq(command))?,
     };

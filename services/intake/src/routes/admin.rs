@@ -13,7 +13,6 @@ use crate::{
     auth::Caller,
     domain::keys::UserId,
     error::{ApiError, CommonProblems, Problem},
-    ports::StoreError,
 };
 
 /// A new quota.
@@ -32,9 +31,6 @@ pub struct Quota {
     /// refuses new uploads until usage drops below it.
     pub used_bytes: u64,
 }
-
-/// Attempts before a quota change that keeps losing races answers 503.
-const MAX_ATTEMPTS: usize = 50;
 
 /// Sets a user's quota (administrators only).
 #[utoipa::path(
@@ -62,35 +58,13 @@ pub async fn set_quota(
     let user = UserId::parse(&user).map_err(|e| ApiError::BadRequest(e.0))?;
     let quota = u64::try_from(body.map_err(bad_json)?.0.quota_bytes)
         .map_err(|_| ApiError::BadRequest("quota_bytes must not be negative".into()))?;
-    let mut pauses = super::conflict_pauses();
-    for _ in 0..MAX_ATTEMPTS {
-        let stored = state
-            .store
-            .load(&user)
-            .await
-            .map_err(|e| ApiError::Unavailable(e.into()))?;
-        let mut account = stored.value;
-        account.quota_override = Some(quota);
-        match state
-            .store
-            .save(&user, &account, stored.version, None)
-            .await
-        {
-            Ok(()) => {
-                tracing::info!(admin = %caller.user, %user, quota, "quota set");
-                return Ok(Json(Quota {
-                    user_id: user.to_string(),
-                    quota_bytes: quota,
-                    used_bytes: account.used_bytes,
-                }));
-            }
-            Err(error) if error.is_retryable() => {
-                if let Some(pause) = pauses.next() {
-                    tokio::time::sleep(pause).await;
-                }
-            }
-            Err(error) => return Err(ApiError::Unavailable(error.into())),
-        }
-    }
-    Err(ApiError::Unavailable(StoreError::Conflict.into()))
+    let account = crate::accounts::set_quota(state.store.as_ref(), &user, quota)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.into()))?;
+    tracing::info!(admin = %caller.user, %user, quota, "quota set");
+    Ok(Json(Quota {
+        user_id: user.to_string(),
+        quota_bytes: quota,
+        used_bytes: account.used_bytes,
+    }))
 }
