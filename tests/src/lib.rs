@@ -466,31 +466,7 @@ impl System {
 
     /// Receives (and deletes) every message on a queue until it stays empty.
     pub async fn drain(&self, queue_url: &str) -> Vec<String> {
-        let mut bodies = Vec::new();
-        loop {
-            let received = self
-                .sqs
-                .receive_message()
-                .queue_url(queue_url)
-                .max_number_of_messages(10)
-                .wait_time_seconds(2)
-                .send()
-                .await
-                .expect("ReceiveMessage");
-            if received.messages().is_empty() {
-                return bodies;
-            }
-            for message in received.messages() {
-                bodies.push(message.body().unwrap_or_default().to_string());
-                self.sqs
-                    .delete_message()
-                    .queue_url(queue_url)
-                    .receipt_handle(message.receipt_handle().unwrap_or_default())
-                    .send()
-                    .await
-                    .expect("DeleteMessage");
-            }
-        }
+        drain(&self.sqs, queue_url).await
     }
 
     /// Sends raw message bodies to a queue.
@@ -515,6 +491,33 @@ impl System {
             self.stack.get("STOWAGE_EVENT_BUS"),
         )
         .await
+    }
+}
+
+/// Receives (and deletes) every message on a queue until it stays empty.
+pub async fn drain(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<String> {
+    let mut bodies = Vec::new();
+    loop {
+        let received = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(2)
+            .send()
+            .await
+            .expect("ReceiveMessage");
+        if received.messages().is_empty() {
+            return bodies;
+        }
+        for message in received.messages() {
+            bodies.push(message.body().unwrap_or_default().to_string());
+            sqs.delete_message()
+                .queue_url(queue_url)
+                .receipt_handle(message.receipt_handle().unwrap_or_default())
+                .send()
+                .await
+                .expect("DeleteMessage");
+        }
     }
 }
 

@@ -17,6 +17,7 @@ use stowage_shared::pricing::PriceTable;
 use stowctl::{
     accounts::{self, UsageReport},
     queues::{self, Consumer, Queues},
+    replay::{self, ReplayReport, ReplayRequest},
 };
 
 #[derive(Debug, Parser)]
@@ -100,6 +101,45 @@ enum Command {
     Quota {
         #[command(subcommand)]
         command: Quota,
+    },
+    /// Send the events of a time window from the bus's archive through the
+    /// bus again (EventBridge StartReplay), follow the replay (a progress
+    /// bar on a terminal; Ctrl-C cancels it) and report how it ended. The
+    /// consumers are idempotent: a replay repairs what was lost and changes
+    /// nothing that was applied.
+    ///
+    /// --source and --detail-type replay only to the rules that route such
+    /// events (EventBridge replays to rules, not by event): each such rule
+    /// gets every archived event of the window that its own pattern matches.
+    /// EventBridge does not count a replay's events; the report gives the
+    /// archive's total, and the consumers' stowage.consumer.messages metric
+    /// what arrived.
+    ///
+    /// Needs events:DescribeEventBus, events:ListArchives,
+    /// events:DescribeArchive, events:ListRules, events:StartReplay,
+    /// events:DescribeReplay and events:CancelReplay. Exits 1 unless the
+    /// replay completes.
+    #[command(verbatim_doc_comment)]
+    Replay {
+        /// Start of the window: RFC 3339, `now`, or a time ago like `-1h`.
+        #[arg(long, value_parser = stowctl::replay::parse_time, allow_hyphen_values = true)]
+        from: time::OffsetDateTime,
+        /// End of the window (default: now).
+        #[arg(long, value_parser = stowctl::replay::parse_time, allow_hyphen_values = true)]
+        to: Option<time::OffsetDateTime>,
+        /// Only to the rules routing events of this source, e.g. aws.s3.
+        #[arg(long)]
+        source: Option<String>,
+        /// Only to the rules routing events of this detail-type, e.g.
+        /// "Object Created".
+        #[arg(long)]
+        detail_type: Option<String>,
+        /// The archive (default: the bus's only archive).
+        #[arg(long)]
+        archive: Option<String>,
+        /// Print JSON instead of a sentence.
+        #[arg(long)]
+        json: bool,
     },
     /// Inspect or redrive a consumer's dead-letter queue.
     Dlq {
@@ -355,18 +395,67 @@ async fn quota(command: Quota) -> anyhow::Result<bool> {
     print(&report, json, UsageReport::table)
 }
 
-/// Prints `value` as pretty JSON or as its table.
-fn print<T: serde::Serialize>(
+/// Prints `value` as pretty JSON or in its human form.
+fn print<T: serde::Serialize, H: std::fmt::Display>(
     value: &T,
     json: bool,
-    table: impl FnOnce(&T) -> comfy_table::Table,
+    human: impl FnOnce(&T) -> H,
 ) -> anyhow::Result<bool> {
     if json {
         println!("{}", serde_json::to_string_pretty(value)?);
     } else {
-        println!("{}", table(value));
+        println!("{}", human(value));
     }
     Ok(true)
+}
+
+/// A progress bar on a terminal; none when printing JSON or into a pipe.
+fn progress_bar(json: bool, template: &str, message: String) -> Option<indicatif::ProgressBar> {
+    (std::io::stdout().is_terminal() && !json).then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(template)
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message(message);
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    })
+}
+
+async fn replay(request: ReplayRequest, json: bool) -> anyhow::Result<bool> {
+    let events = stowage_shared::aws::eventbridge(&stowage_shared::aws::load().await);
+    let bar = progress_bar(
+        json,
+        "{spinner} {msg} [{elapsed}] {wide_bar} {percent}%",
+        format!("replaying from the {} bus's archive", request.bus),
+    );
+    if let Some(bar) = &bar {
+        bar.set_length(1000);
+    }
+    let cancel = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let report = replay::replay(
+        &events,
+        &request,
+        Duration::from_secs(1),
+        |done| {
+            if let Some(bar) = &bar {
+                bar.set_position((done * 1000.0) as u64);
+            }
+        },
+        cancel,
+    )
+    .await;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let report = report?;
+    print(&report, json, ReplayReport::summary)?;
+    Ok(report.completed())
 }
 
 async fn sqs() -> aws_sdk_sqs::Client {
@@ -401,18 +490,11 @@ async fn dlq(command: Dlq) -> anyhow::Result<bool> {
             Ok(true)
         }
         Dlq::Redrive { queue, rate, json } => {
-            let bar = (std::io::stdout().is_terminal() && !json).then(|| {
-                let bar = indicatif::ProgressBar::new_spinner();
-                bar.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{spinner} {msg} [{elapsed}] {wide_bar} {pos}/{len}",
-                    )
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                );
-                bar.set_message(format!("moving the {queue} dead letters back"));
-                bar.enable_steady_tick(Duration::from_millis(120));
-                bar
-            });
+            let bar = progress_bar(
+                json,
+                "{spinner} {msg} [{elapsed}] {wide_bar} {pos}/{len}",
+                format!("moving the {queue} dead letters back"),
+            );
             let outcome = queues::redrive(
                 &sqs,
                 &queues,
@@ -433,11 +515,7 @@ async fn dlq(command: Dlq) -> anyhow::Result<bool> {
                 bar.finish_and_clear();
             }
             let outcome = outcome?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&outcome)?);
-            } else {
-                println!("{}", queues::redrive_summary(&outcome));
-            }
+            print(&outcome, json, queues::redrive_summary)?;
             Ok(outcome.completed())
         }
     }
@@ -459,6 +537,24 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Usage { user, json } => runtime()?.block_on(usage(&user, json))?,
         Command::Quota { command } => runtime()?.block_on(quota(command))?,
+        Command::Replay {
+            from,
+            to,
+            source,
+            detail_type,
+            archive,
+            json,
+        } => {
+            let request = ReplayRequest {
+                bus: setting("STOWAGE_EVENT_BUS", Some("stowage"))?,
+                archive,
+                from,
+                to: to.unwrap_or_else(time::OffsetDateTime::now_utc),
+                source,
+                detail_type,
+            };
+            runtime()?.block_on(replay(request, json))?
+        }
         Command::Queues { json } => runtime()?.block_on(show_queues(json))?,
         Command::Dlq { command } => runtime()?.block_on(dlq(command))?,
     };

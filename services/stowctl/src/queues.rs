@@ -138,45 +138,7 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    let code = error.code().unwrap_or_default().to_string();
-    let hint = if matches!(
-        error,
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)
-    ) {
-        "SQS could not be reached: check AWS_ENDPOINT_URL, AWS_REGION and the network".to_string()
-    } else if code.contains("AccessDenied") {
-        format!(
-            "the credentials may not call sqs:{call} there: grant it to them, or use credentials that may"
-        )
-    } else if code.contains("NonExistentQueue")
-        || code.contains("QueueDoesNotExist")
-        || code.contains("ResourceNotFound")
-    {
-        "the queue does not exist: check the queue URL setting and AWS_REGION".to_string()
-    } else if matches!(
-        code.as_str(),
-        "InvalidClientTokenId" | "UnrecognizedClientException" | "SignatureDoesNotMatch"
-    ) || code.contains("ExpiredToken")
-    {
-        "the credentials were refused: refresh them".to_string()
-    } else {
-        "see the error above".to_string()
-    };
-    let cause = match (error.code(), error.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_string(),
-        _ => {
-            // The chain of causes, e.g. "dispatch failure: io error: … refused".
-            let mut cause = error.to_string();
-            let mut source = std::error::Error::source(&error);
-            while let Some(inner) = source {
-                cause = format!("{cause}: {inner}");
-                source = inner.source();
-            }
-            cause
-        }
-    };
-    anyhow::anyhow!("{call} on {what} failed ({cause}); {hint}")
+    crate::errors::failed(crate::errors::Api::Sqs, call, what, error)
 }
 
 async fn resolve(sqs: &Client, queues: &Queues, consumer: Consumer) -> anyhow::Result<Resolved> {
