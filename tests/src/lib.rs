@@ -168,19 +168,7 @@ impl System {
             stowage_intake::App::build(stowage_intake::Settings::try_parse_from(args)?).await?;
         let intake_url = format!("http://{}", intake.local_addr());
 
-        let mut args = stack.args(
-            "stowage-ledger",
-            &[
-                ("bucket", "STOWAGE_BUCKET"),
-                ("s3-path-style", "STOWAGE_S3_PATH_STYLE"),
-                ("table", "STOWAGE_LEDGER_TABLE"),
-                ("queue-url", "STOWAGE_LEDGER_QUEUE_URL"),
-                ("event-bus", "STOWAGE_EVENT_BUS"),
-            ],
-        );
-        args.extend(["--wait-seconds".to_string(), "1".to_string()]);
-        let ledger =
-            stowage_ledger::App::build(stowage_ledger::Settings::try_parse_from(args)?).await?;
+        let ledger = ledger(&stack).await?;
 
         let mut args = stack.args(
             "stowage-lifecycle",
@@ -216,6 +204,15 @@ impl System {
             shutdown,
             tasks,
         })
+    }
+
+    /// Starts a ledger on this stack, e.g. in a system started without one.
+    pub async fn start_ledger(&mut self) -> anyhow::Result<()> {
+        let ledger = ledger(&self.stack).await?;
+        self.tasks.push(tokio::spawn(
+            ledger.run_until_stopped(self.shutdown.clone()),
+        ));
+        Ok(())
     }
 
     /// Stops every service and waits for them.
@@ -492,6 +489,22 @@ impl System {
         )
         .await
     }
+}
+
+/// A ledger for `stack`, polling with a short wait.
+async fn ledger(stack: &Stack) -> anyhow::Result<stowage_ledger::App> {
+    let mut args = stack.args(
+        "stowage-ledger",
+        &[
+            ("bucket", "STOWAGE_BUCKET"),
+            ("s3-path-style", "STOWAGE_S3_PATH_STYLE"),
+            ("table", "STOWAGE_LEDGER_TABLE"),
+            ("queue-url", "STOWAGE_LEDGER_QUEUE_URL"),
+            ("event-bus", "STOWAGE_EVENT_BUS"),
+        ],
+    );
+    args.extend(["--wait-seconds".to_string(), "1".to_string()]);
+    stowage_ledger::App::build(stowage_ledger::Settings::try_parse_from(args)?).await
 }
 
 /// Receives (and deletes) every message on a queue until it stays empty.

@@ -336,3 +336,69 @@ async fn usage_shows_what_the_api_reports_and_quota_set_changes_what_grants_may_
     );
     system.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_dead_lettered_while_the_ledger_failed_count_exactly_once_after_redrive() {
+    let mut system = System::start_parts(&[], Parts::INTAKE_ONLY)
+        .await
+        .expect("system starts");
+    let stack = system.stack.clone();
+    let sqs = system.sqs.clone();
+    let ledger_queue = stack.get("STOWAGE_LEDGER_QUEUE_URL").to_string();
+    let ledger_dlq = stack.get("STOWAGE_LEDGER_DLQ_URL").to_string();
+    let token = system.token("dee");
+    for (path, size) in [("a.bin", 1000), ("b.bin", 2000), ("c.bin", 3000)] {
+        system.put(&token, path, vec![9; size]).await;
+    }
+    // Three grants and three uploads, each received and never deleted, as by
+    // a ledger that keeps failing, until SQS dead-letters all six.
+    eventually(
+        Duration::from_secs(90),
+        "six events in the ledger DLQ",
+        || async {
+            sqs.receive_message()
+                .queue_url(&ledger_queue)
+                .max_number_of_messages(10)
+                .visibility_timeout(0)
+                .send()
+                .await
+                .expect("ReceiveMessage");
+            (queue_depth(&sqs, &ledger_dlq).await.expect("depth") == 6).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(system.usage(&token).await["used_bytes"], 0);
+
+    // The ledger works again; the dead letters go back once.
+    system.start_ledger().await.expect("ledger starts");
+    let queues = Queues::from_settings(|name| stack.settings.get(name).cloned());
+    let redrive = queues::redrive(
+        &sqs,
+        &queues,
+        Consumer::Ledger,
+        None,
+        Duration::from_millis(200),
+        |_| {},
+    )
+    .await
+    .expect("dlq redrive");
+    assert_eq!((redrive.completed(), redrive.moved), (true, 6));
+    let usage = system.used_bytes_reach(&token, 6000).await;
+    assert_eq!(usage["object_count"], 3);
+    eventually(
+        Duration::from_secs(30),
+        "the ledger queue empty",
+        || async { (queue_depth(&sqs, &ledger_queue).await.expect("depth") == 0).then_some(()) },
+    )
+    .await;
+    assert_eq!(queue_depth(&sqs, &ledger_dlq).await.expect("depth"), 0);
+    let report = system
+        .reconciler()
+        .await
+        .run(Some("dee"), false)
+        .await
+        .expect("reconcile");
+    assert!(report.clean(), "{report:?}");
+    assert_eq!(system.usage(&token).await["used_bytes"], 6000);
+    system.stop().await;
+}
