@@ -4,6 +4,9 @@
 //! Anything else stays on the queue: it becomes visible again, and after the
 //! queue's `maxReceiveCount` receives SQS moves it to the dead-letter queue, so
 //! a message that keeps failing never blocks the ones behind it.
+//!
+//! Each message is handled in its own span, the child of the span that
+//! published the event (`detail.trace`) when it names one.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -13,7 +16,12 @@ use opentelemetry::{
     KeyValue, global,
     metrics::{Counter, Gauge},
 };
+use serde::Deserialize;
+use stowage_events::TraceContext;
 use tokio_util::sync::CancellationToken;
+use tracing::{Instrument as _, field};
+
+use crate::telemetry;
 
 /// One message as a handler sees it.
 #[derive(Debug, Clone)]
@@ -87,6 +95,8 @@ pub struct BatchOutcome {
 /// latest batch.
 #[derive(Debug)]
 struct Metrics {
+    /// The queue's name, the last part of its URL.
+    name: String,
     queue: KeyValue,
     messages: Counter<u64>,
     lag: Gauge<f64>,
@@ -101,7 +111,8 @@ impl Metrics {
             .unwrap_or(queue_url)
             .to_string();
         Self {
-            queue: KeyValue::new("queue", name),
+            queue: KeyValue::new("queue", name.clone()),
+            name,
             messages: meter
                 .u64_counter("stowage.consumer.messages")
                 .with_description("Messages handled, by queue and outcome")
@@ -118,6 +129,24 @@ impl Metrics {
         self.messages
             .add(1, &[self.queue.clone(), KeyValue::new("outcome", outcome)]);
     }
+}
+
+/// The `detail.trace` of an event; empty for bodies without one.
+fn carried_trace(body: &str) -> TraceContext {
+    #[derive(Deserialize)]
+    struct Envelope {
+        #[serde(default)]
+        detail: Option<Detail>,
+    }
+    #[derive(Deserialize)]
+    struct Detail {
+        #[serde(default)]
+        trace: Option<TraceContext>,
+    }
+    serde_json::from_str::<Envelope>(body)
+        .ok()
+        .and_then(|e| e.detail?.trace)
+        .unwrap_or_default()
 }
 
 /// Reads one queue and hands each message to a [`Handler`].
@@ -199,8 +228,15 @@ impl<H: Handler> QueueConsumer<H> {
                     .and_then(|c| c.parse().ok())
                     .unwrap_or(1),
             };
-            match self.handler.handle(&delivery).await {
+            let span = self.message_span(&delivery);
+            let disposition = self
+                .handler
+                .handle(&delivery)
+                .instrument(span.clone())
+                .await;
+            match disposition {
                 Disposition::Done(label) => {
+                    span.record("outcome", label);
                     self.metrics.count(label);
                     outcome.done.push(label);
                     to_delete.push(
@@ -211,32 +247,60 @@ impl<H: Handler> QueueConsumer<H> {
                     );
                 }
                 Disposition::Retry(error) => {
+                    span.record("outcome", "retried");
+                    span.record("otel.status_code", "ERROR");
                     self.metrics.count("retried");
                     outcome.retried += 1;
-                    tracing::warn!(
-                        queue = %self.queue_url,
-                        message_id = %delivery.message_id,
-                        receive_count = delivery.receive_count,
-                        error = format!("{error:#}"),
-                        "message left for redelivery"
-                    );
+                    span.in_scope(|| {
+                        tracing::warn!(
+                            queue = %self.queue_url,
+                            message_id = %delivery.message_id,
+                            receive_count = delivery.receive_count,
+                            error = format!("{error:#}"),
+                            "message left for redelivery"
+                        );
+                    });
                 }
                 Disposition::Poison(reason) => {
+                    span.record("outcome", "poison");
+                    span.record("otel.status_code", "ERROR");
                     self.metrics.count("poison");
                     outcome.poisoned += 1;
-                    tracing::error!(
-                        queue = %self.queue_url,
-                        message_id = %delivery.message_id,
-                        receive_count = delivery.receive_count,
-                        %reason,
-                        "poison message; it moves to the dead-letter queue after the queue's maxReceiveCount"
-                    );
-                    self.release(handle).await;
+                    span.in_scope(|| {
+                        tracing::error!(
+                            queue = %self.queue_url,
+                            message_id = %delivery.message_id,
+                            receive_count = delivery.receive_count,
+                            %reason,
+                            "poison message; it moves to the dead-letter queue after the queue's maxReceiveCount"
+                        );
+                    });
+                    self.release(handle).instrument(span).await;
                 }
             }
         }
         outcome.deleted = self.delete(to_delete).await?;
         Ok(outcome)
+    }
+
+    /// The span one message is handled in: a child of the span that
+    /// published the event when its `detail.trace` names one (S3's events
+    /// carry none), a new trace otherwise.
+    fn message_span(&self, delivery: &Delivery) -> tracing::Span {
+        let span = tracing::info_span!(
+            "message",
+            otel.name = format!("process {}", self.metrics.name),
+            otel.kind = "consumer",
+            otel.status_code = field::Empty,
+            messaging.system = "aws_sqs",
+            messaging.operation.type = "process",
+            messaging.destination.name = %self.metrics.name,
+            messaging.message.id = %delivery.message_id,
+            messaging.sqs.receive_count = delivery.receive_count,
+            outcome = field::Empty,
+        );
+        telemetry::continue_trace(&span, &carried_trace(&delivery.body));
+        span
     }
 
     /// Records how long the oldest message of a batch waited on the queue.
@@ -359,5 +423,29 @@ impl<H: Handler> QueueConsumer<H> {
             .with_jitter()
             .without_max_times()
             .build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_trace_an_event_carries_is_read_from_its_detail() {
+        let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let stowage = format!(
+            r#"{{"source":"stowage.ledger","detail-type":"UsageChanged.v1","detail":{{"user_id":"u","trace":{{"traceparent":"{traceparent}","tracestate":"k=v"}}}}}}"#
+        );
+        assert_eq!(
+            carried_trace(&stowage),
+            TraceContext {
+                traceparent: Some(traceparent.to_string()),
+                tracestate: Some("k=v".to_string()),
+            }
+        );
+        let s3 = r#"{"source":"aws.s3","detail-type":"Object Created","detail":{"bucket":{"name":"b"},"object":{"key":"k"}}}"#;
+        for body in [s3, r#"{"detail":null}"#, "[1, 2]", "not json", ""] {
+            assert_eq!(carried_trace(body), TraceContext::default(), "{body}");
+        }
     }
 }
