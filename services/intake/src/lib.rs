@@ -16,11 +16,13 @@
 //! - [`routes`]: the HTTP handlers; [`error`] renders problem+json.
 //! - [`projection`]: applies `UsageChanged.v1` to the accounts.
 //! - [`rate`]: per-user rate limiting of grant requests.
+//! - [`http_trace`]: the server span of every request.
 
 pub mod adapters;
 pub mod auth;
 pub mod domain;
 pub mod error;
+pub mod http_trace;
 pub mod ports;
 pub mod projection;
 pub mod rate;

@@ -11,7 +11,6 @@ use stowage_shared::{
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::trace::TraceLayer;
 
 use crate::{
     adapters::{dynamodb::DynamoAccountStore, post_signer::PostSigner, s3::S3Objects},
@@ -118,7 +117,7 @@ impl App {
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
         Ok(Self {
             listener,
-            router: router(state).layer(TraceLayer::new_for_http()),
+            router: router(state).layer(crate::http_trace::layer()),
             consumer: Arc::new(consumer),
             limiter,
         })
