@@ -167,7 +167,7 @@ impl Ledger {
             storage_class,
             ..
         } = &mut change
-            && reason != POST_UPLOAD
+            && !POST_UPLOADS.contains(&reason)
         {
             // Only browser uploads are bound to STANDARD by their policy;
             // copies and API uploads may name another class, which S3's
@@ -363,11 +363,17 @@ pub fn usage_changed(
     }
 }
 
-/// The `reason` of an upload through a signed POST policy.
-const POST_UPLOAD: &str = "POST Object";
+/// The `reason` of an upload through a signed POST policy, as S3 spells it
+/// and as LocalStack does.
+const POST_UPLOADS: [&str; 2] = ["POST Object", "PostObject"];
 /// Reasons that mean a user uploaded the object (as opposed to a copy made by
 /// the system, such as tiering).
-const USER_UPLOADS: [&str; 3] = ["POST Object", "PutObject", "CompleteMultipartUpload"];
+const USER_UPLOADS: [&str; 4] = [
+    "POST Object",
+    "PostObject",
+    "PutObject",
+    "CompleteMultipartUpload",
+];
 /// An upload may reach S3 this long after its grant's expiry was checked.
 const GRANT_EXPIRY_SLACK_SECONDS: i64 = 300;
 
