@@ -10,7 +10,9 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName, QueueAttributeName,
+};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use opentelemetry::{
     KeyValue, global,
@@ -64,6 +66,8 @@ pub struct ConsumerOptions {
     pub batch_size: i32,
     /// Cap of the exponential backoff after errors.
     pub max_backoff: Duration,
+    /// How often the depth of the queue's dead-letter queue is read.
+    pub dlq_poll: Duration,
 }
 
 impl Default for ConsumerOptions {
@@ -74,6 +78,7 @@ impl Default for ConsumerOptions {
             visibility_timeout: Duration::from_secs(60),
             batch_size: 10,
             max_backoff: Duration::from_secs(30),
+            dlq_poll: Duration::from_secs(60),
         }
     }
 }
@@ -92,7 +97,8 @@ pub struct BatchOutcome {
 /// The consumer's instruments: `stowage.consumer.messages` counts messages
 /// by queue and outcome (the handler's label, `retried` or `poison`);
 /// `stowage.consumer.lag` is the age in seconds of the oldest message of the
-/// latest batch.
+/// latest batch; `stowage.consumer.dlq_depth` the messages on the queue's
+/// dead-letter queue.
 #[derive(Debug)]
 struct Metrics {
     /// The queue's name, the last part of its URL.
@@ -100,6 +106,7 @@ struct Metrics {
     queue: KeyValue,
     messages: Counter<u64>,
     lag: Gauge<f64>,
+    dlq_depth: Gauge<u64>,
 }
 
 impl Metrics {
@@ -121,6 +128,10 @@ impl Metrics {
                 .f64_gauge("stowage.consumer.lag")
                 .with_description("Age of the oldest message of the latest batch")
                 .with_unit("s")
+                .build(),
+            dlq_depth: meter
+                .u64_gauge("stowage.consumer.dlq_depth")
+                .with_description("Messages on the queue's dead-letter queue")
                 .build(),
         }
     }
@@ -366,10 +377,127 @@ impl<H: Handler> QueueConsumer<H> {
         Ok(requested - output.failed().len())
     }
 
+    /// The URL of the queue's dead-letter queue, from its `RedrivePolicy`;
+    /// `None` when it has none.
+    async fn dead_letter_queue(&self) -> anyhow::Result<Option<String>> {
+        let attributes = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(QueueAttributeName::RedrivePolicy)
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "GetQueueAttributes on {}: {}",
+                    self.queue_url,
+                    aws_sdk_sqs::error::DisplayErrorContext(e)
+                )
+            })?;
+        let Some(policy) = attributes
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy))
+        else {
+            return Ok(None);
+        };
+        let arn = serde_json::from_str::<serde_json::Value>(policy)
+            .ok()
+            .and_then(|p| p["deadLetterTargetArn"].as_str().map(str::to_string))
+            .ok_or_else(|| {
+                anyhow::anyhow!("RedrivePolicy without deadLetterTargetArn: {policy}")
+            })?;
+        // arn:<partition>:sqs:<region>:<account>:<name>
+        let [_, _, _, _, account, name] = arn.split(':').collect::<Vec<_>>()[..] else {
+            anyhow::bail!("dead-letter queue ARN {arn} is not an SQS queue ARN");
+        };
+        let url = self
+            .sqs
+            .get_queue_url()
+            .queue_name(name)
+            .queue_owner_aws_account_id(account)
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "GetQueueUrl of {arn}: {}",
+                    aws_sdk_sqs::error::DisplayErrorContext(e)
+                )
+            })?
+            .queue_url
+            .ok_or_else(|| anyhow::anyhow!("GetQueueUrl of {arn} returned no URL"))?;
+        Ok(Some(url))
+    }
+
+    /// Messages waiting on a queue (`ApproximateNumberOfMessages`).
+    async fn waiting(&self, queue_url: &str) -> anyhow::Result<u64> {
+        let attributes = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(queue_url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "GetQueueAttributes on {queue_url}: {}",
+                    aws_sdk_sqs::error::DisplayErrorContext(e)
+                )
+            })?;
+        attributes
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("{queue_url} did not say how many messages it holds"))
+    }
+
+    /// Records the depth of the dead-letter queue every `options.dlq_poll`
+    /// until `shutdown`. The dead-letter queue is looked up once, from the
+    /// queue's `RedrivePolicy`.
+    async fn watch_dead_letters(&self, shutdown: CancellationToken) {
+        let mut every = tokio::time::interval(self.options.dlq_poll);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut dlq = None;
+        while shutdown.run_until_cancelled(every.tick()).await.is_some() {
+            if dlq.is_none() {
+                match self.dead_letter_queue().await {
+                    Ok(Some(url)) => dlq = Some(url),
+                    Ok(None) => {
+                        tracing::warn!(queue = %self.queue_url, "the queue has no dead-letter queue; its depth is not reported");
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::warn!(
+                            error = format!("{error:#}"),
+                            "dead-letter queue not found yet"
+                        );
+                        continue;
+                    }
+                }
+            }
+            let Some(url) = &dlq else { continue };
+            match self.waiting(url).await {
+                Ok(depth) => self
+                    .metrics
+                    .dlq_depth
+                    .record(depth, std::slice::from_ref(&self.metrics.queue)),
+                Err(error) => {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "dead-letter queue depth not read"
+                    );
+                }
+            }
+        }
+    }
+
     /// Runs `options.workers` workers until `shutdown` is cancelled, then
-    /// waits for each to finish the batch it is handling.
+    /// waits for each to finish the batch it is handling. Meanwhile it
+    /// reports the depth of the queue's dead-letter queue.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut workers = tokio::task::JoinSet::new();
+        let watcher = Arc::clone(&self);
+        let stop = shutdown.clone();
+        workers.spawn(async move { watcher.watch_dead_letters(stop).await });
         for worker in 0..self.options.workers.max(1) {
             let consumer = Arc::clone(&self);
             let shutdown = shutdown.clone();

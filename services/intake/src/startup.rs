@@ -109,6 +109,7 @@ impl App {
             ConsumerOptions {
                 workers: settings.consumer_workers,
                 wait: Duration::from_secs(settings.consumer_wait_seconds),
+                dlq_poll: Duration::from_secs(settings.consumer_dlq_poll_seconds),
                 ..ConsumerOptions::default()
             },
         );
