@@ -5,7 +5,10 @@
 //! Every outcome has one name, logged here: `applied`, `duplicate`, `stale`,
 //! `not-a-user-key`, `other-bucket`, `grant-recorded`, and poison messages.
 
-use opentelemetry::{KeyValue, global, metrics::Counter};
+use opentelemetry::{
+    KeyValue, global,
+    metrics::{Counter, UpDownCounter},
+};
 use std::{sync::Arc, time::Duration};
 
 use stowage_events::{
@@ -43,6 +46,9 @@ pub struct Ledger {
     bucket: String,
     /// `stowage.ledger.violations`: uploads that broke their grant, by kind.
     violations: Counter<u64>,
+    /// `stowage.ledger.bytes`: the change of the bytes stored, by storage
+    /// class, added up over every change this process applied.
+    bytes: UpDownCounter<i64>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -82,6 +88,13 @@ impl Ledger {
             violations: global::meter("stowage")
                 .u64_counter("stowage.ledger.violations")
                 .with_description("Uploads counted that arrived without a grant or larger than it")
+                .build(),
+            bytes: global::meter("stowage")
+                .i64_up_down_counter("stowage.ledger.bytes")
+                .with_description(
+                    "Bytes stored, by storage class, as changed by the changes this process applied",
+                )
+                .with_unit("By")
                 .build(),
         }
     }
@@ -241,6 +254,7 @@ impl Ledger {
                         .await
                     {
                         Ok(()) => {
+                            self.count_bytes(&snapshot.usage, &usage);
                             let violation = user_upload
                                 .then(|| violation(grant, object.size, time))
                                 .flatten();
@@ -307,6 +321,28 @@ impl Ledger {
             }
         }
         Ok((candidates.remove(0), None))
+    }
+
+    /// Adds what one applied change did to the bytes of each storage class.
+    fn count_bytes(&self, before: &Usage, after: &Usage) {
+        let classes: std::collections::BTreeSet<&String> = before
+            .by_storage_class
+            .keys()
+            .chain(after.by_storage_class.keys())
+            .collect();
+        for class in classes {
+            let bytes = |usage: &Usage| {
+                usage
+                    .by_storage_class
+                    .get(class)
+                    .map_or(0, |b| i64::try_from(*b).unwrap_or(i64::MAX))
+            };
+            let change = bytes(after) - bytes(before);
+            if change != 0 {
+                self.bytes
+                    .add(change, &[KeyValue::new("storage_class", class.clone())]);
+            }
+        }
     }
 
     async fn publish(
