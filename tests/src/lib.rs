@@ -90,6 +90,7 @@ impl Stack {
                 ("jwt-issuer", ISSUER),
                 ("jwt-audience", AUDIENCE),
                 ("consumer-wait-seconds", "1"),
+                ("consumer-dlq-poll-seconds", "1"),
             ]
             .iter()
             .chain(flags)
@@ -110,7 +111,11 @@ impl Stack {
                 ("event-bus", "STOWAGE_EVENT_BUS"),
             ],
         );
-        args.extend(["--wait-seconds".to_string(), "1".to_string()]);
+        args.extend(
+            ["--wait-seconds", "1", "--dlq-poll-seconds", "1"]
+                .into_iter()
+                .map(str::to_string),
+        );
         args
     }
 
