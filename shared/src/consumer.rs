@@ -4,16 +4,26 @@
 //! Anything else stays on the queue: it becomes visible again, and after the
 //! queue's `maxReceiveCount` receives SQS moves it to the dead-letter queue, so
 //! a message that keeps failing never blocks the ones behind it.
+//!
+//! Each message is handled in its own span, the child of the span that
+//! published the event (`detail.trace`) when it names one.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName, QueueAttributeName,
+};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use opentelemetry::{
     KeyValue, global,
     metrics::{Counter, Gauge},
 };
+use serde::Deserialize;
+use stowage_events::TraceContext;
 use tokio_util::sync::CancellationToken;
+use tracing::{Instrument as _, field};
+
+use crate::telemetry;
 
 /// One message as a handler sees it.
 #[derive(Debug, Clone)]
@@ -56,6 +66,8 @@ pub struct ConsumerOptions {
     pub batch_size: i32,
     /// Cap of the exponential backoff after errors.
     pub max_backoff: Duration,
+    /// How often the depth of the queue's dead-letter queue is read.
+    pub dlq_poll: Duration,
 }
 
 impl Default for ConsumerOptions {
@@ -66,6 +78,7 @@ impl Default for ConsumerOptions {
             visibility_timeout: Duration::from_secs(60),
             batch_size: 10,
             max_backoff: Duration::from_secs(30),
+            dlq_poll: Duration::from_secs(60),
         }
     }
 }
@@ -84,12 +97,16 @@ pub struct BatchOutcome {
 /// The consumer's instruments: `stowage.consumer.messages` counts messages
 /// by queue and outcome (the handler's label, `retried` or `poison`);
 /// `stowage.consumer.lag` is the age in seconds of the oldest message of the
-/// latest batch.
+/// latest batch; `stowage.consumer.dlq_depth` the messages on the queue's
+/// dead-letter queue.
 #[derive(Debug)]
 struct Metrics {
+    /// The queue's name, the last part of its URL.
+    name: String,
     queue: KeyValue,
     messages: Counter<u64>,
     lag: Gauge<f64>,
+    dlq_depth: Gauge<u64>,
 }
 
 impl Metrics {
@@ -101,7 +118,8 @@ impl Metrics {
             .unwrap_or(queue_url)
             .to_string();
         Self {
-            queue: KeyValue::new("queue", name),
+            queue: KeyValue::new("queue", name.clone()),
+            name,
             messages: meter
                 .u64_counter("stowage.consumer.messages")
                 .with_description("Messages handled, by queue and outcome")
@@ -111,6 +129,10 @@ impl Metrics {
                 .with_description("Age of the oldest message of the latest batch")
                 .with_unit("s")
                 .build(),
+            dlq_depth: meter
+                .u64_gauge("stowage.consumer.dlq_depth")
+                .with_description("Messages on the queue's dead-letter queue")
+                .build(),
         }
     }
 
@@ -118,6 +140,24 @@ impl Metrics {
         self.messages
             .add(1, &[self.queue.clone(), KeyValue::new("outcome", outcome)]);
     }
+}
+
+/// The `detail.trace` of an event; empty for bodies without one.
+fn carried_trace(body: &str) -> TraceContext {
+    #[derive(Deserialize)]
+    struct Envelope {
+        #[serde(default)]
+        detail: Option<Detail>,
+    }
+    #[derive(Deserialize)]
+    struct Detail {
+        #[serde(default)]
+        trace: Option<TraceContext>,
+    }
+    serde_json::from_str::<Envelope>(body)
+        .ok()
+        .and_then(|e| e.detail?.trace)
+        .unwrap_or_default()
 }
 
 /// Reads one queue and hands each message to a [`Handler`].
@@ -199,8 +239,15 @@ impl<H: Handler> QueueConsumer<H> {
                     .and_then(|c| c.parse().ok())
                     .unwrap_or(1),
             };
-            match self.handler.handle(&delivery).await {
+            let span = self.message_span(&delivery);
+            let disposition = self
+                .handler
+                .handle(&delivery)
+                .instrument(span.clone())
+                .await;
+            match disposition {
                 Disposition::Done(label) => {
+                    span.record("outcome", label);
                     self.metrics.count(label);
                     outcome.done.push(label);
                     to_delete.push(
@@ -211,32 +258,60 @@ impl<H: Handler> QueueConsumer<H> {
                     );
                 }
                 Disposition::Retry(error) => {
+                    span.record("outcome", "retried");
+                    span.record("otel.status_code", "ERROR");
                     self.metrics.count("retried");
                     outcome.retried += 1;
-                    tracing::warn!(
-                        queue = %self.queue_url,
-                        message_id = %delivery.message_id,
-                        receive_count = delivery.receive_count,
-                        error = format!("{error:#}"),
-                        "message left for redelivery"
-                    );
+                    span.in_scope(|| {
+                        tracing::warn!(
+                            queue = %self.queue_url,
+                            message_id = %delivery.message_id,
+                            receive_count = delivery.receive_count,
+                            error = format!("{error:#}"),
+                            "message left for redelivery"
+                        );
+                    });
                 }
                 Disposition::Poison(reason) => {
+                    span.record("outcome", "poison");
+                    span.record("otel.status_code", "ERROR");
                     self.metrics.count("poison");
                     outcome.poisoned += 1;
-                    tracing::error!(
-                        queue = %self.queue_url,
-                        message_id = %delivery.message_id,
-                        receive_count = delivery.receive_count,
-                        %reason,
-                        "poison message; it moves to the dead-letter queue after the queue's maxReceiveCount"
-                    );
-                    self.release(handle).await;
+                    span.in_scope(|| {
+                        tracing::error!(
+                            queue = %self.queue_url,
+                            message_id = %delivery.message_id,
+                            receive_count = delivery.receive_count,
+                            %reason,
+                            "poison message; it moves to the dead-letter queue after the queue's maxReceiveCount"
+                        );
+                    });
+                    self.release(handle).instrument(span).await;
                 }
             }
         }
         outcome.deleted = self.delete(to_delete).await?;
         Ok(outcome)
+    }
+
+    /// The span one message is handled in: a child of the span that
+    /// published the event when its `detail.trace` names one (S3's events
+    /// carry none), a new trace otherwise.
+    fn message_span(&self, delivery: &Delivery) -> tracing::Span {
+        let span = tracing::info_span!(
+            "message",
+            otel.name = format!("process {}", self.metrics.name),
+            otel.kind = "consumer",
+            otel.status_code = field::Empty,
+            messaging.system = "aws_sqs",
+            messaging.operation.type = "process",
+            messaging.destination.name = %self.metrics.name,
+            messaging.message.id = %delivery.message_id,
+            messaging.sqs.receive_count = delivery.receive_count,
+            outcome = field::Empty,
+        );
+        telemetry::continue_trace(&span, &carried_trace(&delivery.body));
+        span
     }
 
     /// Records how long the oldest message of a batch waited on the queue.
@@ -302,10 +377,127 @@ impl<H: Handler> QueueConsumer<H> {
         Ok(requested - output.failed().len())
     }
 
+    /// The URL of the queue's dead-letter queue, from its `RedrivePolicy`;
+    /// `None` when it has none.
+    async fn dead_letter_queue(&self) -> anyhow::Result<Option<String>> {
+        let attributes = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(QueueAttributeName::RedrivePolicy)
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "GetQueueAttributes on {}: {}",
+                    self.queue_url,
+                    aws_sdk_sqs::error::DisplayErrorContext(e)
+                )
+            })?;
+        let Some(policy) = attributes
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy))
+        else {
+            return Ok(None);
+        };
+        let arn = serde_json::from_str::<serde_json::Value>(policy)
+            .ok()
+            .and_then(|p| p["deadLetterTargetArn"].as_str().map(str::to_string))
+            .ok_or_else(|| {
+                anyhow::anyhow!("RedrivePolicy without deadLetterTargetArn: {policy}")
+            })?;
+        // arn:<partition>:sqs:<region>:<account>:<name>
+        let [_, _, _, _, account, name] = arn.split(':').collect::<Vec<_>>()[..] else {
+            anyhow::bail!("dead-letter queue ARN {arn} is not an SQS queue ARN");
+        };
+        let url = self
+            .sqs
+            .get_queue_url()
+            .queue_name(name)
+            .queue_owner_aws_account_id(account)
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "GetQueueUrl of {arn}: {}",
+                    aws_sdk_sqs::error::DisplayErrorContext(e)
+                )
+            })?
+            .queue_url
+            .ok_or_else(|| anyhow::anyhow!("GetQueueUrl of {arn} returned no URL"))?;
+        Ok(Some(url))
+    }
+
+    /// Messages waiting on a queue (`ApproximateNumberOfMessages`).
+    async fn waiting(&self, queue_url: &str) -> anyhow::Result<u64> {
+        let attributes = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(queue_url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "GetQueueAttributes on {queue_url}: {}",
+                    aws_sdk_sqs::error::DisplayErrorContext(e)
+                )
+            })?;
+        attributes
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("{queue_url} did not say how many messages it holds"))
+    }
+
+    /// Records the depth of the dead-letter queue every `options.dlq_poll`
+    /// until `shutdown`. The dead-letter queue is looked up once, from the
+    /// queue's `RedrivePolicy`.
+    async fn watch_dead_letters(&self, shutdown: CancellationToken) {
+        let mut every = tokio::time::interval(self.options.dlq_poll);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut dlq = None;
+        while shutdown.run_until_cancelled(every.tick()).await.is_some() {
+            if dlq.is_none() {
+                match self.dead_letter_queue().await {
+                    Ok(Some(url)) => dlq = Some(url),
+                    Ok(None) => {
+                        tracing::warn!(queue = %self.queue_url, "the queue has no dead-letter queue; its depth is not reported");
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::warn!(
+                            error = format!("{error:#}"),
+                            "dead-letter queue not found yet"
+                        );
+                        continue;
+                    }
+                }
+            }
+            let Some(url) = &dlq else { continue };
+            match self.waiting(url).await {
+                Ok(depth) => self
+                    .metrics
+                    .dlq_depth
+                    .record(depth, std::slice::from_ref(&self.metrics.queue)),
+                Err(error) => {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "dead-letter queue depth not read"
+                    );
+                }
+            }
+        }
+    }
+
     /// Runs `options.workers` workers until `shutdown` is cancelled, then
-    /// waits for each to finish the batch it is handling.
+    /// waits for each to finish the batch it is handling. Meanwhile it
+    /// reports the depth of the queue's dead-letter queue.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut workers = tokio::task::JoinSet::new();
+        let watcher = Arc::clone(&self);
+        let stop = shutdown.clone();
+        workers.spawn(async move { watcher.watch_dead_letters(stop).await });
         for worker in 0..self.options.workers.max(1) {
             let consumer = Arc::clone(&self);
             let shutdown = shutdown.clone();
@@ -359,5 +551,29 @@ impl<H: Handler> QueueConsumer<H> {
             .with_jitter()
             .without_max_times()
             .build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_trace_an_event_carries_is_read_from_its_detail() {
+        let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let stowage = format!(
+            r#"{{"source":"stowage.ledger","detail-type":"UsageChanged.v1","detail":{{"user_id":"u","trace":{{"traceparent":"{traceparent}","tracestate":"k=v"}}}}}}"#
+        );
+        assert_eq!(
+            carried_trace(&stowage),
+            TraceContext {
+                traceparent: Some(traceparent.to_string()),
+                tracestate: Some("k=v".to_string()),
+            }
+        );
+        let s3 = r#"{"source":"aws.s3","detail-type":"Object Created","detail":{"bucket":{"name":"b"},"object":{"key":"k"}}}"#;
+        for body in [s3, r#"{"detail":null}"#, "[1, 2]", "not json", ""] {
+            assert_eq!(carried_trace(body), TraceContext::default(), "{body}");
+        }
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //! - [`aws`]: the SDK configuration and clients, honouring `AWS_ENDPOINT_URL`.
-//! - [`telemetry`]: `tracing` subscriber set-up.
+//! - [`telemetry`]: logs, OTLP export of traces and metrics, and the trace
+//!   context events carry from producer to consumer.
 //! - [`publisher`]: puts Stowage events on the event bus.
 //! - [`dynamo`]: DynamoDB item and error helpers.
 //! - [`consumer`]: the SQS consumer loop (long polling, batch deletes,

@@ -8,7 +8,13 @@
 
 pub mod openapi;
 
-use std::{collections::HashMap, future::Future, process::Command, time::Duration};
+use std::{
+    collections::HashMap,
+    future::Future,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
 
 use anyhow::Context;
 use clap::Parser;
@@ -60,6 +66,57 @@ impl Stack {
             .get(key)
             .map(String::as_str)
             .unwrap_or_default()
+    }
+
+    /// intake's command line against this stack (program name first):
+    /// listening on a free loopback port, accepting [`token_with`]'s tokens,
+    /// with `flags` added (e.g. a small quota).
+    pub fn intake_args(&self, flags: &[(&str, &str)]) -> Vec<String> {
+        let mut args = self.args(
+            "stowage-intake",
+            &[
+                ("bucket", "STOWAGE_BUCKET"),
+                ("s3-public-url", "STOWAGE_S3_PUBLIC_URL"),
+                ("s3-path-style", "STOWAGE_S3_PATH_STYLE"),
+                ("table", "STOWAGE_INTAKE_TABLE"),
+                ("event-bus", "STOWAGE_EVENT_BUS"),
+                ("queue-url", "STOWAGE_INTAKE_QUEUE_URL"),
+            ],
+        );
+        args.extend(
+            [
+                ("listen", "127.0.0.1:0"),
+                ("jwt-secret", JWT_SECRET),
+                ("jwt-issuer", ISSUER),
+                ("jwt-audience", AUDIENCE),
+                ("consumer-wait-seconds", "1"),
+                ("consumer-dlq-poll-seconds", "1"),
+            ]
+            .iter()
+            .chain(flags)
+            .flat_map(|(flag, value)| [format!("--{flag}"), value.to_string()]),
+        );
+        args
+    }
+
+    /// The ledger's command line against this stack (program name first).
+    pub fn ledger_args(&self) -> Vec<String> {
+        let mut args = self.args(
+            "stowage-ledger",
+            &[
+                ("bucket", "STOWAGE_BUCKET"),
+                ("s3-path-style", "STOWAGE_S3_PATH_STYLE"),
+                ("table", "STOWAGE_LEDGER_TABLE"),
+                ("queue-url", "STOWAGE_LEDGER_QUEUE_URL"),
+                ("event-bus", "STOWAGE_EVENT_BUS"),
+            ],
+        );
+        args.extend(
+            ["--wait-seconds", "1", "--dlq-poll-seconds", "1"]
+                .into_iter()
+                .map(str::to_string),
+        );
+        args
     }
 
     /// Command-line arguments for a service's settings parser.
@@ -141,31 +198,10 @@ impl System {
         let stack = Stack::deploy()?;
         let shutdown = CancellationToken::new();
 
-        let mut args = stack.args(
-            "stowage-intake",
-            &[
-                ("bucket", "STOWAGE_BUCKET"),
-                ("s3-public-url", "STOWAGE_S3_PUBLIC_URL"),
-                ("s3-path-style", "STOWAGE_S3_PATH_STYLE"),
-                ("table", "STOWAGE_INTAKE_TABLE"),
-                ("event-bus", "STOWAGE_EVENT_BUS"),
-                ("queue-url", "STOWAGE_INTAKE_QUEUE_URL"),
-            ],
-        );
-        args.extend(
-            [
-                ("listen", "127.0.0.1:0"),
-                ("jwt-secret", JWT_SECRET),
-                ("jwt-issuer", ISSUER),
-                ("jwt-audience", AUDIENCE),
-                ("consumer-wait-seconds", "1"),
-            ]
-            .iter()
-            .chain(intake_flags)
-            .flat_map(|(flag, value)| [format!("--{flag}"), value.to_string()]),
-        );
-        let intake =
-            stowage_intake::App::build(stowage_intake::Settings::try_parse_from(args)?).await?;
+        let intake = stowage_intake::App::build(stowage_intake::Settings::try_parse_from(
+            stack.intake_args(intake_flags),
+        )?)
+        .await?;
         let intake_url = format!("http://{}", intake.local_addr());
 
         let ledger = ledger(&stack).await?;
@@ -351,23 +387,7 @@ impl System {
     /// Uploads `data` the way a browser does: the grant's fields and then the
     /// file, as multipart/form-data, straight to S3.
     pub async fn upload(&self, grant: &Value, data: Vec<u8>) -> reqwest::Response {
-        let mut form = reqwest::multipart::Form::new();
-        for (name, value) in grant["fields"].as_object().expect("fields") {
-            form = form.text(
-                name.clone(),
-                value.as_str().expect("string field").to_string(),
-            );
-        }
-        form = form.part(
-            "file",
-            reqwest::multipart::Part::bytes(data).file_name("upload.bin"),
-        );
-        self.http
-            .post(grant["url"].as_str().expect("url"))
-            .multipart(form)
-            .send()
-            .await
-            .expect("S3 answers")
+        upload(&self.http, grant, data).await
     }
 
     /// Lists every key in the stack's bucket.
@@ -493,18 +513,10 @@ impl System {
 
 /// A ledger for `stack`, polling with a short wait.
 async fn ledger(stack: &Stack) -> anyhow::Result<stowage_ledger::App> {
-    let mut args = stack.args(
-        "stowage-ledger",
-        &[
-            ("bucket", "STOWAGE_BUCKET"),
-            ("s3-path-style", "STOWAGE_S3_PATH_STYLE"),
-            ("table", "STOWAGE_LEDGER_TABLE"),
-            ("queue-url", "STOWAGE_LEDGER_QUEUE_URL"),
-            ("event-bus", "STOWAGE_EVENT_BUS"),
-        ],
-    );
-    args.extend(["--wait-seconds".to_string(), "1".to_string()]);
-    stowage_ledger::App::build(stowage_ledger::Settings::try_parse_from(args)?).await
+    stowage_ledger::App::build(stowage_ledger::Settings::try_parse_from(
+        stack.ledger_args(),
+    )?)
+    .await
 }
 
 /// Receives (and deletes) every message on a queue until it stays empty.
@@ -532,6 +544,43 @@ pub async fn drain(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<String> {
                 .expect("DeleteMessage");
         }
     }
+}
+
+/// Uploads `data` the way a browser does: the grant's fields and then the
+/// file, as multipart/form-data, straight to S3.
+pub async fn upload(http: &reqwest::Client, grant: &Value, data: Vec<u8>) -> reqwest::Response {
+    let mut form = reqwest::multipart::Form::new();
+    for (name, value) in grant["fields"].as_object().expect("fields") {
+        form = form.text(
+            name.clone(),
+            value.as_str().expect("string field").to_string(),
+        );
+    }
+    form = form.part(
+        "file",
+        reqwest::multipart::Part::bytes(data).file_name("upload.bin"),
+    );
+    http.post(grant["url"].as_str().expect("url"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("S3 answers")
+}
+
+/// The path of a service's binary (package and binary share the name, e.g.
+/// `stowage-ledger`), built first if it is stale, for tests that run a
+/// service as a process of its own.
+pub fn service_binary(name: &str) -> PathBuf {
+    // cargo answers at once when the binary is current.
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "-q", "-p", name, "--bin", name])
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building {name} failed");
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("debug").join(name)
 }
 
 /// Messages visible plus in flight on a queue.

@@ -11,7 +11,7 @@
 use std::{process::Stdio, time::Duration};
 
 use futures::StreamExt;
-use stowage_e2e::{Stack, queue_depth};
+use stowage_e2e::{Stack, queue_depth, service_binary};
 use stowage_ledger::reconcile::Reconciler;
 use tokio::process::{Child, Command};
 
@@ -32,26 +32,6 @@ impl Lcg {
             .wrapping_add(1442695040888963407);
         (self.0 >> 33) % below
     }
-}
-
-fn ledger_binary() -> std::path::PathBuf {
-    // Make sure the binary is current; cargo answers at once when it is.
-    let status = std::process::Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "-q",
-            "-p",
-            "stowage-ledger",
-            "--bin",
-            "stowage-ledger",
-        ])
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building stowage-ledger failed");
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join("debug").join("stowage-ledger")
 }
 
 fn start_ledger(binary: &std::path::Path, stack: &Stack) -> Child {
@@ -136,7 +116,7 @@ async fn the_ledger_survives_being_killed_at_random_moments() {
     let sqs = stowage_shared::aws::sqs(&sdk);
     let queue = stack.get("STOWAGE_LEDGER_QUEUE_URL").to_string();
     let bucket = stack.get("STOWAGE_BUCKET").to_string();
-    let binary = ledger_binary();
+    let binary = service_binary("stowage-ledger");
     let mut ledger = start_ledger(&binary, &stack);
     let reconciler = stowage_ledger::startup::reconciler(
         &bucket,

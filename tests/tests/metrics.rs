@@ -1,6 +1,7 @@
 //! The services' OpenTelemetry metrics, read back through an in-memory
 //! exporter installed as the process's meter provider before the services
-//! start: consumer outcomes, upload violations and grant outcomes.
+//! start: consumer outcomes, upload violations, grant outcomes, bytes by
+//! storage class and the depth of the dead-letter queues.
 
 use std::time::Duration;
 
@@ -37,8 +38,58 @@ fn counted(exporter: &InMemoryMetricExporter, name: &str, with: &[KeyValue]) -> 
         .sum()
 }
 
+/// The latest value of gauge `name` whose attributes include `with`, if it
+/// was recorded.
+fn gauge(exporter: &InMemoryMetricExporter, name: &str, with: &[KeyValue]) -> Option<u64> {
+    let finished = exporter.get_finished_metrics().expect("metrics readable");
+    finished
+        .last()?
+        .scope_metrics()
+        .flat_map(|scope| scope.metrics())
+        .filter(|metric| metric.name() == name)
+        .find_map(|metric| match metric.data() {
+            AggregatedMetrics::U64(MetricData::Gauge(gauge)) => gauge
+                .data_points()
+                .find(|point| {
+                    with.iter()
+                        .all(|wanted| point.attributes().any(|kv| kv == wanted))
+                })
+                .map(|point| point.value()),
+            _ => None,
+        })
+}
+
+/// The sum of up-down counter `name`'s points whose attributes include `with`.
+fn summed(exporter: &InMemoryMetricExporter, name: &str, with: &[KeyValue]) -> i64 {
+    let finished = exporter.get_finished_metrics().expect("metrics readable");
+    let Some(latest) = finished.last() else {
+        return 0;
+    };
+    latest
+        .scope_metrics()
+        .flat_map(|scope| scope.metrics())
+        .filter(|metric| metric.name() == name)
+        .map(|metric| match metric.data() {
+            AggregatedMetrics::I64(MetricData::Sum(sum)) => sum
+                .data_points()
+                .filter(|point| {
+                    with.iter()
+                        .all(|wanted| point.attributes().any(|kv| kv == wanted))
+                })
+                .map(|point| point.value())
+                .sum(),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// A queue's name, the last part of its URL.
+fn name_of(url: &str) -> String {
+    url.rsplit('/').next().unwrap_or_default().to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn outcomes_violations_and_grants_are_counted() {
+async fn outcomes_violations_grants_bytes_and_dead_letters_are_measured() {
     let exporter = InMemoryMetricExporter::default();
     let provider = SdkMeterProvider::builder()
         .with_reader(PeriodicReader::builder(exporter.clone()).build())
@@ -62,7 +113,7 @@ async fn outcomes_violations_and_grants_are_counted() {
         .await;
     assert_eq!(refused.status, 403);
     system
-        .put_object("users/ivan/ungranted.txt", vec![2; 50], "STANDARD")
+        .put_object("users/ivan/ungranted.txt", vec![2; 50], "GLACIER")
         .await;
     system.used_bytes_reach(&token, 150).await;
 
@@ -75,11 +126,7 @@ async fn outcomes_violations_and_grants_are_counted() {
                 .expect("metrics flushed");
         }
     };
-    let queue_name = ledger_queue
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    let queue_name = name_of(&ledger_queue);
     eventually(
         Duration::from_secs(60),
         "a poison message counted",
@@ -131,5 +178,39 @@ async fn outcomes_violations_and_grants_are_counted() {
         )
     };
     assert_eq!((grants("issued"), grants("quota_exceeded")), (1, 1));
+    let bytes = |class: &'static str| {
+        summed(
+            &exporter,
+            "stowage.ledger.bytes",
+            &[KeyValue::new("storage_class", class)],
+        )
+    };
+    assert_eq!((bytes("STANDARD"), bytes("GLACIER")), (100, 50));
+
+    // The poison message reaches the ledger's dead-letter queue after the
+    // queue's maxReceiveCount receives; intake's stays empty.
+    eventually(
+        Duration::from_secs(60),
+        "the ledger's dead-letter queue reported holding the poison message",
+        || async {
+            flush().await;
+            let depth = gauge(
+                &exporter,
+                "stowage.consumer.dlq_depth",
+                &[KeyValue::new("queue", queue_name.clone())],
+            );
+            (depth == Some(1)).then_some(())
+        },
+    )
+    .await;
+    let intake_queue = name_of(system.stack.get("STOWAGE_INTAKE_QUEUE_URL"));
+    assert_eq!(
+        gauge(
+            &exporter,
+            "stowage.consumer.dlq_depth",
+            &[KeyValue::new("queue", intake_queue)],
+        ),
+        Some(0)
+    );
     system.stop().await;
 }

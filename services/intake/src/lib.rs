@@ -17,12 +17,14 @@
 //! - [`projection`]: applies `UsageChanged.v1` to the accounts.
 //! - [`rate`]: per-user rate limiting of grant requests.
 //! - [`accounts`]: account operations shared with `stowctl` (quota changes).
+//! - [`http_trace`]: the server span of every request.
 
 pub mod accounts;
 pub mod adapters;
 pub mod auth;
 pub mod domain;
 pub mod error;
+pub mod http_trace;
 pub mod ports;
 pub mod projection;
 pub mod rate;

@@ -139,6 +139,16 @@ pub struct Settings {
     /// Long-poll wait of the queue consumer, in seconds.
     #[arg(long, env = "STOWAGE_CONSUMER_WAIT_SECONDS", default_value_t = 20)]
     pub consumer_wait_seconds: u64,
+
+    /// How often the depth of the queue's dead-letter queue is read, in
+    /// seconds.
+    #[arg(
+        long,
+        env = "STOWAGE_CONSUMER_DLQ_POLL_SECONDS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub consumer_dlq_poll_seconds: u64,
 }
 
 fn parse_secret(value: &str) -> Result<SecretString, String> {

@@ -11,7 +11,6 @@ use stowage_shared::{
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::trace::TraceLayer;
 
 use crate::{
     adapters::{dynamodb::DynamoAccountStore, post_signer::PostSigner, s3::S3Objects},
@@ -110,6 +109,7 @@ impl App {
             ConsumerOptions {
                 workers: settings.consumer_workers,
                 wait: Duration::from_secs(settings.consumer_wait_seconds),
+                dlq_poll: Duration::from_secs(settings.consumer_dlq_poll_seconds),
                 ..ConsumerOptions::default()
             },
         );
@@ -118,7 +118,7 @@ impl App {
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
         Ok(Self {
             listener,
-            router: router(state).layer(TraceLayer::new_for_http()),
+            router: router(state).layer(crate::http_trace::layer()),
             consumer: Arc::new(consumer),
             limiter,
         })

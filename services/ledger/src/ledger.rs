@@ -5,16 +5,23 @@
 //! Every outcome has one name, logged here: `applied`, `duplicate`, `stale`,
 //! `not-a-user-key`, `other-bucket`, `grant-recorded`, and poison messages.
 
-use opentelemetry::{KeyValue, global, metrics::Counter};
+use opentelemetry::{
+    KeyValue, global,
+    metrics::{Counter, UpDownCounter},
+};
 use std::{sync::Arc, time::Duration};
 
 use stowage_events::{
-    EventMeta, RawEnvelope, StowageEvent, TraceContext, UploadGrantedV1, UsageChangedV1,
+    EventMeta, RawEnvelope, StowageEvent, UploadGrantedV1, UsageChangedV1,
     s3::{self, ObjectEventDetail},
     stowage::{ObjectChange, UploadViolation},
 };
-use stowage_shared::consumer::{Delivery, Disposition, Handler};
+use stowage_shared::{
+    consumer::{Delivery, Disposition, Handler},
+    telemetry,
+};
 use time::OffsetDateTime;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::{
@@ -23,7 +30,7 @@ use crate::{
         sequencer::Sequencer,
         usage::{Change, DEFAULT_STORAGE_CLASS, Decision, ObjectEvent, ObjectRow, Usage, decide},
     },
-    ports::{GrantNote, LedgerStore, ObjectHead, ObjectProbe, UsagePublisher},
+    ports::{GrantNote, LedgerStore, ObjectHead, ObjectProbe, Snapshot, UsagePublisher},
 };
 
 /// Conflicting writers on one user's totals retry this many times before the
@@ -39,6 +46,9 @@ pub struct Ledger {
     bucket: String,
     /// `stowage.ledger.violations`: uploads that broke their grant, by kind.
     violations: Counter<u64>,
+    /// `stowage.ledger.bytes`: the change of the bytes stored, by storage
+    /// class, added up over every change this process applied.
+    bytes: UpDownCounter<i64>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -79,6 +89,13 @@ impl Ledger {
                 .u64_counter("stowage.ledger.violations")
                 .with_description("Uploads counted that arrived without a grant or larger than it")
                 .build(),
+            bytes: global::meter("stowage")
+                .i64_up_down_counter("stowage.ledger.bytes")
+                .with_description(
+                    "Bytes stored, by storage class, as changed by the changes this process applied",
+                )
+                .with_unit("By")
+                .build(),
         }
     }
 
@@ -105,6 +122,7 @@ impl Ledger {
                         grant_id: grant.grant_id.to_string(),
                         max_size: grant.max_size,
                         expires_at: grant.expires_at.unix_timestamp(),
+                        trace: grant.meta.trace,
                     })
                     .await
                     .map_err(|e| Failure::Transient(e.into()))?;
@@ -162,7 +180,7 @@ impl Ledger {
             storage_class,
             ..
         } = &mut change
-            && reason != POST_UPLOAD
+            && !POST_UPLOADS.contains(&reason)
         {
             // Only browser uploads are bound to STANDARD by their policy;
             // copies and API uploads may name another class, which S3's
@@ -180,21 +198,51 @@ impl Ledger {
         let user_upload =
             USER_UPLOADS.contains(&reason) && matches!(change, Change::Created { .. });
         let event = ObjectEvent { change, sequencer };
+        let first = self
+            .store
+            .snapshot(user, &key)
+            .await
+            .map_err(|e| Failure::Transient(e.into()))?;
+        let grant = first
+            .grant
+            .as_ref()
+            .filter(|g| user_upload && !expired(g, time));
+        let span = apply_span(user, &key, grant);
+        self.settle(user, &key, &event, user_upload, time, first)
+            .instrument(span)
+            .await
+    }
 
+    /// Applies `event` to `key`'s row and `user`'s totals, starting from
+    /// the `first` snapshot and reading again after a conflicting write,
+    /// then announces the totals.
+    async fn settle(
+        &self,
+        user: &str,
+        key: &str,
+        event: &ObjectEvent,
+        user_upload: bool,
+        time: OffsetDateTime,
+        first: Snapshot,
+    ) -> Result<&'static str, Failure> {
+        let mut next = Some(first);
         for attempt in 0..MAX_COMMIT_ATTEMPTS {
-            let snapshot = self
-                .store
-                .snapshot(user, &key)
-                .await
-                .map_err(|e| Failure::Transient(e.into()))?;
+            let snapshot = match next.take() {
+                Some(snapshot) => snapshot,
+                None => self
+                    .store
+                    .snapshot(user, key)
+                    .await
+                    .map_err(|e| Failure::Transient(e.into()))?,
+            };
             let grant = snapshot.grant.as_ref();
-            match decide(snapshot.object.as_ref(), &snapshot.usage, &event) {
+            match decide(snapshot.object.as_ref(), &snapshot.usage, event) {
                 Decision::Stale => return Ok("stale"),
                 Decision::Duplicate => {
                     // The first delivery may have committed and then failed to
                     // publish; publishing the current totals again is harmless.
                     if let Some(row) = &snapshot.object {
-                        self.publish(user, &key, row, &snapshot.usage, grant, None)
+                        self.publish(user, key, row, &snapshot.usage, grant, None)
                             .await?;
                     }
                     return Ok("duplicate");
@@ -202,10 +250,11 @@ impl Ledger {
                 Decision::Apply { object, usage } => {
                     match self
                         .store
-                        .commit(user, &key, &snapshot, &object, &usage)
+                        .commit(user, key, &snapshot, &object, &usage)
                         .await
                     {
                         Ok(()) => {
+                            self.count_bytes(&snapshot.usage, &usage);
                             let violation = user_upload
                                 .then(|| violation(grant, object.size, time))
                                 .flatten();
@@ -217,7 +266,7 @@ impl Ledger {
                                 self.violations.add(1, &[KeyValue::new("kind", kind)]);
                                 tracing::warn!(%key, size = object.size, ?violation, grant = ?grant.map(|g| &g.grant_id), "upload broke its grant; counted all the same");
                             }
-                            self.publish(user, &key, &object, &usage, grant, violation)
+                            self.publish(user, key, &object, &usage, grant, violation)
                                 .await?;
                             return Ok("applied");
                         }
@@ -274,6 +323,28 @@ impl Ledger {
         Ok((candidates.remove(0), None))
     }
 
+    /// Adds what one applied change did to the bytes of each storage class.
+    fn count_bytes(&self, before: &Usage, after: &Usage) {
+        let classes: std::collections::BTreeSet<&String> = before
+            .by_storage_class
+            .keys()
+            .chain(after.by_storage_class.keys())
+            .collect();
+        for class in classes {
+            let bytes = |usage: &Usage| {
+                usage
+                    .by_storage_class
+                    .get(class)
+                    .map_or(0, |b| i64::try_from(*b).unwrap_or(i64::MAX))
+            };
+            let change = bytes(after) - bytes(before);
+            if change != 0 {
+                self.bytes
+                    .add(change, &[KeyValue::new("storage_class", class.clone())]);
+            }
+        }
+    }
+
     async fn publish(
         &self,
         user: &str,
@@ -310,7 +381,7 @@ pub fn usage_changed(
 ) -> UsageChangedV1 {
     let live = row.filter(|r| r.live);
     UsageChangedV1 {
-        meta: EventMeta::new(user, TraceContext::default()),
+        meta: EventMeta::new(user, telemetry::current_trace()),
         revision: usage.revision,
         used_bytes: usage.used_bytes,
         object_count: usage.object_count,
@@ -328,13 +399,44 @@ pub fn usage_changed(
     }
 }
 
-/// The `reason` of an upload through a signed POST policy.
-const POST_UPLOAD: &str = "POST Object";
+/// The `reason` of an upload through a signed POST policy, as S3 spells it
+/// and as LocalStack does.
+const POST_UPLOADS: [&str; 2] = ["POST Object", "PostObject"];
 /// Reasons that mean a user uploaded the object (as opposed to a copy made by
 /// the system, such as tiering).
-const USER_UPLOADS: [&str; 3] = ["POST Object", "PutObject", "CompleteMultipartUpload"];
+const USER_UPLOADS: [&str; 4] = [
+    "POST Object",
+    "PostObject",
+    "PutObject",
+    "CompleteMultipartUpload",
+];
 /// An upload may reach S3 this long after its grant's expiry was checked.
 const GRANT_EXPIRY_SLACK_SECONDS: i64 = 300;
+
+/// Whether an upload at `time` came too late for `grant`.
+fn expired(grant: &GrantNote, time: OffsetDateTime) -> bool {
+    grant.expires_at + GRANT_EXPIRY_SLACK_SECONDS < time.unix_timestamp()
+}
+
+/// The span an S3 event is applied in. An upload under a live grant joins
+/// the trace the grant was issued in (intake's request span), linked to the
+/// span of the message S3's event came in; anything else stays in the
+/// message's span.
+fn apply_span(user: &str, key: &str, grant: Option<&GrantNote>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "apply",
+        otel.name = "apply object event",
+        stowage.user_id = user,
+        stowage.key = key,
+        stowage.grant_id = grant.map(|g| g.grant_id.as_str()),
+    );
+    if let Some(grant) = grant
+        && telemetry::continue_trace(&span, &grant.trace)
+    {
+        telemetry::link(&span, &tracing::Span::current());
+    }
+    span
+}
 
 /// How an upload of `size` bytes at `time` broke its grant, if it did.
 fn violation(
@@ -343,9 +445,7 @@ fn violation(
     time: OffsetDateTime,
 ) -> Option<UploadViolation> {
     match grant {
-        Some(g) if g.expires_at + GRANT_EXPIRY_SLACK_SECONDS < time.unix_timestamp() => {
-            Some(UploadViolation::NoGrant)
-        }
+        Some(g) if expired(g, time) => Some(UploadViolation::NoGrant),
         Some(g) if size > g.max_size => Some(UploadViolation::ExceedsGrant),
         Some(_) => None,
         None => Some(UploadViolation::NoGrant),

@@ -50,6 +50,9 @@ pub struct GrantNote {
     pub max_size: u64,
     /// Unix time the grant expires.
     pub expires_at: i64,
+    /// The trace the grant was issued in, which the upload's processing
+    /// joins.
+    pub trace: stowage_events::TraceContext,
 }
 
 /// What S3 holds at a key now.

@@ -10,7 +10,8 @@ use axum::{
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
-use stowage_events::{EventMeta, ObjectAccessedV1, TraceContext};
+use stowage_events::{EventMeta, ObjectAccessedV1};
+use stowage_shared::telemetry::current_trace;
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
@@ -218,7 +219,7 @@ pub async fn show(
         .map_err(|e| ApiError::Unavailable(e.into()))?;
     let object = head.object;
     let event = ObjectAccessedV1 {
-        meta: EventMeta::new(caller.user.as_str(), TraceContext::default()),
+        meta: EventMeta::new(caller.user.as_str(), current_trace()),
         key: key.clone(),
         size: object.size,
         storage_class: object.storage_class.clone(),

@@ -8,7 +8,8 @@ use axum::{
     http::StatusCode,
 };
 use serde::{Deserialize, Serialize};
-use stowage_events::{EventMeta, RestoreRequestedV1, TraceContext};
+use stowage_events::{EventMeta, RestoreRequestedV1};
+use stowage_shared::telemetry::current_trace;
 use utoipa::ToSchema;
 
 use super::{AppState, bad_json, integer};
@@ -85,7 +86,7 @@ pub async fn create(
         });
     }
     let event = RestoreRequestedV1 {
-        meta: EventMeta::new(caller.user.as_str(), TraceContext::default()),
+        meta: EventMeta::new(caller.user.as_str(), current_trace()),
         key: key.clone(),
         days,
         storage_class: head.object.storage_class.clone(),

@@ -12,7 +12,8 @@ use axum::{
 use opentelemetry::KeyValue;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use stowage_events::{EventMeta, TraceContext, UploadGrantedV1};
+use stowage_events::{EventMeta, UploadGrantedV1};
+use stowage_shared::telemetry::current_trace;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -257,7 +258,7 @@ async fn reserve(
 
 async fn publish_granted(state: &AppState, user: &UserId, grant_id: Uuid, policy: &UploadPolicy) {
     let event = UploadGrantedV1 {
-        meta: EventMeta::new(user.as_str(), TraceContext::default()),
+        meta: EventMeta::new(user.as_str(), current_trace()),
         grant_id,
         key: policy.key.clone(),
         max_size: policy.max_size,

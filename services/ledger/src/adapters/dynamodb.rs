@@ -5,7 +5,8 @@
 //!   Tombstones carry `expires_at_epoch` and expire by TTL.
 //! - `USER#<id>` / `USAGE`: the user's totals; `revision` doubles as the
 //!   version every write checks.
-//! - `USER#<id>` / `GRANT#<key>`: the newest upload grant for a key.
+//! - `USER#<id>` / `GRANT#<key>`: the newest upload grant for a key, with
+//!   the trace it was issued in.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -14,6 +15,7 @@ use aws_sdk_dynamodb::{
     Client,
     types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem},
 };
+use stowage_events::TraceContext;
 use stowage_shared::dynamo::{
     AttributeError, Item, classify, classify_transaction, get_num, get_str, get_str_list, n,
     req_num, req_str, s, str_list,
@@ -64,6 +66,14 @@ fn grant_from_item(user: &str, key: &str, item: &Item) -> Result<GrantNote, Stor
         grant_id: req_str(item, "grant_id").map_err(bad_item)?.to_string(),
         max_size: req_num(item, "max_size").map_err(bad_item)?,
         expires_at: req_num(item, "expires_at").map_err(bad_item)?,
+        trace: TraceContext {
+            traceparent: get_str(item, "traceparent")
+                .map_err(bad_item)?
+                .map(str::to_string),
+            tracestate: get_str(item, "tracestate")
+                .map_err(bad_item)?
+                .map(str::to_string),
+        },
     })
 }
 
@@ -284,6 +294,14 @@ impl LedgerStore for DynamoLedgerStore {
                 n(grant.expires_at + 7 * 24 * 3600),
             ),
         ]);
+        for (name, value) in [
+            ("traceparent", &grant.trace.traceparent),
+            ("tracestate", &grant.trace.tracestate),
+        ] {
+            if let Some(value) = value {
+                item.insert(name.to_string(), s(value));
+            }
+        }
         // A newer grant for the key replaces an older one, never the reverse.
         self.client
             .put_item()

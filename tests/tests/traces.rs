@@ -1,0 +1,323 @@
+//! One upload is one trace: intake's request span, the ledger's span that
+//! records the grant, the ledger's span that applies the S3 event (linked to
+//! the span of the S3 event's message), and intake's projection of the
+//! `UsageChanged` it publishes, all under the frontend's `traceparent`.
+//!
+//! The OpenTelemetry providers are process-wide, so intake and the ledger run
+//! as processes of their own (the real binaries), each exporting over
+//! OTLP/HTTP to a receiver this test serves on loopback.
+
+use std::{
+    collections::HashMap,
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{Router, body::Bytes, extract::State, http::StatusCode, routing::post};
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse},
+    common::v1::any_value::Value as AnyValue,
+    trace::v1::span::SpanKind,
+};
+use prost::Message as _;
+use serde_json::{Value, json};
+use stowage_e2e::{Stack, eventually, service_binary, token_with, upload};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+/// One span as a service exported it.
+#[derive(Debug, Clone)]
+struct Exported {
+    service: String,
+    name: String,
+    kind: SpanKind,
+    trace_id: String,
+    span_id: String,
+    /// Empty for a root span.
+    parent_span_id: String,
+    /// (trace id, span id) of each linked span.
+    links: Vec<(String, String)>,
+}
+
+/// An OTLP/HTTP receiver on loopback that keeps every span it is sent.
+#[derive(Clone, Default)]
+struct Receiver(Arc<Mutex<Vec<Exported>>>);
+
+impl Receiver {
+    /// Serves the receiver; returns its base URL, for
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    async fn serve(&self) -> String {
+        let app = Router::new()
+            .route("/v1/traces", post(receive_traces))
+            // Metrics are exported too; this test has no use for them.
+            .route("/v1/metrics", post(|| async { StatusCode::OK }))
+            .with_state(self.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("receiver binds");
+        let address = listener.local_addr().expect("receiver address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{address}")
+    }
+
+    fn spans(&self) -> Vec<Exported> {
+        self.0.lock().expect("spans lock").clone()
+    }
+}
+
+async fn receive_traces(
+    State(receiver): State<Receiver>,
+    body: Bytes,
+) -> Result<([(&'static str, &'static str); 1], Vec<u8>), StatusCode> {
+    let request = ExportTraceServiceRequest::decode(body).map_err(|_| StatusCode::BAD_REQUEST)?;
+    let mut received = Vec::new();
+    for resource_spans in request.resource_spans {
+        let service = resource_spans
+            .resource
+            .iter()
+            .flat_map(|r| &r.attributes)
+            .find(|kv| kv.key == "service.name")
+            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                AnyValue::StringValue(name) => Some(name.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        for span in resource_spans.scope_spans.into_iter().flat_map(|s| s.spans) {
+            received.push(Exported {
+                service: service.clone(),
+                kind: span.kind(),
+                name: span.name,
+                trace_id: hex(&span.trace_id),
+                span_id: hex(&span.span_id),
+                parent_span_id: hex(&span.parent_span_id),
+                links: span
+                    .links
+                    .iter()
+                    .map(|l| (hex(&l.trace_id), hex(&l.span_id)))
+                    .collect(),
+            });
+        }
+    }
+    receiver.0.lock().expect("spans lock").extend(received);
+    Ok((
+        [("content-type", "application/x-protobuf")],
+        ExportTraceServiceResponse::default().encode_to_vec(),
+    ))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Starts a service binary exporting to `endpoint`, with JSON logs on its
+/// stdout passed on to the test's output; `on_line` sees each line.
+fn start(
+    binary: &str,
+    args: &[String],
+    endpoint: &str,
+    on_line: impl Fn(&str) + Send + 'static,
+) -> Child {
+    let mut child = Command::new(service_binary(binary))
+        .args(&args[1..])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env("STOWAGE_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{binary} starts: {e}"));
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout piped")).lines();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            on_line(&line);
+            println!("{line}");
+        }
+    });
+    child
+}
+
+/// Starts intake and returns it with its URL, read from its log.
+async fn start_intake(stack: &Stack, endpoint: &str) -> (Child, String) {
+    let (sender, mut address) = tokio::sync::mpsc::unbounded_channel();
+    let intake = start(
+        "stowage-intake",
+        &stack.intake_args(&[]),
+        endpoint,
+        move |line| {
+            let line: Value = serde_json::from_str(line).unwrap_or_default();
+            if line["message"] == "intake listening"
+                && let Some(at) = line["address"].as_str()
+            {
+                let _ = sender.send(at.to_string());
+            }
+        },
+    );
+    let address = tokio::time::timeout(Duration::from_secs(60), address.recv())
+        .await
+        .expect("intake starts listening within a minute")
+        .expect("intake logs its address");
+    (intake, format!("http://{address}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_upload_is_one_trace_across_intake_and_ledger() {
+    let receiver = Receiver::default();
+    let endpoint = receiver.serve().await;
+    let stack = Stack::deploy().expect("stack deploys");
+    let (_intake, intake_url) = start_intake(&stack, &endpoint).await;
+    let _ledger = start("stowage-ledger", &stack.ledger_args(), &endpoint, |_| {});
+
+    // The frontend's span, which the whole upload continues.
+    let trace_id = uuid::Uuid::new_v4().simple().to_string();
+    let frontend_span = uuid::Uuid::new_v4().simple().to_string()[..16].to_string();
+    let http = reqwest::Client::new();
+    let token = token_with(json!({ "sub": "tracy" }));
+    let data = b"one trace".to_vec();
+    let grant: Value = http
+        .post(format!("{intake_url}/v1/uploads"))
+        .bearer_auth(&token)
+        .header("traceparent", format!("00-{trace_id}-{frontend_span}-01"))
+        .json(&json!({"path": "t.txt", "size": data.len(), "content_type": "text/plain"}))
+        .send()
+        .await
+        .expect("intake answers")
+        .error_for_status()
+        .expect("grant issued")
+        .json()
+        .await
+        .expect("grant is JSON");
+
+    let in_trace = |spans: &[Exported]| -> Vec<Exported> {
+        spans
+            .iter()
+            .filter(|s| s.trace_id == trace_id)
+            .cloned()
+            .collect()
+    };
+    let one = |spans: &[Exported], what: &str, test: &dyn Fn(&Exported) -> bool| {
+        let found: Vec<&Exported> = spans.iter().filter(|s| test(s)).collect();
+        assert_eq!(found.len(), 1, "one {what} in {spans:#?}");
+        found[0].clone()
+    };
+    let request = eventually(Duration::from_secs(30), "intake's request span", || {
+        let spans = in_trace(&receiver.spans());
+        async move {
+            spans
+                .into_iter()
+                .find(|s| s.service == "stowage-intake" && s.kind == SpanKind::Server)
+        }
+    })
+    .await;
+    assert_eq!(request.name, "POST /v1/uploads");
+    assert_eq!(request.parent_span_id, frontend_span, "{request:?}");
+
+    // The ledger records the grant, with its trace, before the upload
+    // arrives (the wait keeps the test from racing the two events).
+    let granted = eventually(
+        Duration::from_secs(30),
+        "the ledger's span for UploadGranted",
+        || {
+            let spans = in_trace(&receiver.spans());
+            let parent = request.span_id.clone();
+            async move {
+                spans.into_iter().find(|s| {
+                    s.service == "stowage-ledger"
+                        && s.kind == SpanKind::Consumer
+                        && s.parent_span_id == parent
+                })
+            }
+        },
+    )
+    .await;
+
+    let uploaded = upload(&http, &grant, data.clone()).await;
+    assert!(uploaded.status().is_success(), "{}", uploaded.status());
+    let grant_url = format!(
+        "{intake_url}/v1/uploads/{}",
+        grant["grant_id"].as_str().expect("grant id")
+    );
+    eventually(Duration::from_secs(30), "the upload COMPLETE", || {
+        let request = http.get(&grant_url).bearer_auth(&token).send();
+        async move {
+            let status: Value = request.await.ok()?.json().await.ok()?;
+            (status["state"] == "COMPLETE").then_some(())
+        }
+    })
+    .await;
+
+    // intake's projection of the ledger's UsageChanged ends the trace.
+    let spans = eventually(
+        Duration::from_secs(30),
+        "intake's span for UsageChanged",
+        || {
+            let spans = receiver.spans();
+            async move {
+                in_trace(&spans)
+                    .iter()
+                    .any(|s| s.service == "stowage-intake" && s.kind == SpanKind::Consumer)
+                    .then_some(spans)
+            }
+        },
+    )
+    .await;
+    let trace = in_trace(&spans);
+    let by_id: HashMap<&str, &Exported> = trace.iter().map(|s| (s.span_id.as_str(), s)).collect();
+    let apply = one(&trace, "ledger apply span", &|s| {
+        s.service == "stowage-ledger" && s.name == "apply object event"
+    });
+    assert_eq!(
+        apply.parent_span_id, request.span_id,
+        "the upload is applied as part of the request that granted it"
+    );
+    let projection = one(&trace, "intake projection span", &|s| {
+        s.service == "stowage-intake" && s.kind == SpanKind::Consumer
+    });
+    assert_eq!(
+        projection.parent_span_id, apply.span_id,
+        "intake applies the UsageChanged the ledger published while applying the upload"
+    );
+    assert_eq!(granted.parent_span_id, request.span_id);
+
+    // The apply span links to the span of the message S3's event came in,
+    // a trace of its own (S3 carries no trace context).
+    let [(link_trace, link_span)] = apply.links.as_slice() else {
+        panic!("one link from {apply:?}");
+    };
+    assert_ne!(link_trace, &trace_id);
+    let delivery = one(&spans, "span of the S3 event's message", &|s| {
+        &s.span_id == link_span && &s.trace_id == link_trace
+    });
+    assert_eq!(
+        (delivery.service.as_str(), delivery.kind),
+        ("stowage-ledger", SpanKind::Consumer)
+    );
+    assert!(delivery.parent_span_id.is_empty(), "{delivery:?}");
+
+    // Every span of the trace hangs off another span of it, up to the
+    // frontend's, and the trace crosses both services.
+    for span in &trace {
+        assert!(
+            span.parent_span_id == frontend_span
+                || by_id.contains_key(span.parent_span_id.as_str()),
+            "{span:?} has a parent outside the trace"
+        );
+    }
+    assert_eq!(
+        trace
+            .iter()
+            .filter(|s| s.parent_span_id == frontend_span)
+            .count(),
+        1,
+        "only intake's request span is the frontend's child: {trace:#?}"
+    );
+    let services: std::collections::BTreeSet<&str> =
+        trace.iter().map(|s| s.service.as_str()).collect();
+    assert_eq!(
+        services,
+        ["stowage-intake", "stowage-ledger"].into_iter().collect()
+    );
+}
