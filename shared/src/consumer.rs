@@ -38,9 +38,27 @@ pub enum Disposition {
     Poison(String),
 }
 
-/// Handles one message at a time.
+/// Handles the messages of a queue.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, delivery: &Delivery) -> impl Future<Output = Disposition> + Send;
+
+    /// Handles the messages of one receive together, returning one
+    /// disposition per delivery, in order. A handler overrides this to share
+    /// work between messages (one read or write for several); each message
+    /// still gets its own disposition, and only those `Done` are deleted.
+    /// By default, each is handled on its own, in order.
+    fn handle_batch(
+        &self,
+        deliveries: &[Delivery],
+    ) -> impl Future<Output = Vec<Disposition>> + Send {
+        async move {
+            let mut dispositions = Vec::with_capacity(deliveries.len());
+            for delivery in deliveries {
+                dispositions.push(self.handle(delivery).await);
+            }
+            dispositions
+        }
+    }
 }
 
 /// How a consumer polls its queue.
@@ -177,20 +195,23 @@ impl<H: Handler> QueueConsumer<H> {
         Ok(received.messages.unwrap_or_default())
     }
 
-    /// Handles received messages in order and deletes the completed ones.
+    /// Hands the received messages to the handler together and deletes the
+    /// completed ones.
     async fn handle_all(&self, messages: &[Message]) -> anyhow::Result<BatchOutcome> {
         let mut outcome = BatchOutcome {
             received: messages.len(),
             ..Default::default()
         };
         self.record_lag(messages);
-        let mut to_delete = Vec::new();
+        let mut handles = Vec::with_capacity(messages.len());
+        let mut deliveries = Vec::with_capacity(messages.len());
         for (index, message) in messages.iter().enumerate() {
             let (Some(handle), Some(message_id)) = (message.receipt_handle(), message.message_id())
             else {
                 continue;
             };
-            let delivery = Delivery {
+            handles.push((index, handle));
+            deliveries.push(Delivery {
                 message_id: message_id.to_string(),
                 body: message.body().unwrap_or_default().to_string(),
                 receive_count: message
@@ -198,8 +219,16 @@ impl<H: Handler> QueueConsumer<H> {
                     .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
                     .and_then(|c| c.parse().ok())
                     .unwrap_or(1),
-            };
-            match self.handler.handle(&delivery).await {
+            });
+        }
+        let dispositions = self.handler.handle_batch(&deliveries).await;
+        // A delivery without a disposition is left for redelivery.
+        debug_assert_eq!(dispositions.len(), deliveries.len());
+        let mut to_delete = Vec::new();
+        for (((index, handle), delivery), disposition) in
+            handles.into_iter().zip(&deliveries).zip(dispositions)
+        {
+            match disposition {
                 Disposition::Done(label) => {
                     self.metrics.count(label);
                     outcome.done.push(label);
