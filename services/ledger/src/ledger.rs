@@ -40,6 +40,9 @@ use crate::{
 /// message is left for redelivery.
 const MAX_COMMIT_ATTEMPTS: u32 = 25;
 
+/// Items per DynamoDB transaction, DynamoDB's limit.
+const MAX_TRANSACTION_ITEMS: usize = 100;
+
 /// The ledger's message handler.
 #[derive(Clone)]
 pub struct Ledger {
@@ -402,25 +405,28 @@ impl Ledger {
             if writing.is_empty() {
                 break;
             }
-            let commits: Vec<Vec<UserCommit>> = if together || writing.len() == 1 {
-                vec![
-                    writing
-                        .iter()
-                        .filter_map(|(_, p)| p.commit.clone())
-                        .collect(),
-                ]
-            } else {
-                writing
-                    .iter()
-                    .filter_map(|(_, p)| p.commit.clone())
-                    .map(|c| vec![c])
-                    .collect()
-            };
+            // Together: as many users per transaction as its item limit
+            // allows (a receive's 10 events write at most 20 items).
+            let mut commits: Vec<Vec<UserCommit>> = Vec::new();
+            let mut items = 0;
+            for commit in writing.iter().filter_map(|(_, p)| p.commit.clone()) {
+                let size = commit.objects.len() + 1;
+                match commits.last_mut() {
+                    Some(last) if together && items + size <= MAX_TRANSACTION_ITEMS => {
+                        last.push(commit);
+                        items += size;
+                    }
+                    _ => {
+                        commits.push(vec![commit]);
+                        items = size;
+                    }
+                }
+            }
             let outcomes = futures::future::join_all(
                 commits.iter().map(|commits| self.store.commit_all(commits)),
             )
             .await;
-            // Each commit covers one user, or all of them in order.
+            // Each transaction covers the next users of `writing`, in order.
             let mut writing = writing.into_iter();
             for (commits, outcome) in commits.iter().zip(outcomes) {
                 let users: Vec<_> = writing.by_ref().take(commits.len()).collect();
