@@ -9,13 +9,18 @@ does; and the copies cost time and, kept alive by exception tracebacks,
 gigabytes of memory under a stream of conflicting writes. Here requests are
 applied one at a time, and TransactWriteItems first evaluates every
 condition and only then writes, which is atomic because nothing else runs in
-between. Connections are still served in threads.
+between. Connections are served in threads and kept open between requests
+(HTTP/1.1 keep-alive).
 
 Usage: dynamodb_server.py HOST PORT
 """
 
+import io
 import sys
 import threading
+import traceback
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote
 
 from moto.dynamodb.comparisons import get_filter_expression
 from moto.dynamodb.exceptions import (
@@ -25,9 +30,7 @@ from moto.dynamodb.exceptions import (
     TransactWriteSingleOpException,
 )
 from moto.dynamodb.models import DynamoDBBackend
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
-from werkzeug.serving import run_simple
-
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
 
 def transact_write_items(self, transact_items):
@@ -94,6 +97,109 @@ def app(environ, start_response):
         return list(_moto(environ, start_response))
 
 
+class KeepAliveHandler(BaseHTTPRequestHandler):
+    """Serves each connection in its own thread and keeps it open between
+    requests (HTTP/1.1), as DynamoDB does. werkzeug's development server
+    closes every connection after one response, so every request would pay a
+    TCP connect and accept. The whole request body is read before the
+    application runs and every response carries its length, so the next
+    request on the connection starts where this one ended."""
+
+    protocol_version = "HTTP/1.1"
+    # Headers and body leave in one write; without it, Nagle's algorithm and
+    # the client's delayed ACK hold every response back by tens of ms.
+    wbufsize = -1
+    disable_nagle_algorithm = True
+    # Longer than the clients' idle pool timeout (90 s), so a client never
+    # reuses a connection that is being closed here.
+    timeout = 300
+
+    def handle_one_request(self):
+        try:
+            super().handle_one_request()
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True
+
+    def __getattr__(self, name):
+        if name.startswith("do_"):
+            return self.serve
+        raise AttributeError(name)
+
+    def read_body(self):
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            body = bytearray()
+            while True:
+                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return bytes(body)
+                body += self.rfile.read(size)
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def environ(self, body):
+        path, _, query = self.path.partition("?")
+        environ = {
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+            "REQUEST_METHOD": self.command,
+            "SCRIPT_NAME": "",
+            "PATH_INFO": unquote(path, "latin-1"),
+            "QUERY_STRING": query,
+            "REQUEST_URI": self.path,
+            "RAW_URI": self.path,
+            "REMOTE_ADDR": self.client_address[0],
+            "REMOTE_PORT": self.client_address[1],
+            "SERVER_NAME": self.server.server_address[0],
+            "SERVER_PORT": str(self.server.server_address[1]),
+            "SERVER_PROTOCOL": self.request_version,
+            "CONTENT_LENGTH": str(len(body)),
+        }
+        for name, value in self.headers.items():
+            key = name.upper().replace("-", "_")
+            if key in ("CONTENT_LENGTH", "TRANSFER_ENCODING"):
+                continue
+            value = value.replace("\r\n", "")
+            if key != "CONTENT_TYPE":
+                key = f"HTTP_{key}"
+            environ[key] = f"{environ[key]},{value}" if key in environ else value
+        return environ
+
+    def serve(self):
+        body = self.read_body()
+        started = []
+
+        def start_response(status, headers, exc_info=None):
+            started[:] = [status, headers]
+
+        try:
+            data = b"".join(app(self.environ(body), start_response))
+            status, headers = started
+        except Exception:
+            traceback.print_exc()
+            data, status, headers = b"internal error", "500 Internal Server Error", []
+        code, _, reason = status.partition(" ")
+        self.send_response(int(code), reason)
+        for name, value in headers:
+            if name.lower() not in ("connection", "content-length", "transfer-encoding", "keep-alive"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+        self.wfile.flush()
+
+
 if __name__ == "__main__":
     host, port = sys.argv[1], int(sys.argv[2])
-    run_simple(host, port, app, threaded=True, request_handler=MotoRequestHandler)
+    server = ThreadingHTTPServer((host, port), KeepAliveHandler)
+    server.daemon_threads = True
+    server.serve_forever()

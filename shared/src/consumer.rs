@@ -32,6 +32,21 @@ pub struct Delivery {
     pub body: String,
     /// How many times SQS has handed this message out, this time included.
     pub receive_count: u32,
+    /// The span the message is handled in (continuing the trace its event
+    /// carries); work done for this message belongs inside it.
+    pub span: tracing::Span,
+}
+
+impl Delivery {
+    /// A delivery handled outside any span.
+    pub fn new(message_id: impl Into<String>, body: impl Into<String>, receive_count: u32) -> Self {
+        Self {
+            message_id: message_id.into(),
+            body: body.into(),
+            receive_count,
+            span: tracing::Span::none(),
+        }
+    }
 }
 
 /// What a handler made of one message.
@@ -48,9 +63,31 @@ pub enum Disposition {
     Poison(String),
 }
 
-/// Handles one message at a time.
+/// Handles the messages of a queue.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, delivery: &Delivery) -> impl Future<Output = Disposition> + Send;
+
+    /// Handles the messages of one receive together, returning one
+    /// disposition per delivery, in order. A handler overrides this to share
+    /// work between messages (one read or write for several); each message
+    /// still gets its own disposition, and only those `Done` are deleted.
+    /// By default, each is handled on its own, in order, in its span.
+    fn handle_batch(
+        &self,
+        deliveries: &[Delivery],
+    ) -> impl Future<Output = Vec<Disposition>> + Send {
+        async move {
+            let mut dispositions = Vec::with_capacity(deliveries.len());
+            for delivery in deliveries {
+                dispositions.push(
+                    self.handle(delivery)
+                        .instrument(delivery.span.clone())
+                        .await,
+                );
+            }
+            dispositions
+        }
+    }
 }
 
 /// How a consumer polls its queue.
@@ -217,34 +254,42 @@ impl<H: Handler> QueueConsumer<H> {
         Ok(received.messages.unwrap_or_default())
     }
 
-    /// Handles received messages in order and deletes the completed ones.
+    /// Hands the received messages to the handler together and deletes the
+    /// completed ones.
     async fn handle_all(&self, messages: &[Message]) -> anyhow::Result<BatchOutcome> {
         let mut outcome = BatchOutcome {
             received: messages.len(),
             ..Default::default()
         };
         self.record_lag(messages);
-        let mut to_delete = Vec::new();
+        let mut handles = Vec::with_capacity(messages.len());
+        let mut deliveries = Vec::with_capacity(messages.len());
         for (index, message) in messages.iter().enumerate() {
             let (Some(handle), Some(message_id)) = (message.receipt_handle(), message.message_id())
             else {
                 continue;
             };
-            let delivery = Delivery {
-                message_id: message_id.to_string(),
-                body: message.body().unwrap_or_default().to_string(),
-                receive_count: message
+            handles.push((index, handle));
+            let mut delivery = Delivery::new(
+                message_id,
+                message.body().unwrap_or_default(),
+                message
                     .attributes()
                     .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
                     .and_then(|c| c.parse().ok())
                     .unwrap_or(1),
-            };
-            let span = self.message_span(&delivery);
-            let disposition = self
-                .handler
-                .handle(&delivery)
-                .instrument(span.clone())
-                .await;
+            );
+            delivery.span = self.message_span(&delivery);
+            deliveries.push(delivery);
+        }
+        let dispositions = self.handler.handle_batch(&deliveries).await;
+        // A delivery without a disposition is left for redelivery.
+        debug_assert_eq!(dispositions.len(), deliveries.len());
+        let mut to_delete = Vec::new();
+        for (((index, handle), delivery), disposition) in
+            handles.into_iter().zip(&deliveries).zip(dispositions)
+        {
+            let span = &delivery.span;
             match disposition {
                 Disposition::Done(label) => {
                     span.record("outcome", label);
@@ -286,7 +331,7 @@ impl<H: Handler> QueueConsumer<H> {
                             "poison message; it moves to the dead-letter queue after the queue's maxReceiveCount"
                         );
                     });
-                    self.release(handle).instrument(span).await;
+                    self.release(handle).instrument(span.clone()).await;
                 }
             }
         }

@@ -1,7 +1,16 @@
 //! Publishes Stowage events to the event bus.
 
+use std::time::Duration;
+
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use stowage_events::StowageEvent;
+
+/// Entries per `PutEvents` request, EventBridge's limit.
+pub const MAX_ENTRIES: usize = 10;
+
+/// How often entries the bus refused are offered again within one
+/// [`EventBus::publish_all`] call.
+const ENTRY_ATTEMPTS: u32 = 3;
 
 /// Why an event could not be published; the caller decides whether to retry.
 #[derive(Debug, thiserror::Error)]
@@ -37,42 +46,103 @@ impl EventBus {
         }
     }
 
-    /// Publishes one event with its type's `source` and `detail-type`.
-    pub async fn publish<E: StowageEvent>(&self, event: &E) -> Result<(), PublishError> {
-        let detail = serde_json::to_string(event)?;
-        let entry = PutEventsRequestEntry::builder()
+    fn entry<E: StowageEvent>(&self, event: &E) -> Result<PutEventsRequestEntry, PublishError> {
+        Ok(PutEventsRequestEntry::builder()
             .event_bus_name(&self.name)
             .source(E::SOURCE)
             .detail_type(E::detail_type())
-            .detail(detail)
-            .build();
-        let output = self
-            .client
-            .put_events()
-            .entries(entry)
-            .send()
+            .detail(serde_json::to_string(event)?)
+            .build())
+    }
+
+    /// Publishes one event with its type's `source` and `detail-type`.
+    pub async fn publish<E: StowageEvent>(&self, event: &E) -> Result<(), PublishError> {
+        self.publish_all(std::slice::from_ref(event))
             .await
-            .map_err(|e| PublishError::Unreachable {
-                bus: self.name.clone(),
-                source: anyhow::anyhow!(
-                    "PutEvents: {}",
-                    aws_sdk_eventbridge::error::DisplayErrorContext(e)
-                ),
-            })?;
-        if output.failed_entry_count() > 0 {
-            let entry = output.entries().first();
-            return Err(PublishError::Refused {
-                bus: self.name.clone(),
-                code: entry
-                    .and_then(|e| e.error_code())
-                    .unwrap_or("unknown")
-                    .to_string(),
-                message: entry
-                    .and_then(|e| e.error_message())
-                    .unwrap_or("")
-                    .to_string(),
-            });
+            .pop()
+            .unwrap_or(Ok(()))
+    }
+
+    /// Publishes events, up to [`MAX_ENTRIES`] per request, and reports each
+    /// one's fate, in order. Entries the bus refuses (EventBridge answers
+    /// each entry on its own) are offered again, alone with the other refused
+    /// ones, a few times before their error is reported.
+    pub async fn publish_all<E: StowageEvent>(
+        &self,
+        events: &[E],
+    ) -> Vec<Result<(), PublishError>> {
+        let mut results: Vec<Result<(), PublishError>> = Vec::with_capacity(events.len());
+        let mut pending = Vec::new();
+        for (index, event) in events.iter().enumerate() {
+            match self.entry(event) {
+                Ok(entry) => {
+                    results.push(Ok(()));
+                    pending.push((index, entry));
+                }
+                Err(error) => results.push(Err(error)),
+            }
         }
-        Ok(())
+        for attempt in 0..ENTRY_ATTEMPTS {
+            if pending.is_empty() {
+                break;
+            }
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            }
+            for (index, _) in &pending {
+                results[*index] = Ok(());
+            }
+            let mut refused = Vec::new();
+            for chunk in pending.chunks(MAX_ENTRIES) {
+                let output = self
+                    .client
+                    .put_events()
+                    .set_entries(Some(chunk.iter().map(|(_, e)| e.clone()).collect()))
+                    .send()
+                    .await;
+                let output = match output {
+                    Ok(output) => output,
+                    Err(error) => {
+                        // The SDK has retried already; nothing more to try here.
+                        let error = format!(
+                            "PutEvents: {}",
+                            aws_sdk_eventbridge::error::DisplayErrorContext(error)
+                        );
+                        for (index, _) in chunk {
+                            results[*index] = Err(PublishError::Unreachable {
+                                bus: self.name.clone(),
+                                source: anyhow::anyhow!(error.clone()),
+                            });
+                        }
+                        continue;
+                    }
+                };
+                if output.failed_entry_count() == 0 {
+                    continue;
+                }
+                // The answer's entries are in the request's order.
+                let answers = output.entries();
+                for (position, (index, entry)) in chunk.iter().enumerate() {
+                    let answer = answers.get(position);
+                    if answer.is_some_and(|a| a.error_code().is_none()) {
+                        continue;
+                    }
+                    results[*index] = Err(PublishError::Refused {
+                        bus: self.name.clone(),
+                        code: answer
+                            .and_then(|a| a.error_code())
+                            .unwrap_or("unknown")
+                            .to_string(),
+                        message: answer
+                            .and_then(|a| a.error_message())
+                            .unwrap_or("")
+                            .to_string(),
+                    });
+                    refused.push((*index, entry.clone()));
+                }
+            }
+            pending = refused;
+        }
+        results
     }
 }

@@ -1,6 +1,13 @@
-//! Handles one message from the ledger's queue: an S3 object event becomes a
+//! Handles the messages of the ledger's queue: an S3 object event becomes a
 //! conditional write of the object's row and its owner's totals, then a
 //! `UsageChanged.v1`; an `UploadGranted.v1` is remembered for its key.
+//!
+//! The messages of one receive are handled together: their rows are read in
+//! one request, every user's changes are folded in message order and written
+//! in one transaction conditioned on every row read (so the result is the
+//! one applying them one by one would give), and their `UsageChanged.v1`
+//! are published in one request. When the transaction loses a race, each
+//! user's changes are read and written again on their own.
 //!
 //! Every outcome has one name, logged here: `applied`, `duplicate`, `stale`,
 //! `not-a-user-key`, `other-bucket`, `grant-recorded`, and poison messages.
@@ -30,12 +37,18 @@ use crate::{
         sequencer::Sequencer,
         usage::{Change, DEFAULT_STORAGE_CLASS, Decision, ObjectEvent, ObjectRow, Usage, decide},
     },
-    ports::{GrantNote, LedgerStore, ObjectHead, ObjectProbe, Snapshot, UsagePublisher},
+    ports::{
+        GrantNote, LedgerStore, ObjectCommit, ObjectHead, ObjectProbe, Snapshot, UsagePublisher,
+        UserCommit,
+    },
 };
 
 /// Conflicting writers on one user's totals retry this many times before the
 /// message is left for redelivery.
 const MAX_COMMIT_ATTEMPTS: u32 = 25;
+
+/// Items per DynamoDB transaction, DynamoDB's limit.
+const MAX_TRANSACTION_ITEMS: usize = 100;
 
 /// The ledger's message handler.
 #[derive(Clone)]
@@ -73,6 +86,154 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
+/// What a message needs once it is read.
+enum Prepared {
+    /// Nothing more: the outcome is final.
+    Finished(&'static str),
+    /// An object event to apply.
+    Object(Pending),
+}
+
+/// An object event, with the key and owner it concerns.
+struct Pending {
+    user: String,
+    key: String,
+    event: ObjectEvent,
+    /// A user's upload (as opposed to a copy or a transition), held to its grant.
+    user_upload: bool,
+    time: OffsetDateTime,
+    /// The span of the message the event came in.
+    span: tracing::Span,
+}
+
+/// A message handled to the end but for its announcement.
+struct Applied {
+    label: &'static str,
+    /// The `UsageChanged.v1` to publish before the message is done.
+    announce: Option<UsageChangedV1>,
+}
+
+/// What one event does, folded onto the events of its user before it.
+enum Step {
+    Stale,
+    Duplicate {
+        row: Option<ObjectRow>,
+        usage: Usage,
+        grant: Option<GrantNote>,
+    },
+    Apply {
+        row: ObjectRow,
+        /// The totals before and after the change.
+        before: Usage,
+        usage: Usage,
+        grant: Option<GrantNote>,
+    },
+}
+
+/// One user's events folded in order onto the rows as read, and the write
+/// that makes it so (`None` when nothing changes).
+struct Plan {
+    steps: Vec<Step>,
+    commit: Option<UserCommit>,
+}
+
+impl Plan {
+    /// `group` indexes `pending` (one user's events, in order); `snapshots`
+    /// are their reads, in the same order.
+    fn new(group: &[usize], pending: &[Pending], snapshots: Vec<Snapshot>) -> Self {
+        let first = &snapshots[0];
+        let user = pending[group[0]].user.clone();
+        let usage_read = first.usage_exists.then_some(first.usage.revision);
+        let mut usage = first.usage.clone();
+        // Each key's row as the fold goes, its version as read, and whether
+        // the fold changed it.
+        let mut rows: Vec<(&str, Option<ObjectRow>, Option<u64>, bool)> = Vec::new();
+        let mut steps = Vec::with_capacity(group.len());
+        for (&index, snapshot) in group.iter().zip(snapshots.iter()) {
+            let Pending { key, event, .. } = &pending[index];
+            let position = match rows.iter().position(|(k, ..)| k == key) {
+                Some(position) => position,
+                None => {
+                    rows.push((key, snapshot.object.clone(), snapshot.object_version, false));
+                    rows.len() - 1
+                }
+            };
+            let row = &mut rows[position];
+            let grant = snapshot.grant.clone();
+            steps.push(match decide(row.1.as_ref(), &usage, event) {
+                Decision::Stale => Step::Stale,
+                Decision::Duplicate => Step::Duplicate {
+                    row: row.1.clone(),
+                    usage: usage.clone(),
+                    grant,
+                },
+                Decision::Apply {
+                    object,
+                    usage: after,
+                } => {
+                    row.1 = Some(object.clone());
+                    row.3 = true;
+                    let before = std::mem::replace(&mut usage, after.clone());
+                    Step::Apply {
+                        row: object,
+                        before,
+                        usage: after,
+                        grant,
+                    }
+                }
+            });
+        }
+        let objects: Vec<ObjectCommit> = rows
+            .into_iter()
+            .filter(|(.., changed)| *changed)
+            .filter_map(|(key, row, version_read, _)| {
+                Some(ObjectCommit {
+                    key: key.to_string(),
+                    version_read,
+                    row: row?,
+                })
+            })
+            .collect();
+        let commit = (!objects.is_empty()).then_some(UserCommit {
+            user,
+            usage_read,
+            usage,
+            objects,
+        });
+        Self { steps, commit }
+    }
+}
+
+/// Records `error` as the result of every event in `indices`.
+fn fail<'a>(
+    results: &mut [Option<Result<Applied, Failure>>],
+    indices: impl IntoIterator<Item = &'a usize>,
+    error: &anyhow::Error,
+) {
+    for &index in indices {
+        results[index] = Some(Err(Failure::Transient(anyhow::anyhow!("{error:#}"))));
+    }
+}
+
+fn finish(results: Vec<Option<Result<Applied, Failure>>>) -> Vec<Result<Applied, Failure>> {
+    results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(Failure::Transient(anyhow::anyhow!(
+                    "the event was not applied"
+                )))
+            })
+        })
+        .collect()
+}
+
+fn grant_id(grant: &Option<GrantNote>) -> Option<Uuid> {
+    grant
+        .as_ref()
+        .and_then(|g| Uuid::parse_str(&g.grant_id).ok())
+}
+
 impl Ledger {
     pub fn new(
         store: Arc<dyn LedgerStore>,
@@ -99,7 +260,10 @@ impl Ledger {
         }
     }
 
-    async fn dispatch(&self, body: &str) -> Result<&'static str, Failure> {
+    /// Reads a message and does what needs no object rows: a grant is
+    /// recorded, an event the ledger does not count is finished; an object
+    /// event is returned, ready to apply.
+    async fn prepare(&self, body: &str) -> Result<Prepared, Failure> {
         let envelope = RawEnvelope::parse(body).map_err(|e| Failure::Poison(e.to_string()))?;
         let poison = |e: stowage_events::envelope::DecodeError| Failure::Poison(e.to_string());
         match (envelope.source.as_str(), envelope.detail_type.as_str()) {
@@ -108,7 +272,7 @@ impl Ledger {
                 s3::OBJECT_CREATED | s3::OBJECT_DELETED | s3::OBJECT_STORAGE_CLASS_CHANGED,
             ) => {
                 let event = envelope.decode::<ObjectEventDetail>().map_err(poison)?;
-                self.apply_object_event(&event.detail_type, event.time, &event.detail)
+                self.object_event(&event.detail_type, event.time, &event.detail)
                     .await
             }
             (UploadGrantedV1::SOURCE, detail_type)
@@ -126,7 +290,7 @@ impl Ledger {
                     })
                     .await
                     .map_err(|e| Failure::Transient(e.into()))?;
-                Ok("grant-recorded")
+                Ok(Prepared::Finished("grant-recorded"))
             }
             (source, detail_type) => Err(Failure::Poison(format!(
                 "the ledger does not consume {detail_type:?} from {source:?}"
@@ -158,21 +322,22 @@ impl Ledger {
         }
     }
 
-    async fn apply_object_event(
+    /// The key, owner and change an S3 event means.
+    async fn object_event(
         &self,
         detail_type: &str,
         time: OffsetDateTime,
         detail: &ObjectEventDetail,
-    ) -> Result<&'static str, Failure> {
+    ) -> Result<Prepared, Failure> {
         if detail.bucket.name != self.bucket {
-            return Ok("other-bucket");
+            return Ok(Prepared::Finished("other-bucket"));
         }
         let sequencer = Sequencer::parse(&detail.object.sequencer).map_err(Failure::Poison)?;
         let mut change = Self::change_of(detail_type, detail)?;
         let (key, head) = self.resolve_key(&detail.object.key, &change).await?;
-        let Some(user) = keys::owner(&key) else {
+        let Some(user) = keys::owner(&key).map(str::to_string) else {
             tracing::warn!(%key, "object outside users/<id>/ is not counted");
-            return Ok("not-a-user-key");
+            return Ok(Prepared::Finished("not-a-user-key"));
         };
         let reason = detail.reason.as_deref().unwrap_or("");
         if let Change::Created {
@@ -197,90 +362,192 @@ impl Ledger {
         }
         let user_upload =
             USER_UPLOADS.contains(&reason) && matches!(change, Change::Created { .. });
-        let event = ObjectEvent { change, sequencer };
-        let first = self
-            .store
-            .snapshot(user, &key)
-            .await
-            .map_err(|e| Failure::Transient(e.into()))?;
-        let grant = first
-            .grant
-            .as_ref()
-            .filter(|g| user_upload && !expired(g, time));
-        let span = apply_span(user, &key, grant);
-        self.settle(user, &key, &event, user_upload, time, first)
-            .instrument(span)
-            .await
+        Ok(Prepared::Object(Pending {
+            user,
+            key,
+            event: ObjectEvent { change, sequencer },
+            user_upload,
+            time,
+            span: tracing::Span::current(),
+        }))
     }
 
-    /// Applies `event` to `key`'s row and `user`'s totals, starting from
-    /// the `first` snapshot and reading again after a conflicting write,
-    /// then announces the totals.
-    async fn settle(
-        &self,
-        user: &str,
-        key: &str,
-        event: &ObjectEvent,
-        user_upload: bool,
-        time: OffsetDateTime,
-        first: Snapshot,
-    ) -> Result<&'static str, Failure> {
-        let mut next = Some(first);
+    /// Applies object events: reads their rows together, folds each user's
+    /// events in order, and writes every user's rows in one transaction
+    /// (after a lost race, each user's on their own, read again). One result
+    /// per event, in order.
+    async fn apply_all(&self, pending: &[Pending]) -> Vec<Result<Applied, Failure>> {
+        let mut results: Vec<Option<Result<Applied, Failure>>> =
+            pending.iter().map(|_| None).collect();
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        for (index, event) in pending.iter().enumerate() {
+            match groups.iter_mut().find(|g| pending[g[0]].user == event.user) {
+                Some(group) => group.push(index),
+                None => groups.push(vec![index]),
+            }
+        }
+        let mut together = true;
         for attempt in 0..MAX_COMMIT_ATTEMPTS {
-            let snapshot = match next.take() {
-                Some(snapshot) => snapshot,
-                None => self
-                    .store
-                    .snapshot(user, key)
-                    .await
-                    .map_err(|e| Failure::Transient(e.into()))?,
-            };
-            let grant = snapshot.grant.as_ref();
-            match decide(snapshot.object.as_ref(), &snapshot.usage, event) {
-                Decision::Stale => return Ok("stale"),
-                Decision::Duplicate => {
-                    // The first delivery may have committed and then failed to
-                    // publish; publishing the current totals again is harmless.
-                    if let Some(row) = &snapshot.object {
-                        self.publish(user, key, row, &snapshot.usage, grant, None)
-                            .await?;
-                    }
-                    return Ok("duplicate");
+            if groups.is_empty() {
+                break;
+            }
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(2 << attempt.min(6))).await;
+            }
+            let wanted: Vec<(&str, &str)> = groups
+                .iter()
+                .flatten()
+                .map(|&i| (pending[i].user.as_str(), pending[i].key.as_str()))
+                .collect();
+            let mut snapshots = match self.store.snapshots(&wanted).await {
+                Ok(snapshots) if snapshots.len() == wanted.len() => snapshots.into_iter(),
+                Ok(_) => {
+                    let error = anyhow::anyhow!("the store answered a different number of reads");
+                    fail(&mut results, groups.iter().flatten(), &error);
+                    return finish(results);
                 }
-                Decision::Apply { object, usage } => {
-                    match self
-                        .store
-                        .commit(user, key, &snapshot, &object, &usage)
-                        .await
-                    {
-                        Ok(()) => {
-                            self.count_bytes(&snapshot.usage, &usage);
-                            let violation = user_upload
-                                .then(|| violation(grant, object.size, time))
-                                .flatten();
-                            if let Some(violation) = violation {
-                                let kind = match violation {
-                                    UploadViolation::NoGrant => "no_grant",
-                                    UploadViolation::ExceedsGrant => "exceeds_grant",
-                                };
-                                self.violations.add(1, &[KeyValue::new("kind", kind)]);
-                                tracing::warn!(%key, size = object.size, ?violation, grant = ?grant.map(|g| &g.grant_id), "upload broke its grant; counted all the same");
-                            }
-                            self.publish(user, key, &object, &usage, grant, violation)
-                                .await?;
-                            return Ok("applied");
+                Err(error) => {
+                    fail(&mut results, groups.iter().flatten(), &error.into());
+                    return finish(results);
+                }
+            };
+            let plans: Vec<Plan> = groups
+                .iter()
+                .map(|group| {
+                    let snapshots = snapshots.by_ref().take(group.len()).collect();
+                    Plan::new(group, pending, snapshots)
+                })
+                .collect();
+            let (writing, settled): (Vec<_>, Vec<_>) = groups
+                .into_iter()
+                .zip(plans)
+                .partition(|(_, plan)| plan.commit.is_some());
+            for (group, plan) in settled {
+                self.settle(&mut results, pending, &group, plan);
+            }
+            groups = Vec::new();
+            if writing.is_empty() {
+                break;
+            }
+            // Together: as many users per transaction as its item limit
+            // allows (a receive's 10 events write at most 20 items).
+            let mut commits: Vec<Vec<UserCommit>> = Vec::new();
+            let mut items = 0;
+            for commit in writing.iter().filter_map(|(_, p)| p.commit.clone()) {
+                let size = commit.objects.len() + 1;
+                match commits.last_mut() {
+                    Some(last) if together && items + size <= MAX_TRANSACTION_ITEMS => {
+                        last.push(commit);
+                        items += size;
+                    }
+                    _ => {
+                        commits.push(vec![commit]);
+                        items = size;
+                    }
+                }
+            }
+            let outcomes = futures::future::join_all(
+                commits.iter().map(|commits| self.store.commit_all(commits)),
+            )
+            .await;
+            // Each transaction covers the next users of `writing`, in order.
+            let mut writing = writing.into_iter();
+            for (commits, outcome) in commits.iter().zip(outcomes) {
+                let users: Vec<_> = writing.by_ref().take(commits.len()).collect();
+                match outcome {
+                    Ok(()) => {
+                        for (group, plan) in users {
+                            self.settle(&mut results, pending, &group, plan);
                         }
-                        Err(error) if error.is_retryable() => {
-                            tokio::time::sleep(Duration::from_millis(2 << attempt.min(6))).await;
-                        }
-                        Err(error) => return Err(Failure::Transient(error.into())),
+                    }
+                    Err(error) if error.is_retryable() => {
+                        together = false;
+                        groups.extend(users.into_iter().map(|(group, _)| group));
+                    }
+                    Err(error) => {
+                        let error = error.into();
+                        fail(&mut results, users.iter().flat_map(|(g, _)| g), &error);
                     }
                 }
             }
         }
-        Err(Failure::Transient(anyhow::anyhow!(
-            "rows of {key} kept changing"
-        )))
+        for group in &groups {
+            let error = anyhow::anyhow!("rows of {} kept changing", pending[group[0]].user);
+            fail(&mut results, group, &error);
+        }
+        finish(results)
+    }
+
+    /// Turns a written (or write-free) plan into its events' results.
+    fn settle(
+        &self,
+        results: &mut [Option<Result<Applied, Failure>>],
+        pending: &[Pending],
+        group: &[usize],
+        plan: Plan,
+    ) {
+        for (&index, step) in group.iter().zip(plan.steps) {
+            let Pending {
+                user,
+                key,
+                user_upload,
+                time,
+                span,
+                ..
+            } = &pending[index];
+            let applied = match step {
+                Step::Stale => Applied {
+                    label: "stale",
+                    announce: None,
+                },
+                // The first delivery may have committed and then failed to
+                // publish; publishing the current totals again is harmless.
+                Step::Duplicate { row, usage, grant } => Applied {
+                    label: "duplicate",
+                    announce: row.map(|row| {
+                        span.in_scope(|| {
+                            usage_changed(user, key, Some(&row), &usage, grant_id(&grant), None)
+                        })
+                    }),
+                },
+                Step::Apply {
+                    row,
+                    before,
+                    usage,
+                    grant,
+                } => {
+                    self.count_bytes(&before, &usage);
+                    let live_grant = grant
+                        .as_ref()
+                        .filter(|g| *user_upload && !expired(g, *time));
+                    let apply = span.in_scope(|| apply_span(user, key, live_grant));
+                    let _entered = apply.enter();
+                    let violation = user_upload
+                        .then(|| violation(grant.as_ref(), row.size, *time))
+                        .flatten();
+                    if let Some(violation) = violation {
+                        let kind = match violation {
+                            UploadViolation::NoGrant => "no_grant",
+                            UploadViolation::ExceedsGrant => "exceeds_grant",
+                        };
+                        self.violations.add(1, &[KeyValue::new("kind", kind)]);
+                        tracing::warn!(%key, size = row.size, ?violation, grant = ?grant.as_ref().map(|g| &g.grant_id), "upload broke its grant; counted all the same");
+                    }
+                    Applied {
+                        label: "applied",
+                        announce: Some(usage_changed(
+                            user,
+                            key,
+                            Some(&row),
+                            &usage,
+                            grant_id(&grant),
+                            violation,
+                        )),
+                    }
+                }
+            };
+            results[index] = Some(Ok(applied));
+        }
     }
 
     /// The key an event means, with what S3 holds there when that was asked.
@@ -343,29 +610,6 @@ impl Ledger {
                     .add(change, &[KeyValue::new("storage_class", class.clone())]);
             }
         }
-    }
-
-    async fn publish(
-        &self,
-        user: &str,
-        key: &str,
-        row: &ObjectRow,
-        usage: &Usage,
-        grant: Option<&GrantNote>,
-        violation: Option<UploadViolation>,
-    ) -> Result<(), Failure> {
-        let event = usage_changed(
-            user,
-            key,
-            Some(row),
-            usage,
-            grant.and_then(|g| Uuid::parse_str(&g.grant_id).ok()),
-            violation,
-        );
-        self.publisher
-            .publish(&event)
-            .await
-            .map_err(Failure::Transient)
     }
 }
 
@@ -454,13 +698,66 @@ fn violation(
 
 impl Handler for Ledger {
     async fn handle(&self, delivery: &Delivery) -> Disposition {
-        match self.dispatch(&delivery.body).await {
-            Ok(outcome) => {
-                tracing::info!(message_id = %delivery.message_id, outcome, "event handled");
-                Disposition::Done(outcome)
+        self.handle_batch(std::slice::from_ref(delivery))
+            .await
+            .pop()
+            .unwrap_or_else(|| Disposition::Retry(anyhow::anyhow!("no disposition")))
+    }
+
+    async fn handle_batch(&self, deliveries: &[Delivery]) -> Vec<Disposition> {
+        let mut results: Vec<Option<Result<Applied, Failure>>> =
+            deliveries.iter().map(|_| None).collect();
+        let (mut pending, mut owners) = (Vec::new(), Vec::new());
+        for (index, delivery) in deliveries.iter().enumerate() {
+            match self
+                .prepare(&delivery.body)
+                .instrument(delivery.span.clone())
+                .await
+            {
+                Ok(Prepared::Finished(label)) => {
+                    results[index] = Some(Ok(Applied {
+                        label,
+                        announce: None,
+                    }));
+                }
+                Ok(Prepared::Object(event)) => {
+                    pending.push(event);
+                    owners.push(index);
+                }
+                Err(failure) => results[index] = Some(Err(failure)),
             }
-            Err(Failure::Poison(reason)) => Disposition::Poison(reason),
-            Err(Failure::Transient(error)) => Disposition::Retry(error),
         }
+        for (index, result) in owners.into_iter().zip(self.apply_all(&pending).await) {
+            results[index] = Some(result);
+        }
+        let mut results = finish(results);
+
+        // A message is done only once its announcement is out too.
+        let (announcing, events): (Vec<usize>, Vec<UsageChangedV1>) = results
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(index, result)| Some((index, result.as_mut().ok()?.announce.take()?)))
+            .unzip();
+        let published = self.publisher.publish_all(&events).await;
+        for (index, outcome) in announcing.into_iter().zip(published) {
+            if let Err(error) = outcome {
+                results[index] = Err(Failure::Transient(error));
+            }
+        }
+
+        results
+            .into_iter()
+            .zip(deliveries)
+            .map(|(result, delivery)| match result {
+                Ok(Applied { label, .. }) => {
+                    delivery.span.in_scope(|| {
+                        tracing::info!(message_id = %delivery.message_id, outcome = label, "event handled");
+                    });
+                    Disposition::Done(label)
+                }
+                Err(Failure::Poison(reason)) => Disposition::Poison(reason),
+                Err(Failure::Transient(error)) => Disposition::Retry(error),
+            })
+            .collect()
     }
 }

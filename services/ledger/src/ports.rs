@@ -20,11 +20,50 @@ pub struct Snapshot {
 
 pub use stowage_shared::store::StoreError;
 
+/// One user's rows written together: the objects that changed and the
+/// totals after them, each conditioned on the version it was read at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserCommit {
+    pub user: String,
+    /// The totals' revision as read; `None` when the user had no usage row.
+    pub usage_read: Option<u64>,
+    pub usage: Usage,
+    pub objects: Vec<ObjectCommit>,
+}
+
+/// One object row of a [`UserCommit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectCommit {
+    pub key: String,
+    /// The row's version as read; `None` when there was no row.
+    pub version_read: Option<u64>,
+    pub row: ObjectRow,
+}
+
 /// The ledger's rows: objects, tombstones, usage totals.
 #[async_trait]
 pub trait LedgerStore: Send + Sync + 'static {
+    /// Reads each `(user, key)`'s row, its owner's totals and its grant,
+    /// strongly consistent; one snapshot per pair, in order. The reads are
+    /// not one transaction: a commit's conditions catch anything that
+    /// changed in between.
+    async fn snapshots(&self, wanted: &[(&str, &str)]) -> Result<Vec<Snapshot>, StoreError>;
+
+    /// Writes every object row and totals row of `commits` in one
+    /// transaction, only if none changed since it was read. A user appears
+    /// at most once, a key at most once.
+    async fn commit_all(&self, commits: &[UserCommit]) -> Result<(), StoreError>;
+
+    /// Remembers the newest upload grant for a key.
+    async fn record_grant(&self, grant: &GrantNote) -> Result<(), StoreError>;
+
     /// Reads `key`'s row and `user`'s totals, strongly consistent.
-    async fn snapshot(&self, user: &str, key: &str) -> Result<Snapshot, StoreError>;
+    async fn snapshot(&self, user: &str, key: &str) -> Result<Snapshot, StoreError> {
+        self.snapshots(&[(user, key)])
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Other(anyhow::anyhow!("no snapshot of {key}")))
+    }
 
     /// Writes the object row and the totals in one transaction, only if
     /// neither changed since `before` was read.
@@ -35,10 +74,19 @@ pub trait LedgerStore: Send + Sync + 'static {
         before: &Snapshot,
         object: &ObjectRow,
         usage: &Usage,
-    ) -> Result<(), StoreError>;
-
-    /// Remembers the newest upload grant for a key.
-    async fn record_grant(&self, grant: &GrantNote) -> Result<(), StoreError>;
+    ) -> Result<(), StoreError> {
+        self.commit_all(&[UserCommit {
+            user: user.to_string(),
+            usage_read: before.usage_exists.then_some(before.usage.revision),
+            usage: usage.clone(),
+            objects: vec![ObjectCommit {
+                key: key.to_string(),
+                version_read: before.object_version,
+                row: object.clone(),
+            }],
+        }])
+        .await
+    }
 }
 
 /// What the ledger keeps of an `UploadGranted` event.
@@ -73,6 +121,18 @@ pub trait ObjectProbe: Send + Sync + 'static {
 #[async_trait]
 pub trait UsagePublisher: Send + Sync + 'static {
     async fn publish(&self, event: &stowage_events::UsageChangedV1) -> anyhow::Result<()>;
+
+    /// Publishes several events and reports each one's fate, in order.
+    async fn publish_all(
+        &self,
+        events: &[stowage_events::UsageChangedV1],
+    ) -> Vec<anyhow::Result<()>> {
+        let mut results = Vec::with_capacity(events.len());
+        for event in events {
+            results.push(self.publish(event).await);
+        }
+        results
+    }
 }
 
 /// One object as S3 lists it.

@@ -1,7 +1,10 @@
 //! Ledger throughput on the local emulators: events applied per second with
 //! 1 and 4 workers, beside the emulator's raw rate for the same DynamoDB
-//! transaction; AWS requests per event (counted in the emulators' request
-//! logs); the ledger process's CPU time per event and peak resident memory.
+//! transaction and the emulators' raw rate for the ledger's whole request
+//! set (receive, read, write, publish, delete, batched as the ledger batches
+//! them, without the ledger's work); AWS requests per event (counted in the
+//! emulators' request logs); the ledger process's CPU time per event and
+//! peak resident memory.
 //!
 //! Run with `make bench` (it builds the release ledger and starts the
 //! emulators). Prints a Markdown table.
@@ -12,10 +15,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, SendMessageBatchRequestEntry};
 use serde_json::json;
 use stowage_e2e::{Stack, emulator_requests, eventually, process_usage, queue_depth};
+use stowage_ledger::{domain::usage::Usage, ledger::usage_changed};
+use stowage_shared::publisher::EventBus;
 
 const EVENTS: usize = 2_000;
 const USERS: usize = 20;
@@ -181,6 +186,191 @@ async fn raw_transactions(workers: usize) -> f64 {
     (per_worker * workers) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// The ledger's requests for the same events, issued directly by `workers`
+/// loops: receive 10, read their rows (object, totals, grant) in one
+/// `BatchGetItem`, write object and totals rows of every user in one
+/// conditional `TransactWriteItems`, publish 10 `UsageChanged.v1` in one
+/// `PutEvents`, delete the 10. Events per second.
+async fn raw_request_set(workers: usize) -> f64 {
+    let stack = Stack::deploy().expect("stack deploys");
+    let sdk = stowage_shared::aws::load().await;
+    let sqs = stowage_shared::aws::sqs(&sdk);
+    let dynamodb = stowage_shared::aws::dynamodb(&sdk);
+    let bus = EventBus::new(
+        stowage_shared::aws::eventbridge(&sdk),
+        stack.get("STOWAGE_EVENT_BUS"),
+    );
+    let table = stack.get("STOWAGE_LEDGER_TABLE").to_string();
+    let queue = stack.get("STOWAGE_LEDGER_QUEUE_URL").to_string();
+    fill(
+        &sqs,
+        &queue,
+        (0..EVENTS)
+            .map(|i| s3_event(stack.get("STOWAGE_BUCKET"), i))
+            .collect(),
+    )
+    .await;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let (sqs, dynamodb, bus) = (sqs.clone(), dynamodb.clone(), bus.clone());
+            let (table, queue) = (table.clone(), queue.clone());
+            tokio::spawn(async move {
+                let s = |v: String| AttributeValue::S(v);
+                let (mut done, mut last) = (0, Instant::now());
+                loop {
+                    let messages = sqs
+                        .receive_message()
+                        .queue_url(&queue)
+                        .max_number_of_messages(10)
+                        .wait_time_seconds(1)
+                        .send()
+                        .await
+                        .expect("ReceiveMessage")
+                        .messages
+                        .unwrap_or_default();
+                    if messages.is_empty() {
+                        return (done, last);
+                    }
+                    // (user, key) of each event, read from its body.
+                    let events: Vec<(String, String)> = messages
+                        .iter()
+                        .map(|m| {
+                            let body: serde_json::Value =
+                                serde_json::from_str(m.body().expect("body")).expect("JSON");
+                            let key = body["detail"]["object"]["key"]
+                                .as_str()
+                                .expect("key")
+                                .to_string();
+                            (key.split('/').nth(1).expect("user").to_string(), key)
+                        })
+                        .collect();
+                    let mut keys = Vec::new();
+                    let mut users: Vec<&str> = Vec::new();
+                    for (user, key) in &events {
+                        for sk in [format!("OBJ#{key}"), format!("GRANT#{key}")] {
+                            keys.push(
+                                [("pk", user), ("sk", &sk)]
+                                    .map(|(n, v)| {
+                                        (
+                                            n.to_string(),
+                                            s(if n == "pk" {
+                                                format!("USER#{v}")
+                                            } else {
+                                                v.to_string()
+                                            }),
+                                        )
+                                    })
+                                    .into_iter()
+                                    .collect(),
+                            );
+                        }
+                        if !users.contains(&user.as_str()) {
+                            users.push(user);
+                            keys.push(
+                                [
+                                    ("pk".to_string(), s(format!("USER#{user}"))),
+                                    ("sk".to_string(), s("USAGE".into())),
+                                ]
+                                .into_iter()
+                                .collect(),
+                            );
+                        }
+                    }
+                    dynamodb
+                        .batch_get_item()
+                        .request_items(
+                            &table,
+                            KeysAndAttributes::builder()
+                                .set_keys(Some(keys))
+                                .consistent_read(true)
+                                .build()
+                                .expect("keys"),
+                        )
+                        .send()
+                        .await
+                        .expect("BatchGetItem");
+                    let mut puts = Vec::new();
+                    for (user, key) in &events {
+                        puts.push(
+                            Put::builder()
+                                .table_name(&table)
+                                .item("pk", s(format!("USER#{user}")))
+                                .item("sk", s(format!("OBJ#{key}")))
+                                .item("size", AttributeValue::N("1000".into()))
+                                .item("ver", AttributeValue::N("1".into()))
+                                .condition_expression("attribute_not_exists(pk)")
+                                .build()
+                                .expect("put"),
+                        );
+                    }
+                    for user in &users {
+                        puts.push(
+                            Put::builder()
+                                .table_name(&table)
+                                .item("pk", s(format!("USER#{user}")))
+                                .item("sk", s("USAGE".into()))
+                                .item("revision", AttributeValue::N("1".into()))
+                                .condition_expression(
+                                    "attribute_not_exists(pk) OR attribute_exists(revision)",
+                                )
+                                .build()
+                                .expect("put"),
+                        );
+                    }
+                    dynamodb
+                        .transact_write_items()
+                        .set_transact_items(Some(
+                            puts.into_iter()
+                                .map(|p| TransactWriteItem::builder().put(p).build())
+                                .collect(),
+                        ))
+                        .send()
+                        .await
+                        .expect("TransactWriteItems");
+                    let announcements: Vec<_> = events
+                        .iter()
+                        .map(|(user, key)| {
+                            usage_changed(user, key, None, &Usage::default(), None, None)
+                        })
+                        .collect();
+                    for published in bus.publish_all(&announcements).await {
+                        published.expect("PutEvents");
+                    }
+                    sqs.delete_message_batch()
+                        .queue_url(&queue)
+                        .set_entries(Some(
+                            messages
+                                .iter()
+                                .enumerate()
+                                .map(|(i, m)| {
+                                    DeleteMessageBatchRequestEntry::builder()
+                                        .id(i.to_string())
+                                        .receipt_handle(m.receipt_handle().expect("handle"))
+                                        .build()
+                                        .expect("entry")
+                                })
+                                .collect(),
+                        ))
+                        .send()
+                        .await
+                        .expect("DeleteMessageBatch");
+                    done += messages.len();
+                    last = Instant::now();
+                }
+            })
+        })
+        .collect();
+    let (mut done, mut finished) = (0, started);
+    for task in tasks {
+        let (count, last) = task.await.expect("worker");
+        done += count;
+        finished = finished.max(last);
+    }
+    assert_eq!(done, EVENTS, "every event handled once");
+    done as f64 / (finished - started).as_secs_f64()
+}
+
 #[tokio::main]
 async fn main() {
     let logs =
@@ -191,18 +381,21 @@ async fn main() {
             .expect("usage: bench_ledger <path to release stowage-ledger>"),
     );
     println!(
-        "| workers | events/s | raw transactions/s | ledger / raw | AWS requests per event | ledger CPU µs per event | ledger peak RSS |"
+        "| workers | events/s | raw transactions/s | ledger / raw | raw request set, events/s | ledger / raw set | AWS requests per event | ledger CPU µs per event | ledger peak RSS |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for workers in [1, 4] {
         let raw = raw_transactions(workers).await;
+        let raw_set = raw_request_set(workers).await;
         let run = run_ledger(&binary, &logs, workers).await;
         println!(
-            "| {} | {:.0} | {:.0} | {:.0}% | {:.2} | {:.0} | {:.1} MB |",
+            "| {} | {:.0} | {:.0} | {:.0}% | {:.0} | {:.0}% | {:.2} | {:.0} | {:.1} MB |",
             run.workers,
             run.per_second,
             raw,
             100.0 * run.per_second / raw,
+            raw_set,
+            100.0 * run.per_second / raw_set,
             run.requests_per_event,
             run.cpu_us_per_event,
             run.peak_rss_mb

@@ -8,7 +8,10 @@
 //! - `USER#<id>` / `GRANT#<key>`: the newest upload grant for a key, with
 //!   the trace it was issued in.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::{
@@ -26,7 +29,7 @@ use crate::{
         sequencer::Sequencer,
         usage::{ObjectRow, Usage},
     },
-    ports::{GrantNote, LedgerRows, LedgerStore, Snapshot, StoreError},
+    ports::{GrantNote, LedgerRows, LedgerStore, Snapshot, StoreError, UserCommit},
 };
 
 /// [`LedgerStore`] on DynamoDB.
@@ -172,111 +175,133 @@ fn usage_from_item(item: &Item) -> Result<Usage, StoreError> {
     })
 }
 
-#[async_trait]
-impl LedgerStore for DynamoLedgerStore {
-    async fn snapshot(&self, user: &str, key: &str) -> Result<Snapshot, StoreError> {
-        let wanted = [
-            key_of(user, object_sk(key)),
-            key_of(user, USAGE_SK.to_string()),
-            key_of(user, grant_sk(key)),
-        ];
-        let mut pending = KeysAndAttributes::builder()
-            .set_keys(Some(wanted.to_vec()))
-            .consistent_read(true)
-            .build()
-            .map_err(|e| StoreError::Other(e.into()))?;
-        let mut items = Vec::new();
-        let mut complete = false;
-        for attempt in 0..10u32 {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(10 << attempt.min(5))).await;
-            }
-            let output = self
-                .client
-                .batch_get_item()
-                .request_items(&self.table, pending.clone())
-                .send()
-                .await
-                .map_err(|e| classify("BatchGetItem", e))?;
-            if let Some(found) = output.responses.and_then(|mut r| r.remove(&self.table)) {
-                items.extend(found);
-            }
-            match output
-                .unprocessed_keys
-                .and_then(|mut u| u.remove(&self.table))
-            {
-                Some(rest) if !rest.keys().is_empty() => pending = rest,
-                _ => {
-                    complete = true;
-                    break;
+/// Keys per `BatchGetItem` request, DynamoDB's limit.
+const MAX_BATCH_GET: usize = 100;
+
+impl DynamoLedgerStore {
+    /// Reads `keys` (distinct), strongly consistent, retrying what DynamoDB
+    /// leaves unprocessed.
+    async fn batch_get(&self, keys: Vec<Item>) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(MAX_BATCH_GET) {
+            let mut pending = KeysAndAttributes::builder()
+                .set_keys(Some(chunk.to_vec()))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| StoreError::Other(e.into()))?;
+            let mut complete = false;
+            for attempt in 0..10u32 {
+                if attempt > 0 {
+                    tokio::time::sleep(Duration::from_millis(10 << attempt.min(5))).await;
+                }
+                let output = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, pending.clone())
+                    .send()
+                    .await
+                    .map_err(|e| classify("BatchGetItem", e))?;
+                if let Some(found) = output.responses.and_then(|mut r| r.remove(&self.table)) {
+                    items.extend(found);
+                }
+                match output
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.table))
+                {
+                    Some(rest) if !rest.keys().is_empty() => pending = rest,
+                    _ => {
+                        complete = true;
+                        break;
+                    }
                 }
             }
-        }
-        if !complete {
-            return Err(StoreError::Throttled(anyhow::anyhow!(
-                "BatchGetItem left keys unprocessed after 10 attempts"
-            )));
-        }
-        let mut snapshot = Snapshot {
-            object: None,
-            object_version: None,
-            usage: Usage::default(),
-            usage_exists: false,
-            grant: None,
-        };
-        for item in &items {
-            match req_str(item, "sk").map_err(bad_item)? {
-                USAGE_SK => {
-                    snapshot.usage = usage_from_item(item)?;
-                    snapshot.usage_exists = true;
-                }
-                sk if sk.starts_with("GRANT#") => {
-                    snapshot.grant = Some(grant_from_item(user, key, item)?)
-                }
-                _ => {
-                    let (row, version) = object_from_item(item)?;
-                    snapshot.object = Some(row);
-                    snapshot.object_version = Some(version);
-                }
+            if !complete {
+                return Err(StoreError::Throttled(anyhow::anyhow!(
+                    "BatchGetItem left keys unprocessed after 10 attempts"
+                )));
             }
         }
-        Ok(snapshot)
+        Ok(items)
     }
 
-    async fn commit(
-        &self,
-        user: &str,
-        key: &str,
-        before: &Snapshot,
-        object: &ObjectRow,
-        usage: &Usage,
-    ) -> Result<(), StoreError> {
-        let next_version = before.object_version.map_or(1, |v| v + 1);
-        let object_put = match before.object_version {
+    fn put(&self, item: Item, version_read: Option<u64>, name: &str) -> Result<Put, StoreError> {
+        match version_read {
             Some(version) => Put::builder()
-                .condition_expression("ver = :ver")
-                .expression_attribute_values(":ver", n(version)),
+                .condition_expression(format!("{name} = :v"))
+                .expression_attribute_values(":v", n(version)),
             None => Put::builder().condition_expression("attribute_not_exists(pk)"),
         }
         .table_name(&self.table)
-        .set_item(Some(self.object_item(user, key, object, next_version)))
+        .set_item(Some(item))
         .build()
-        .map_err(|e| StoreError::Other(e.into()))?;
-        let usage_put = if before.usage_exists {
-            Put::builder()
-                .condition_expression("revision = :rev")
-                .expression_attribute_values(":rev", n(before.usage.revision))
-        } else {
-            Put::builder().condition_expression("attribute_not_exists(pk)")
+        .map_err(|e| StoreError::Other(e.into()))
+    }
+}
+
+#[async_trait]
+impl LedgerStore for DynamoLedgerStore {
+    async fn snapshots(&self, wanted: &[(&str, &str)]) -> Result<Vec<Snapshot>, StoreError> {
+        let mut keys = Vec::with_capacity(3 * wanted.len());
+        let mut seen = HashSet::new();
+        for (user, key) in wanted {
+            for sk in [object_sk(key), USAGE_SK.to_string(), grant_sk(key)] {
+                if seen.insert((*user, sk.clone())) {
+                    keys.push(key_of(user, sk));
+                }
+            }
         }
-        .table_name(&self.table)
-        .set_item(Some(usage_item(user, usage)))
-        .build()
-        .map_err(|e| StoreError::Other(e.into()))?;
+        let mut found: HashMap<(String, String), Item> = HashMap::with_capacity(keys.len());
+        for item in self.batch_get(keys).await? {
+            let pk = req_str(&item, "pk").map_err(bad_item)?.to_string();
+            let sk = req_str(&item, "sk").map_err(bad_item)?.to_string();
+            found.insert((pk, sk), item);
+        }
+        let get = |user: &str, sk: String| found.get(&(format!("USER#{user}"), sk));
+        wanted
+            .iter()
+            .map(|(user, key)| {
+                let object = get(user, object_sk(key))
+                    .map(object_from_item)
+                    .transpose()?;
+                let usage = get(user, USAGE_SK.to_string())
+                    .map(usage_from_item)
+                    .transpose()?;
+                let grant = get(user, grant_sk(key))
+                    .map(|item| grant_from_item(user, key, item))
+                    .transpose()?;
+                Ok(Snapshot {
+                    object_version: object.as_ref().map(|(_, version)| *version),
+                    object: object.map(|(row, _)| row),
+                    usage_exists: usage.is_some(),
+                    usage: usage.unwrap_or_default(),
+                    grant,
+                })
+            })
+            .collect()
+    }
+
+    async fn commit_all(&self, commits: &[UserCommit]) -> Result<(), StoreError> {
+        let mut items = Vec::new();
+        for commit in commits {
+            for object in &commit.objects {
+                let version = object.version_read.map_or(1, |v| v + 1);
+                let item = self.object_item(&commit.user, &object.key, &object.row, version);
+                items.push(self.put(item, object.version_read, "ver")?);
+            }
+            let item = usage_item(&commit.user, &commit.usage);
+            items.push(self.put(item, commit.usage_read, "revision")?);
+        }
+        if items.is_empty() {
+            return Ok(());
+        }
         self.client
             .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(object_put).build())
-            .transact_items(TransactWriteItem::builder().put(usage_put).build())
+            .set_transact_items(Some(
+                items
+                    .into_iter()
+                    .map(|put| TransactWriteItem::builder().put(put).build())
+                    .collect(),
+            ))
             .send()
             .await
             .map(drop)
