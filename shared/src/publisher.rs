@@ -22,6 +22,9 @@ pub enum PublishError {
     },
 }
 
+/// Entries EventBridge accepts in one `PutEvents` request.
+const MAX_ENTRIES: usize = 10;
+
 /// Puts events on one EventBridge bus.
 #[derive(Debug, Clone)]
 pub struct EventBus {
@@ -39,17 +42,37 @@ impl EventBus {
 
     /// Publishes one event with its type's `source` and `detail-type`.
     pub async fn publish<E: StowageEvent>(&self, event: &E) -> Result<(), PublishError> {
-        let detail = serde_json::to_string(event)?;
-        let entry = PutEventsRequestEntry::builder()
+        self.put(vec![self.entry(event)?]).await
+    }
+
+    /// Publishes events of one type, up to ten to a `PutEvents` request
+    /// (EventBridge's limit), so that a batch costs a tenth of the requests.
+    /// Stops at the first request that fails.
+    pub async fn publish_all<E: StowageEvent>(&self, events: &[E]) -> Result<(), PublishError> {
+        for chunk in events.chunks(MAX_ENTRIES) {
+            let entries = chunk
+                .iter()
+                .map(|e| self.entry(e))
+                .collect::<Result<Vec<_>, _>>()?;
+            self.put(entries).await?;
+        }
+        Ok(())
+    }
+
+    fn entry<E: StowageEvent>(&self, event: &E) -> Result<PutEventsRequestEntry, PublishError> {
+        Ok(PutEventsRequestEntry::builder()
             .event_bus_name(&self.name)
             .source(E::SOURCE)
             .detail_type(E::detail_type())
-            .detail(detail)
-            .build();
+            .detail(serde_json::to_string(event)?)
+            .build())
+    }
+
+    async fn put(&self, entries: Vec<PutEventsRequestEntry>) -> Result<(), PublishError> {
         let output = self
             .client
             .put_events()
-            .entries(entry)
+            .set_entries(Some(entries))
             .send()
             .await
             .map_err(|e| PublishError::Unreachable {
@@ -60,7 +83,7 @@ impl EventBus {
                 ),
             })?;
         if output.failed_entry_count() > 0 {
-            let entry = output.entries().first();
+            let entry = output.entries().iter().find(|e| e.error_code().is_some());
             return Err(PublishError::Refused {
                 bus: self.name.clone(),
                 code: entry
