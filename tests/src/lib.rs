@@ -184,9 +184,16 @@ impl System {
 
         let mut args = stack.args(
             "stowage-lifecycle",
-            &[("queue-url", "STOWAGE_LIFECYCLE_QUEUE_URL")],
+            &[
+                ("bucket", "STOWAGE_BUCKET"),
+                ("s3-path-style", "STOWAGE_S3_PATH_STYLE"),
+                ("table", "STOWAGE_LIFECYCLE_TABLE"),
+                ("queue-url", "STOWAGE_LIFECYCLE_QUEUE_URL"),
+                ("event-bus", "STOWAGE_EVENT_BUS"),
+            ],
         );
-        args.extend(["--wait-seconds".to_string(), "1".to_string()]);
+        // Tests sweep when they choose to, through `System::sweeper`.
+        args.extend(["--wait-seconds", "1", "--sweep-interval-seconds", "0"].map(str::to_string));
         let lifecycle =
             stowage_lifecycle::App::build(stowage_lifecycle::Settings::try_parse_from(args)?)
                 .await?;
@@ -504,6 +511,37 @@ impl System {
                 .await
                 .expect("SendMessage");
         }
+    }
+
+    /// A lifecycle sweeper for this stack, with extra sweep flags (e.g. a
+    /// small multipart threshold).
+    pub async fn sweeper(&self, flags: &[(&str, &str)]) -> stowage_lifecycle::sweep::Sweeper {
+        stowage_lifecycle::startup::sweeper(&self.sweep_settings(flags))
+            .await
+            .expect("sweeper builds")
+    }
+
+    /// Lifecycle's sweep settings for this stack, with extra flags.
+    pub fn sweep_settings(
+        &self,
+        flags: &[(&str, &str)],
+    ) -> stowage_lifecycle::settings::SweepSettings {
+        let mut args = self.stack.args(
+            "stowage-lifecycle",
+            &[
+                ("bucket", "STOWAGE_BUCKET"),
+                ("s3-path-style", "STOWAGE_S3_PATH_STYLE"),
+                ("table", "STOWAGE_LIFECYCLE_TABLE"),
+                ("event-bus", "STOWAGE_EVENT_BUS"),
+            ],
+        );
+        args.extend(
+            flags
+                .iter()
+                .flat_map(|(flag, value)| [format!("--{flag}"), value.to_string()]),
+        );
+        stowage_lifecycle::settings::SweepSettings::try_parse_from(args)
+            .expect("sweep settings parse")
     }
 
     /// The ledger's reconciler for this stack.

@@ -5,5 +5,8 @@
 //! # Layout
 //! - [`queues`]: the consumers' queues and dead-letter queues (`queues`,
 //!   `dlq peek`, `dlq redrive`).
+//! - [`tier`]: the lifecycle service's sweeps (`tier plan`, `tier run`,
+//!   `tier reindex`).
 
 pub mod queues;
+pub mod tier;

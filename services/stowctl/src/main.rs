@@ -83,6 +83,61 @@ enum Command {
         #[command(subcommand)]
         command: Dlq,
     },
+    /// Tiering: what the lifecycle service's next sweep would do, doing it,
+    /// re-indexing a user after a policy change. The policy, prices and
+    /// multipart settings are the lifecycle service's own STOWAGE_TIER_*,
+    /// STOWAGE_STORAGE_PRICES and STOWAGE_TRANSITION_PRICES variables.
+    Tier {
+        #[command(subcommand)]
+        command: Tier,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Tier {
+    /// Print what the next sweep would do with each due object: tier it,
+    /// skip it (too small, costs more than it saves within the class's
+    /// minimum storage duration, customer-encrypted) or postpone it (read
+    /// since), with the reason and the estimated monthly saving. Changes
+    /// nothing.
+    Plan {
+        /// Only this user's objects.
+        #[arg(long)]
+        user: Option<String>,
+        /// Plan as of this time (RFC 3339) instead of now.
+        #[arg(long, value_parser = parse_time)]
+        at: Option<time::OffsetDateTime>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sweep now: copy every object the plan tiers onto itself in its
+    /// target class (conditional on the entity tag planned, so an object
+    /// overwritten meanwhile is left alone), record every decision and
+    /// publish ObjectTiered.v1. Exits 1 when a copy failed.
+    Run {
+        /// Only this user's objects.
+        #[arg(long)]
+        user: Option<String>,
+        /// Sweep as of this time (RFC 3339) instead of now.
+        #[arg(long, value_parser = parse_time)]
+        at: Option<time::OffsetDateTime>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recompute the due dates of USER's objects under the policy in force;
+    /// run it after lowering a user's days (STOWAGE_TIER_USER_POLICIES).
+    Reindex {
+        /// The user whose objects to re-index.
+        #[arg(long)]
+        user: String,
+    },
+}
+
+fn parse_time(value: &str) -> Result<time::OffsetDateTime, String> {
+    time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("expected an RFC 3339 time such as 2027-01-31T00:00:00Z: {e}"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -265,6 +320,48 @@ fn print_report(report: &stowage_ledger::reconcile::Report) {
     }
 }
 
+async fn tier(command: Tier) -> anyhow::Result<bool> {
+    // Parsed after the env file is loaded, from the same variables the
+    // lifecycle service reads.
+    let settings = stowage_lifecycle::settings::SweepSettings::try_parse_from(["stowctl"])
+        .map_err(|e| anyhow::anyhow!("lifecycle settings: {e}"))?;
+    let sweeper = stowage_lifecycle::startup::sweeper(&settings).await?;
+    let now = time::OffsetDateTime::now_utc();
+    match command {
+        Tier::Plan { user, at, json } => {
+            let plan = sweeper
+                .plan(at.unwrap_or(now), user.as_deref())
+                .await
+                .context("planning failed (check the lifecycle table and your credentials)")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&plan)?);
+            } else {
+                println!("{}", stowctl::tier::plan_table(&plan));
+            }
+            Ok(true)
+        }
+        Tier::Run { user, at, json } => {
+            let report = sweeper
+                .run(at.unwrap_or(now), user.as_deref())
+                .await
+                .context(
+                    "the sweep failed (check the bucket, the lifecycle table and your credentials)",
+                )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{}", stowctl::tier::report_table(&report));
+            }
+            Ok(report.failed == 0)
+        }
+        Tier::Reindex { user } => {
+            let changed = sweeper.reindex(&user).await?;
+            println!("Re-indexed {changed} object(s) of {user}.");
+            Ok(true)
+        }
+    }
+}
+
 async fn sqs() -> aws_sdk_sqs::Client {
     stowage_shared::aws::sqs(&stowage_shared::aws::load().await)
 }
@@ -355,6 +452,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Queues { json } => runtime()?.block_on(show_queues(json))?,
         Command::Dlq { command } => runtime()?.block_on(dlq(command))?,
+        Command::Tier { command } => runtime()?.block_on(tier(command))?,
     };
     Ok(if ok {
         std::process::ExitCode::SUCCESS
