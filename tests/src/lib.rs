@@ -521,6 +521,27 @@ impl System {
             .expect("sweeper builds")
     }
 
+    /// A lifecycle service for this stack, not yet running: for tests that
+    /// start and stop it themselves (with [`Parts::WITHOUT_LIFECYCLE`]).
+    pub async fn lifecycle(&self) -> stowage_lifecycle::App {
+        let mut args = self.stack.args(
+            "stowage-lifecycle",
+            &[
+                ("bucket", "STOWAGE_BUCKET"),
+                ("s3-path-style", "STOWAGE_S3_PATH_STYLE"),
+                ("table", "STOWAGE_LIFECYCLE_TABLE"),
+                ("queue-url", "STOWAGE_LIFECYCLE_QUEUE_URL"),
+                ("event-bus", "STOWAGE_EVENT_BUS"),
+            ],
+        );
+        args.extend(["--wait-seconds", "1", "--sweep-interval-seconds", "0"].map(str::to_string));
+        stowage_lifecycle::App::build(
+            stowage_lifecycle::Settings::try_parse_from(args).expect("lifecycle settings"),
+        )
+        .await
+        .expect("lifecycle builds")
+    }
+
     /// Lifecycle's sweep settings for this stack, with extra flags.
     pub fn sweep_settings(
         &self,
@@ -542,6 +563,64 @@ impl System {
         );
         stowage_lifecycle::settings::SweepSettings::try_parse_from(args)
             .expect("sweep settings parse")
+    }
+
+    /// A new queue that receives every event of `detail_type` from
+    /// `source` on the stack's bus (through a rule of its own), for tests
+    /// to read what a service published.
+    pub async fn capture(&self, source: &str, detail_type: &str) -> String {
+        let sdk = stowage_shared::aws::load().await;
+        let events = stowage_shared::aws::eventbridge(&sdk);
+        let name = format!(
+            "{}-capture-{}",
+            self.stack.name,
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let queue_url = self
+            .sqs
+            .create_queue()
+            .queue_name(&name)
+            .send()
+            .await
+            .expect("CreateQueue")
+            .queue_url
+            .expect("queue URL");
+        let arn = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("GetQueueAttributes")
+            .attributes()
+            .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+            .cloned()
+            .expect("queue ARN");
+        let bus = self.stack.get("STOWAGE_EVENT_BUS");
+        events
+            .put_rule()
+            .name(&name)
+            .event_bus_name(bus)
+            .event_pattern(json!({"source": [source], "detail-type": [detail_type]}).to_string())
+            .send()
+            .await
+            .expect("PutRule");
+        events
+            .put_targets()
+            .rule(&name)
+            .event_bus_name(bus)
+            .targets(
+                aws_sdk_eventbridge::types::Target::builder()
+                    .id("capture")
+                    .arn(arn)
+                    .build()
+                    .expect("target"),
+            )
+            .send()
+            .await
+            .expect("PutTargets");
+        queue_url
     }
 
     /// The ledger's reconciler for this stack.
@@ -649,6 +728,63 @@ pub fn process_usage(pid: u32) -> ProcessUsage {
         rss_kb: kb("VmRSS:"),
         peak_rss_kb: kb("VmHWM:"),
     }
+}
+
+/// Counts the requests of the SDK clients it is installed on (retries
+/// included), to show what an operation costs.
+#[derive(Debug, Clone, Default)]
+pub struct RequestCounter {
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl RequestCounter {
+    /// Requests sent so far.
+    pub fn get(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl aws_sdk_s3::config::Intercept for RequestCounter {
+    fn name(&self) -> &'static str {
+        "RequestCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &aws_sdk_s3::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// A lifecycle sweeper whose DynamoDB, S3 and EventBridge requests all
+/// go through `counter`.
+pub async fn counted_sweeper(
+    settings: &stowage_lifecycle::settings::SweepSettings,
+    counter: &RequestCounter,
+) -> stowage_lifecycle::sweep::Sweeper {
+    let sdk = stowage_shared::aws::load().await;
+    let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&sdk)
+            .interceptor(counter.clone())
+            .build(),
+    );
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(settings.s3_path_style)
+            .interceptor(counter.clone())
+            .build(),
+    );
+    let eventbridge = aws_sdk_eventbridge::Client::from_conf(
+        aws_sdk_eventbridge::config::Builder::from(&sdk)
+            .interceptor(counter.clone())
+            .build(),
+    );
+    stowage_lifecycle::startup::sweeper_with_clients(settings, dynamodb, s3, eventbridge)
+        .expect("sweeper builds")
 }
 
 /// AWS requests the emulators have served so far, counted in the request

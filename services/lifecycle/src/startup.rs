@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use stowage_shared::{
     aws,
-    consumer::{ConsumerOptions, QueueConsumer},
+    consumer::{BatchOutcome, ConsumerOptions, QueueConsumer},
     publisher::EventBus,
 };
 use tokio_util::sync::CancellationToken;
@@ -20,15 +20,28 @@ use crate::{
 /// A [`Sweeper`] for the bucket, table and policy `settings` name.
 pub async fn sweeper(settings: &SweepSettings) -> anyhow::Result<Sweeper> {
     let sdk = aws::load().await;
-    let projection = Arc::new(DynamoProjection::new(aws::dynamodb(&sdk), &settings.table));
+    sweeper_with_clients(
+        settings,
+        aws::dynamodb(&sdk),
+        aws::s3(&sdk, settings.s3_path_style),
+        aws::eventbridge(&sdk),
+    )
+}
+
+/// A [`Sweeper`] on clients built by the caller (benchmarks and tests count
+/// their requests).
+pub fn sweeper_with_clients(
+    settings: &SweepSettings,
+    dynamodb: aws_sdk_dynamodb::Client,
+    s3: aws_sdk_s3::Client,
+    eventbridge: aws_sdk_eventbridge::Client,
+) -> anyhow::Result<Sweeper> {
+    let projection = Arc::new(DynamoProjection::new(dynamodb, &settings.table));
     Ok(Sweeper::new(
         projection.clone(),
         projection,
-        Arc::new(S3Bucket::new(
-            aws::s3(&sdk, settings.s3_path_style),
-            &settings.bucket,
-        )),
-        Arc::new(EventBus::new(aws::eventbridge(&sdk), &settings.event_bus)),
+        Arc::new(S3Bucket::new(s3, &settings.bucket)),
+        Arc::new(EventBus::new(eventbridge, &settings.event_bus)),
         settings.options()?,
     ))
 }
@@ -87,6 +100,12 @@ impl App {
             interval: (settings.sweep_interval_seconds > 0)
                 .then(|| Duration::from_secs(settings.sweep_interval_seconds)),
         })
+    }
+
+    /// Receives and handles one batch from the queue; tests step through
+    /// the queue with this instead of racing a running consumer.
+    pub async fn process_batch(&self) -> anyhow::Result<BatchOutcome> {
+        self.consumer.process_batch().await
     }
 
     /// The service's sweeper, for one-shot sweeps.

@@ -68,7 +68,9 @@ pub fn shard(key: &str) -> String {
     format!("DUE#{}", hash % u64::from(DUE_SHARDS))
 }
 
-fn record_item(
+/// The item of `key`'s row, as [`Projection::put`] writes it; public so
+/// that benchmarks and tests can load many rows in batches.
+pub fn record_item(
     user: &str,
     key: &str,
     record: &ObjectRecord,
