@@ -787,6 +787,85 @@ pub async fn counted_sweeper(
         .expect("sweeper builds")
 }
 
+/// A live Standard object's projection row, as lifecycle would write it.
+pub fn standard_row(
+    size: u64,
+    etag: &str,
+    created_at: i64,
+) -> stowage_lifecycle::domain::projection::ObjectRecord {
+    use stowage_lifecycle::domain::projection::{Encryption, ObjectRecord, Restore};
+    ObjectRecord {
+        live: true,
+        size,
+        storage_class: "STANDARD".into(),
+        etag: Some(etag.to_string()),
+        encryption: Encryption::S3Managed,
+        created_at,
+        last_access: None,
+        restore: Restore::None,
+        sequencer: stowage_events::sequencer::Sequencer::lowest(),
+        applied: vec![],
+        verdict: None,
+    }
+}
+
+/// Writes projection rows `(key, row, due_at)` straight to lifecycle's
+/// `table`, 25 to a request, `concurrency` requests at a time.
+pub async fn load_projection(
+    table: &str,
+    rows: &[(
+        String,
+        stowage_lifecycle::domain::projection::ObjectRecord,
+        i64,
+    )],
+    concurrency: usize,
+) {
+    use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+    use futures::StreamExt;
+    let sdk = stowage_shared::aws::load().await;
+    let dynamodb = stowage_shared::aws::dynamodb(&sdk);
+    let batches = rows.chunks(25).map(|chunk| {
+        let writes: Vec<WriteRequest> = chunk
+            .iter()
+            .map(|(key, record, due)| {
+                let user = key.split('/').nth(1).expect("users/<user>/...");
+                let item = stowage_lifecycle::adapters::dynamodb::record_item(
+                    user,
+                    key,
+                    record,
+                    Some(*due),
+                    1,
+                );
+                WriteRequest::builder()
+                    .put_request(
+                        PutRequest::builder()
+                            .set_item(Some(item))
+                            .build()
+                            .expect("put"),
+                    )
+                    .build()
+            })
+            .collect();
+        let dynamodb = dynamodb.clone();
+        async move {
+            let mut pending = Some(HashMap::from([(table.to_string(), writes)]));
+            while let Some(items) = pending.filter(|p| p.values().any(|v| !v.is_empty())) {
+                pending = dynamodb
+                    .batch_write_item()
+                    .set_request_items(Some(items))
+                    .send()
+                    .await
+                    .expect("BatchWriteItem")
+                    .unprocessed_items;
+            }
+        }
+    });
+    futures::stream::iter(batches)
+        .buffer_unordered(concurrency.max(1))
+        .collect::<Vec<()>>()
+        .await;
+}
+
 /// AWS requests the emulators have served so far, counted in the request
 /// logs `stack.py run` keeps in `logs` (`STOWAGE_EMULATOR_LOGS`): moto logs
 /// every request it serves, LocalStack every AWS call.

@@ -8,13 +8,13 @@
 
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use serde_json::{Value, json};
-use stowage_e2e::{Parts, RequestCounter, System, counted_sweeper, eventually};
-use stowage_events::{EventMeta, ObjectAccessedV1, TraceContext, sequencer::Sequencer};
+use stowage_e2e::{
+    Parts, RequestCounter, System, counted_sweeper, eventually, load_projection, standard_row,
+};
+use stowage_events::{EventMeta, ObjectAccessedV1, TraceContext};
 use stowage_lifecycle::{
-    adapters::dynamodb::record_item,
-    domain::projection::{Encryption, ObjectRecord, Restore},
+    domain::projection::ObjectRecord,
     sweep::{Sweeper, TierPlan},
 };
 use stowage_shared::publisher::EventBus;
@@ -435,60 +435,6 @@ async fn a_restore_request_restores_the_owners_key_and_nobody_elses() {
     system.stop().await;
 }
 
-/// Writes projection rows straight to lifecycle's table, 25 to a request.
-async fn load_rows(system: &System, rows: Vec<(String, ObjectRecord, i64)>) {
-    let sdk = stowage_shared::aws::load().await;
-    let dynamodb = stowage_shared::aws::dynamodb(&sdk);
-    let table = system.stack.get("STOWAGE_LIFECYCLE_TABLE").to_string();
-    let batches: Vec<Vec<WriteRequest>> = rows
-        .chunks(25)
-        .map(|chunk| {
-            chunk
-                .iter()
-                .map(|(key, record, due)| {
-                    let user = key.split('/').nth(1).expect("user");
-                    WriteRequest::builder()
-                        .put_request(
-                            PutRequest::builder()
-                                .set_item(Some(record_item(user, key, record, Some(*due), 1)))
-                                .build()
-                                .expect("put"),
-                        )
-                        .build()
-                })
-                .collect()
-        })
-        .collect();
-    for batch in batches {
-        let mut pending = Some(std::collections::HashMap::from([(table.clone(), batch)]));
-        while let Some(items) = pending.filter(|p| p.values().any(|v| !v.is_empty())) {
-            pending = dynamodb
-                .batch_write_item()
-                .set_request_items(Some(items))
-                .send()
-                .await
-                .expect("BatchWriteItem")
-                .unprocessed_items;
-        }
-    }
-}
-
-fn standard(size: u64, etag: &str, created_at: i64) -> ObjectRecord {
-    ObjectRecord {
-        live: true,
-        size,
-        storage_class: "STANDARD".into(),
-        etag: Some(etag.to_string()),
-        encryption: Encryption::S3Managed,
-        created_at,
-        last_access: None,
-        restore: Restore::None,
-        sequencer: Sequencer::lowest(),
-        applied: vec![],
-        verdict: None,
-    }
-}
-
 /// Puts `count` objects of 1 MiB in the bucket and returns their rows,
 /// due a day ago.
 async fn due_objects(
@@ -516,7 +462,7 @@ async fn due_objects(
             .to_string();
         rows.push((
             key,
-            standard(1 << 20, &etag, now - 91 * 86_400),
+            standard_row(1 << 20, &etag, now - 91 * 86_400),
             now - 86_400,
         ));
     }
@@ -536,13 +482,14 @@ async fn a_sweep_costs_requests_per_due_object_not_per_object() {
             let key = format!("users/u{}/file-{i}.bin", i % 30);
             (
                 key,
-                standard(1 << 20, "e", now),
+                standard_row(1 << 20, "e", now),
                 now + (1 + i % 80) * 86_400,
             )
         })
         .collect();
-    load_rows(&system, idle).await;
-    load_rows(&system, due_objects(&system, "sam", 5).await).await;
+    load_projection(system.stack.get("STOWAGE_LIFECYCLE_TABLE"), &idle, 4).await;
+    let due = due_objects(&system, "sam", 5).await;
+    load_projection(system.stack.get("STOWAGE_LIFECYCLE_TABLE"), &due, 4).await;
 
     let counter = RequestCounter::default();
     let sweeper = counted_sweeper(&system.sweep_settings(&[]), &counter).await;
@@ -563,7 +510,8 @@ async fn a_sweep_costs_requests_per_due_object_not_per_object() {
     // 8 queries, 5 copies, one transaction, one PutEvents.
     assert_eq!(counter.get() - before, 8 + 5 + 1 + 1);
 
-    load_rows(&system, due_objects(&system, "tess", 25).await).await;
+    let due = due_objects(&system, "tess", 25).await;
+    load_projection(system.stack.get("STOWAGE_LIFECYCLE_TABLE"), &due, 4).await;
     let before = counter.get();
     let report = sweeper
         .run(OffsetDateTime::now_utc(), None)
