@@ -165,6 +165,21 @@ async fn cold_objects_are_tiered_while_recently_read_and_small_ones_stay() {
         "{report:?}"
     );
     assert_eq!(report.tiered_bytes, (2 << 20) + (12 << 20));
+    let table = stowctl::tier::report_table(&report);
+    let line = table
+        .lines()
+        .find(|l| l.contains("big.bin"))
+        .unwrap_or_else(|| panic!("no line for big.bin in\n{table}"));
+    assert!(
+        line.contains("12.0 MiB")
+            && line.contains("STANDARD -> GLACIER")
+            && line.contains("tiered"),
+        "{line}"
+    );
+    assert!(
+        table.ends_with("Tiered 2 object(s), 14.0 MiB, saving about $0.000265 a month; 1 skipped, 0 postponed, 0 changed since planned, 0 failed."),
+        "{table}"
+    );
     let head = |key: &'static str| {
         let s3 = system.s3.clone();
         let bucket = bucket.clone();
