@@ -322,9 +322,13 @@ fn print_report(report: &stowage_ledger::reconcile::Report) {
 
 async fn tier(command: Tier) -> anyhow::Result<bool> {
     // Parsed after the env file is loaded, from the same variables the
-    // lifecycle service reads.
+    // lifecycle service reads; the two without defaults are named first.
+    setting("STOWAGE_BUCKET", None)?;
+    setting("STOWAGE_LIFECYCLE_TABLE", None)?;
     let settings = stowage_lifecycle::settings::SweepSettings::try_parse_from(["stowctl"])
-        .map_err(|e| anyhow::anyhow!("lifecycle settings: {e}"))?;
+        .map_err(|e| {
+            anyhow::anyhow!("the lifecycle settings (STOWAGE_TIER_*, prices) do not parse: {e}")
+        })?;
     let sweeper = stowage_lifecycle::startup::sweeper(&settings).await?;
     let now = time::OffsetDateTime::now_utc();
     match command {
