@@ -5,7 +5,7 @@ PYTHON   := $(STATE)/venv/localstack/bin/python
 STACK    := $(PYTHON) infra/local/stack.py
 BOTO3_PY := $(STATE)/venv/moto/bin/python
 
-.PHONY: dev test lint emulators build schemas bench bench-ledger bench-intake clean
+.PHONY: dev test lint emulators build schemas bench bench-ledger bench-intake bench-lifecycle clean
 
 ## make dev: the whole system on the local emulators, until Ctrl-C.
 dev: emulators build
@@ -34,7 +34,7 @@ clean:
 	rm -rf $(STATE) target
 
 ## make bench: the figures in BENCHMARKS.md (release builds).
-bench: bench-ledger bench-intake
+bench: bench-ledger bench-intake bench-lifecycle
 
 bench-ledger: emulators
 	cargo build --release -p stowage-ledger -p stowage-e2e --bins
@@ -44,3 +44,7 @@ bench-intake: emulators
 	cargo build --release -p stowage-intake -p stowage-e2e --bins
 	target/release/bench_intake sign --python $(BOTO3_PY) --script infra/local/bench_presign.py
 	$(STACK) run --state $(STATE)/bench -- target/release/bench_intake load target/release/stowage-intake
+
+bench-lifecycle: emulators
+	cargo build --release -p stowage-e2e --bin bench_lifecycle
+	$(STACK) run --state $(STATE)/bench -- target/release/bench_lifecycle

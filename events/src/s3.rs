@@ -14,6 +14,9 @@ pub const OBJECT_DELETED: &str = "Object Deleted";
 /// `detail-type` of an object moved to another storage class in place
 /// (lifecycle transitions).
 pub const OBJECT_STORAGE_CLASS_CHANGED: &str = "Object Storage Class Changed";
+/// `detail-type` of a finished restore of an archived object: a temporary
+/// copy is readable until `restore-expiry-time`.
+pub const OBJECT_RESTORE_COMPLETED: &str = "Object Restore Completed";
 
 /// The detail of S3's `Object Created`, `Object Deleted` and
 /// `Object Storage Class Changed` events.
@@ -62,6 +65,42 @@ pub struct S3Object {
     pub etag: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version_id: Option<String>,
-    /// Hex string ordering the events of one key; see the ledger's `Sequencer`.
+    /// Hex string ordering the events of one key; see
+    /// [`crate::sequencer::Sequencer`].
     pub sequencer: String,
+}
+
+/// The detail of S3's `Object Restore Completed` event. Its object carries
+/// no sequencer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct RestoreCompletedDetail {
+    #[serde(default)]
+    pub version: String,
+    pub bucket: Bucket,
+    pub object: RestoredObject,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester: Option<String>,
+    /// When the restored copy expires (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_expiry_time: Option<String>,
+    /// The archive class the object stays in, e.g. `GLACIER`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_storage_class: Option<String>,
+}
+
+/// The object of an `Object Restore Completed` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct RestoredObject {
+    /// The object key, encoded as in [`S3Object::key`].
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
 }

@@ -5,7 +5,9 @@
 use schemars::{JsonSchema, Schema, schema_for};
 
 use crate::{
-    ObjectAccessedV1, RestoreRequestedV1, UploadGrantedV1, UsageChangedV1, s3::ObjectEventDetail,
+    ObjectAccessedV1, ObjectRestoredV1, ObjectTieredV1, RestoreRequestedV1, UploadGrantedV1,
+    UsageChangedV1,
+    s3::{ObjectEventDetail, RestoreCompletedDetail},
 };
 
 /// Every schema Stowage publishes, as `(file name, schema of the detail)`.
@@ -15,7 +17,13 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         ("UsageChanged.v1.json", schema::<UsageChangedV1>()),
         ("ObjectAccessed.v1.json", schema::<ObjectAccessedV1>()),
         ("RestoreRequested.v1.json", schema::<RestoreRequestedV1>()),
+        ("ObjectTiered.v1.json", schema::<ObjectTieredV1>()),
+        ("ObjectRestored.v1.json", schema::<ObjectRestoredV1>()),
         ("aws.s3.ObjectEvent.json", schema::<ObjectEventDetail>()),
+        (
+            "aws.s3.ObjectRestoreCompleted.json",
+            schema::<RestoreCompletedDetail>(),
+        ),
     ]
 }
 

@@ -184,3 +184,69 @@ impl StowageEvent for RestoreRequestedV1 {
     const MAJOR: u32 = 1;
     const SOURCE: &'static str = "stowage.intake";
 }
+
+/// The lifecycle service moved a cold object to an archive class by copying
+/// it onto itself. S3's own `Object Created` for the copy follows; this event
+/// says why it happened and what it is expected to save.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ObjectTieredV1 {
+    #[serde(flatten)]
+    pub meta: EventMeta,
+    /// Full object key, `users/<user_id>/<path>`.
+    pub key: String,
+    /// Bytes moved.
+    pub size: u64,
+    /// The class the object left, e.g. `STANDARD`.
+    pub from_storage_class: String,
+    /// The class the object is in now: `GLACIER_IR`, `GLACIER` or
+    /// `DEEP_ARCHIVE`.
+    pub to_storage_class: String,
+    /// The entity tag (without quotes) the copy was conditional on.
+    pub source_etag: String,
+    /// The entity tag of the copy; differs from `source_etag` after a
+    /// multipart copy.
+    pub etag: String,
+    /// Estimated storage cost saved per month, in US dollars, counting the
+    /// archive overhead.
+    pub monthly_saving_usd: f64,
+    /// What the transition requests cost, in US dollars.
+    pub transition_cost_usd: f64,
+    /// Whether the object was copied in parts (objects above the
+    /// multipart threshold).
+    pub multipart: bool,
+}
+
+impl StowageEvent for ObjectTieredV1 {
+    const NAME: &'static str = "ObjectTiered";
+    const MAJOR: u32 = 1;
+    const SOURCE: &'static str = "stowage.lifecycle";
+}
+
+/// S3 finished restoring an archived object: a temporary copy can be read
+/// until `expires_at`, while the object stays in its archive class.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ObjectRestoredV1 {
+    #[serde(flatten)]
+    pub meta: EventMeta,
+    /// Full object key, `users/<user_id>/<path>`.
+    pub key: String,
+    /// The archive class the object stays in.
+    pub storage_class: String,
+    /// When the restored copy expires, when S3 said.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    #[schemars(with = "Option<String>", extend("format" = "date-time"))]
+    pub expires_at: Option<OffsetDateTime>,
+    /// The object's entity tag (without quotes), when S3 said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+}
+
+impl StowageEvent for ObjectRestoredV1 {
+    const NAME: &'static str = "ObjectRestored";
+    const MAJOR: u32 = 1;
+    const SOURCE: &'static str = "stowage.lifecycle";
+}

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use stowage_events::{
-    ObjectAccessedV1, RawEnvelope, RestoreRequestedV1, StowageEvent, UploadGrantedV1,
-    UsageChangedV1,
-    s3::{self, ObjectEventDetail},
+    ObjectAccessedV1, ObjectRestoredV1, ObjectTieredV1, RawEnvelope, RestoreRequestedV1,
+    StowageEvent, UploadGrantedV1, UsageChangedV1,
+    s3::{self, ObjectEventDetail, RestoreCompletedDetail},
     schema,
 };
 
@@ -65,6 +65,9 @@ fn decode(envelope: RawEnvelope) -> Result<(), String> {
             s3::SOURCE,
             s3::OBJECT_CREATED | s3::OBJECT_DELETED | s3::OBJECT_STORAGE_CLASS_CHANGED,
         ) => envelope.decode::<ObjectEventDetail>().map(drop),
+        (s3::SOURCE, s3::OBJECT_RESTORE_COMPLETED) => {
+            envelope.decode::<RestoreCompletedDetail>().map(drop)
+        }
         (UploadGrantedV1::SOURCE, d) if d == UploadGrantedV1::detail_type() => {
             envelope.decode::<UploadGrantedV1>().map(drop)
         }
@@ -76,6 +79,12 @@ fn decode(envelope: RawEnvelope) -> Result<(), String> {
         }
         (RestoreRequestedV1::SOURCE, d) if d == RestoreRequestedV1::detail_type() => {
             envelope.decode::<RestoreRequestedV1>().map(drop)
+        }
+        (ObjectTieredV1::SOURCE, d) if d == ObjectTieredV1::detail_type() => {
+            envelope.decode::<ObjectTieredV1>().map(drop)
+        }
+        (ObjectRestoredV1::SOURCE, d) if d == ObjectRestoredV1::detail_type() => {
+            envelope.decode::<ObjectRestoredV1>().map(drop)
         }
         other => return Err(format!("no type for {other:?}")),
     };
@@ -93,7 +102,7 @@ fn every_sample_still_parses() {
         decode(envelope).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         seen += 1;
     }
-    assert!(seen >= 7, "expected a sample of every event, found {seen}");
+    assert!(seen >= 10, "expected a sample of every event, found {seen}");
 }
 
 #[test]

@@ -208,9 +208,16 @@ impl System {
 
         let mut args = stack.args(
             "stowage-lifecycle",
-            &[("queue-url", "STOWAGE_LIFECYCLE_QUEUE_URL")],
+            &[
+                ("bucket", "STOWAGE_BUCKET"),
+                ("s3-path-style", "STOWAGE_S3_PATH_STYLE"),
+                ("table", "STOWAGE_LIFECYCLE_TABLE"),
+                ("queue-url", "STOWAGE_LIFECYCLE_QUEUE_URL"),
+                ("event-bus", "STOWAGE_EVENT_BUS"),
+            ],
         );
-        args.extend(["--wait-seconds".to_string(), "1".to_string()]);
+        // Tests sweep when they choose to, through `System::sweeper`.
+        args.extend(["--wait-seconds", "1", "--sweep-interval-seconds", "0"].map(str::to_string));
         let lifecycle =
             stowage_lifecycle::App::build(stowage_lifecycle::Settings::try_parse_from(args)?)
                 .await?;
@@ -499,6 +506,116 @@ impl System {
         }
     }
 
+    /// A lifecycle sweeper for this stack, with extra sweep flags (e.g. a
+    /// small multipart threshold).
+    pub async fn sweeper(&self, flags: &[(&str, &str)]) -> stowage_lifecycle::sweep::Sweeper {
+        stowage_lifecycle::startup::sweeper(&self.sweep_settings(flags))
+            .await
+            .expect("sweeper builds")
+    }
+
+    /// A lifecycle service for this stack, not yet running: for tests that
+    /// start and stop it themselves (with [`Parts::WITHOUT_LIFECYCLE`]).
+    pub async fn lifecycle(&self) -> stowage_lifecycle::App {
+        let mut args = self.stack.args(
+            "stowage-lifecycle",
+            &[
+                ("bucket", "STOWAGE_BUCKET"),
+                ("s3-path-style", "STOWAGE_S3_PATH_STYLE"),
+                ("table", "STOWAGE_LIFECYCLE_TABLE"),
+                ("queue-url", "STOWAGE_LIFECYCLE_QUEUE_URL"),
+                ("event-bus", "STOWAGE_EVENT_BUS"),
+            ],
+        );
+        args.extend(["--wait-seconds", "1", "--sweep-interval-seconds", "0"].map(str::to_string));
+        stowage_lifecycle::App::build(
+            stowage_lifecycle::Settings::try_parse_from(args).expect("lifecycle settings"),
+        )
+        .await
+        .expect("lifecycle builds")
+    }
+
+    /// Lifecycle's sweep settings for this stack, with extra flags.
+    pub fn sweep_settings(
+        &self,
+        flags: &[(&str, &str)],
+    ) -> stowage_lifecycle::settings::SweepSettings {
+        let mut args = self.stack.args(
+            "stowage-lifecycle",
+            &[
+                ("bucket", "STOWAGE_BUCKET"),
+                ("s3-path-style", "STOWAGE_S3_PATH_STYLE"),
+                ("table", "STOWAGE_LIFECYCLE_TABLE"),
+                ("event-bus", "STOWAGE_EVENT_BUS"),
+            ],
+        );
+        args.extend(
+            flags
+                .iter()
+                .flat_map(|(flag, value)| [format!("--{flag}"), value.to_string()]),
+        );
+        stowage_lifecycle::settings::SweepSettings::try_parse_from(args)
+            .expect("sweep settings parse")
+    }
+
+    /// A new queue that receives every event of `detail_type` from
+    /// `source` on the stack's bus (through a rule of its own), for tests
+    /// to read what a service published.
+    pub async fn capture(&self, source: &str, detail_type: &str) -> String {
+        let sdk = stowage_shared::aws::load().await;
+        let events = stowage_shared::aws::eventbridge(&sdk);
+        let name = format!(
+            "{}-capture-{}",
+            self.stack.name,
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let queue_url = self
+            .sqs
+            .create_queue()
+            .queue_name(&name)
+            .send()
+            .await
+            .expect("CreateQueue")
+            .queue_url
+            .expect("queue URL");
+        let arn = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("GetQueueAttributes")
+            .attributes()
+            .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+            .cloned()
+            .expect("queue ARN");
+        let bus = self.stack.get("STOWAGE_EVENT_BUS");
+        events
+            .put_rule()
+            .name(&name)
+            .event_bus_name(bus)
+            .event_pattern(json!({"source": [source], "detail-type": [detail_type]}).to_string())
+            .send()
+            .await
+            .expect("PutRule");
+        events
+            .put_targets()
+            .rule(&name)
+            .event_bus_name(bus)
+            .targets(
+                aws_sdk_eventbridge::types::Target::builder()
+                    .id("capture")
+                    .arn(arn)
+                    .build()
+                    .expect("target"),
+            )
+            .send()
+            .await
+            .expect("PutTargets");
+        queue_url
+    }
+
     /// The ledger's reconciler for this stack.
     pub async fn reconciler(&self) -> stowage_ledger::reconcile::Reconciler {
         stowage_ledger::startup::reconciler(
@@ -676,6 +793,142 @@ pub fn process_usage(pid: u32) -> ProcessUsage {
         rss_kb: kb("VmRSS:"),
         peak_rss_kb: kb("VmHWM:"),
     }
+}
+
+/// Counts the requests of the SDK clients it is installed on (retries
+/// included), to show what an operation costs.
+#[derive(Debug, Clone, Default)]
+pub struct RequestCounter {
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl RequestCounter {
+    /// Requests sent so far.
+    pub fn get(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl aws_sdk_s3::config::Intercept for RequestCounter {
+    fn name(&self) -> &'static str {
+        "RequestCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &aws_sdk_s3::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// A lifecycle sweeper whose DynamoDB, S3 and EventBridge requests all
+/// go through `counter`.
+pub async fn counted_sweeper(
+    settings: &stowage_lifecycle::settings::SweepSettings,
+    counter: &RequestCounter,
+) -> stowage_lifecycle::sweep::Sweeper {
+    let sdk = stowage_shared::aws::load().await;
+    let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&sdk)
+            .interceptor(counter.clone())
+            .build(),
+    );
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(settings.s3_path_style)
+            .interceptor(counter.clone())
+            .build(),
+    );
+    let eventbridge = aws_sdk_eventbridge::Client::from_conf(
+        aws_sdk_eventbridge::config::Builder::from(&sdk)
+            .interceptor(counter.clone())
+            .build(),
+    );
+    stowage_lifecycle::startup::sweeper_with_clients(settings, dynamodb, s3, eventbridge)
+        .expect("sweeper builds")
+}
+
+/// A live Standard object's projection row, as lifecycle would write it.
+pub fn standard_row(
+    size: u64,
+    etag: &str,
+    created_at: i64,
+) -> stowage_lifecycle::domain::projection::ObjectRecord {
+    use stowage_lifecycle::domain::projection::{Encryption, ObjectRecord, Restore};
+    ObjectRecord {
+        live: true,
+        size,
+        storage_class: "STANDARD".into(),
+        etag: Some(etag.to_string()),
+        encryption: Encryption::S3Managed,
+        created_at,
+        last_access: None,
+        restore: Restore::None,
+        sequencer: stowage_events::sequencer::Sequencer::lowest(),
+        applied: vec![],
+        verdict: None,
+    }
+}
+
+/// Writes projection rows `(key, row, due_at)` straight to lifecycle's
+/// `table`, 25 to a request, `concurrency` requests at a time.
+pub async fn load_projection(
+    table: &str,
+    rows: &[(
+        String,
+        stowage_lifecycle::domain::projection::ObjectRecord,
+        i64,
+    )],
+    concurrency: usize,
+) {
+    use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+    use futures::StreamExt;
+    let sdk = stowage_shared::aws::load().await;
+    let dynamodb = stowage_shared::aws::dynamodb(&sdk);
+    let batches = rows.chunks(25).map(|chunk| {
+        let writes: Vec<WriteRequest> = chunk
+            .iter()
+            .map(|(key, record, due)| {
+                let user = key.split('/').nth(1).expect("users/<user>/...");
+                let item = stowage_lifecycle::adapters::dynamodb::record_item(
+                    user,
+                    key,
+                    record,
+                    Some(*due),
+                    1,
+                );
+                WriteRequest::builder()
+                    .put_request(
+                        PutRequest::builder()
+                            .set_item(Some(item))
+                            .build()
+                            .expect("put"),
+                    )
+                    .build()
+            })
+            .collect();
+        let dynamodb = dynamodb.clone();
+        async move {
+            let mut pending = Some(HashMap::from([(table.to_string(), writes)]));
+            while let Some(items) = pending.filter(|p| p.values().any(|v| !v.is_empty())) {
+                pending = dynamodb
+                    .batch_write_item()
+                    .set_request_items(Some(items))
+                    .send()
+                    .await
+                    .expect("BatchWriteItem")
+                    .unprocessed_items;
+            }
+        }
+    });
+    futures::stream::iter(batches)
+        .buffer_unordered(concurrency.max(1))
+        .collect::<Vec<()>>()
+        .await;
 }
 
 /// AWS requests the emulators have served so far, counted in the request

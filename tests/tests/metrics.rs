@@ -1,7 +1,7 @@
 //! The services' OpenTelemetry metrics, read back through an in-memory
 //! exporter installed as the process's meter provider before the services
 //! start: consumer outcomes, upload violations, grant outcomes, bytes by
-//! storage class and the depth of the dead-letter queues.
+//! storage class, the depth of the dead-letter queues, and sweeps.
 
 use std::time::Duration;
 
@@ -211,6 +211,110 @@ async fn outcomes_violations_grants_bytes_and_dead_letters_are_measured() {
             &[KeyValue::new("queue", intake_queue)],
         ),
         Some(0)
+    );
+    system.stop().await;
+}
+
+/// The sum of f64 counter `name`'s points whose attributes include `with`.
+fn counted_f64(exporter: &InMemoryMetricExporter, name: &str, with: &[KeyValue]) -> f64 {
+    let finished = exporter.get_finished_metrics().expect("metrics readable");
+    let Some(latest) = finished.last() else {
+        return 0.0;
+    };
+    latest
+        .scope_metrics()
+        .flat_map(|scope| scope.metrics())
+        .filter(|metric| metric.name() == name)
+        .map(|metric| match metric.data() {
+            AggregatedMetrics::F64(MetricData::Sum(sum)) => sum
+                .data_points()
+                .filter(|point| {
+                    with.iter()
+                        .all(|wanted| point.attributes().any(|kv| kv == wanted))
+                })
+                .map(|point| point.value())
+                .sum(),
+            _ => 0.0,
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sweeps_count_tiered_bytes_savings_and_decisions() {
+    let exporter = InMemoryMetricExporter::default();
+    let provider = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(exporter.clone()).build())
+        .build();
+    global::set_meter_provider(provider.clone());
+
+    let system = System::start_parts(&[], stowage_e2e::Parts::INTAKE_ONLY)
+        .await
+        .expect("system starts");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let bucket = system.stack.get("STOWAGE_BUCKET").to_string();
+    let put = system
+        .s3
+        .put_object()
+        .bucket(&bucket)
+        .key("users/vera/cold.bin")
+        .body(vec![1u8; 1 << 20].into())
+        .send()
+        .await
+        .expect("PutObject");
+    let etag = put
+        .e_tag()
+        .unwrap_or_default()
+        .trim_matches('"')
+        .to_string();
+    let rows = vec![
+        (
+            "users/vera/cold.bin".to_string(),
+            stowage_e2e::standard_row(1 << 20, &etag, now - 100 * 86_400),
+            now - 86_400,
+        ),
+        (
+            "users/vera/tiny.txt".to_string(),
+            stowage_e2e::standard_row(10, "e", now - 100 * 86_400),
+            now - 86_400,
+        ),
+    ];
+    stowage_e2e::load_projection(system.stack.get("STOWAGE_LIFECYCLE_TABLE"), &rows, 1).await;
+    let report = system
+        .sweeper(&[])
+        .await
+        .run(time::OffsetDateTime::now_utc(), None)
+        .await
+        .expect("sweep");
+    assert_eq!((report.tiered, report.skipped), (1, 1), "{report:?}");
+
+    tokio::task::spawn_blocking(move || provider.force_flush())
+        .await
+        .expect("flush ran")
+        .expect("metrics flushed");
+    let class = [KeyValue::new("storage_class", "GLACIER_IR")];
+    assert_eq!(
+        counted(&exporter, "stowage.lifecycle.tiered_bytes", &class),
+        1 << 20
+    );
+    // 1 MiB from 0.023 to 0.004 a GB-month.
+    let saving = counted_f64(&exporter, "stowage.lifecycle.saving_usd", &class);
+    assert!((saving - 0.019 / 1024.0).abs() < 1e-12, "{saving}");
+    let decisions = |outcome: &'static str, reason: &'static str| {
+        counted(
+            &exporter,
+            "stowage.lifecycle.decisions",
+            &[
+                KeyValue::new("outcome", outcome),
+                KeyValue::new("reason", reason),
+            ],
+        )
+    };
+    assert_eq!(
+        (
+            decisions("tiered", "cold"),
+            decisions("skipped", "too_small")
+        ),
+        (1, 1)
     );
     system.stop().await;
 }

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 
 use serde_json::Value;
-use stowage_e2e::System;
+use stowage_e2e::{Parts, System};
 
 /// What schemathesis checks. Left out is `positive_data_acceptance` (every
 /// request the schema allows is accepted): what a deployment accepts depends
@@ -129,12 +129,17 @@ fn assert_passed_reaching(run: &Run, expected: &[&str]) {
 async fn fuzzed_system() -> System {
     // Grants must not be throttled, or the fuzzer would see little but 429
     // after its first few; the quota stays the default 1 GiB, so large
-    // grants are refused with 403.
-    System::start_with(&[
-        ("grant-rate-per-minute", "6000000"),
-        ("grant-burst", "100000"),
-        ("max-outstanding-grants", "100000"),
-    ])
+    // grants are refused with 403. Lifecycle is left out: it would carry
+    // out the fuzzer's restore requests (the emulator restores at once),
+    // and the archived object must stay archived for its 409.
+    System::start_parts(
+        &[
+            ("grant-rate-per-minute", "6000000"),
+            ("grant-burst", "100000"),
+            ("max-outstanding-grants", "100000"),
+        ],
+        Parts::WITHOUT_LIFECYCLE,
+    )
     .await
     .expect("system starts")
 }

@@ -4,10 +4,20 @@ use stowage_lifecycle::{App, Settings};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let telemetry = stowage_shared::telemetry::init("lifecycle");
-    let app = App::build(Settings::parse()).await?;
-    tracing::info!("lifecycle consuming");
-    app.run_until_stopped(stowage_shared::shutdown::on_signal())
-        .await;
+    let settings = Settings::parse();
+    let once = settings.once;
+    let app = App::build(settings).await?;
+    if once {
+        let report = app
+            .sweeper()
+            .run(time::OffsetDateTime::now_utc(), None)
+            .await?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        tracing::info!("lifecycle consuming");
+        app.run_until_stopped(stowage_shared::shutdown::on_signal())
+            .await;
+    }
     tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
     Ok(())
 }

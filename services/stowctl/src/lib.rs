@@ -8,8 +8,79 @@
 //!   `dlq peek`, `dlq redrive`).
 //! - [`replay`]: events of a time window sent again from the bus's archive.
 //! - [`errors`]: failed AWS calls explained.
+//! - [`tier`]: the lifecycle service's sweeps (`tier plan`, `tier run`,
+//!   `tier reindex`).
 
 pub mod accounts;
 pub mod errors;
 pub mod queues;
 pub mod replay;
+pub mod tier;
+
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+/// Parses a point in time: RFC 3339 (`2026-12-01T10:00:00Z`), `now`, or a
+/// time relative to now such as `-90m`, `-1h`, `+90d` (`s`, `m`, `h`, `d`).
+pub fn parse_time(value: &str) -> Result<OffsetDateTime, String> {
+    parse_time_at(value, OffsetDateTime::now_utc())
+}
+
+fn parse_time_at(value: &str, now: OffsetDateTime) -> Result<OffsetDateTime, String> {
+    if value == "now" {
+        return Ok(now);
+    }
+    let relative = match value.as_bytes().first() {
+        Some(b'-') => Some(-1),
+        Some(b'+') => Some(1),
+        _ => None,
+    };
+    if let Some(sign) = relative {
+        let amount = &value[1..];
+        let split = amount.len().saturating_sub(1);
+        let (count, unit) = amount.split_at(split);
+        let seconds = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            _ => 0,
+        };
+        return match count.parse::<i64>() {
+            Ok(count) if seconds > 0 && count >= 0 => {
+                Ok(now + time::Duration::seconds(sign * count * seconds))
+            }
+            _ => Err(format!(
+                "{value:?} is not a time: use RFC 3339, `now` or e.g. `-1h`, `+90d` (units s, m, h, d)"
+            )),
+        };
+    }
+    OffsetDateTime::parse(value, &Rfc3339)
+        .map(|t| t.to_offset(time::UtcOffset::UTC))
+        .map_err(|e| {
+            format!("{value:?} is not an RFC 3339 time ({e}); or use `now` or e.g. `-1h`, `+90d`")
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_as_rfc3339_now_or_a_time_ago() {
+        let now = OffsetDateTime::parse("2026-12-01T10:00:00Z", &Rfc3339).unwrap();
+        let at = |v| parse_time_at(v, now).map(|t| t.format(&Rfc3339).unwrap());
+        assert_eq!(at("now").unwrap(), "2026-12-01T10:00:00Z");
+        assert_eq!(at("-90m").unwrap(), "2026-12-01T08:30:00Z");
+        assert_eq!(at("-1h").unwrap(), "2026-12-01T09:00:00Z");
+        assert_eq!(at("-2d").unwrap(), "2026-11-29T10:00:00Z");
+        assert_eq!(at("-30s").unwrap(), "2026-12-01T09:59:30Z");
+        assert_eq!(at("+90d").unwrap(), "2027-03-01T10:00:00Z");
+        assert_eq!(
+            at("2026-11-30T23:00:00+01:00").unwrap(),
+            "2026-11-30T22:00:00Z"
+        );
+        for bad in ["-1w", "-h", "+-1d", "yesterday", "2026-12-01", "-", "+", ""] {
+            assert!(at(bad).is_err(), "{bad}");
+        }
+    }
+}

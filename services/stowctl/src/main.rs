@@ -121,11 +121,11 @@ enum Command {
     /// replay completes.
     #[command(verbatim_doc_comment)]
     Replay {
-        /// Start of the window: RFC 3339, `now`, or a time ago like `-1h`.
-        #[arg(long, value_parser = stowctl::replay::parse_time, allow_hyphen_values = true)]
+        /// Start of the window: RFC 3339, `now`, or relative like `-1h`.
+        #[arg(long, value_parser = stowctl::parse_time, allow_hyphen_values = true)]
         from: time::OffsetDateTime,
         /// End of the window (default: now).
-        #[arg(long, value_parser = stowctl::replay::parse_time, allow_hyphen_values = true)]
+        #[arg(long, value_parser = stowctl::parse_time, allow_hyphen_values = true)]
         to: Option<time::OffsetDateTime>,
         /// Only to the rules routing events of this source, e.g. aws.s3.
         #[arg(long)]
@@ -145,6 +145,56 @@ enum Command {
     Dlq {
         #[command(subcommand)]
         command: Dlq,
+    },
+    /// Tiering: what the lifecycle service's next sweep would do, doing it,
+    /// re-indexing a user after a policy change. The policy, prices and
+    /// multipart settings are the lifecycle service's own STOWAGE_TIER_*,
+    /// STOWAGE_STORAGE_PRICES and STOWAGE_TRANSITION_PRICES variables.
+    Tier {
+        #[command(subcommand)]
+        command: Tier,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Tier {
+    /// Print what the next sweep would do with each due object: tier it,
+    /// skip it (too small, costs more than it saves within the class's
+    /// minimum storage duration, customer-encrypted) or postpone it (read
+    /// since), with the reason and the estimated monthly saving. Changes
+    /// nothing.
+    Plan {
+        /// Only this user's objects.
+        #[arg(long)]
+        user: Option<String>,
+        /// Plan as of this time instead of now: RFC 3339 or relative, e.g. `+90d`.
+        #[arg(long, value_parser = stowctl::parse_time, allow_hyphen_values = true)]
+        at: Option<time::OffsetDateTime>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sweep now: copy every object the plan tiers onto itself in its
+    /// target class (conditional on the entity tag planned, so an object
+    /// overwritten meanwhile is left alone), record every decision and
+    /// publish ObjectTiered.v1. Exits 1 when a copy failed.
+    Run {
+        /// Only this user's objects.
+        #[arg(long)]
+        user: Option<String>,
+        /// Sweep as of this time instead of now: RFC 3339 or relative, e.g. `+90d`.
+        #[arg(long, value_parser = stowctl::parse_time, allow_hyphen_values = true)]
+        at: Option<time::OffsetDateTime>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recompute the due dates of USER's objects under the policy in force;
+    /// run it after lowering a user's days (STOWAGE_TIER_USER_POLICIES).
+    Reindex {
+        /// The user whose objects to re-index.
+        #[arg(long)]
+        user: String,
     },
 }
 
@@ -458,6 +508,43 @@ async fn replay(request: ReplayRequest, json: bool) -> anyhow::Result<bool> {
     Ok(report.completed())
 }
 
+async fn tier(command: Tier) -> anyhow::Result<bool> {
+    // Parsed after the env file is loaded, from the same variables the
+    // lifecycle service reads; the two without defaults are named first.
+    setting("STOWAGE_BUCKET", None)?;
+    setting("STOWAGE_LIFECYCLE_TABLE", None)?;
+    let settings = stowage_lifecycle::settings::SweepSettings::try_parse_from(["stowctl"])
+        .map_err(|e| {
+            anyhow::anyhow!("the lifecycle settings (STOWAGE_TIER_*, prices) do not parse: {e}")
+        })?;
+    let sweeper = stowage_lifecycle::startup::sweeper(&settings).await?;
+    let now = time::OffsetDateTime::now_utc();
+    match command {
+        Tier::Plan { user, at, json } => {
+            let plan = sweeper
+                .plan(at.unwrap_or(now), user.as_deref())
+                .await
+                .context("planning failed (check the lifecycle table and your credentials)")?;
+            print(&plan, json, stowctl::tier::plan_table)
+        }
+        Tier::Run { user, at, json } => {
+            let report = sweeper
+                .run(at.unwrap_or(now), user.as_deref())
+                .await
+                .context(
+                    "the sweep failed (check the bucket, the lifecycle table and your credentials)",
+                )?;
+            print(&report, json, stowctl::tier::report_table)?;
+            Ok(report.failed == 0)
+        }
+        Tier::Reindex { user } => {
+            let changed = sweeper.reindex(&user).await?;
+            println!("Re-indexed {changed} object(s) of {user}.");
+            Ok(true)
+        }
+    }
+}
+
 async fn sqs() -> aws_sdk_sqs::Client {
     stowage_shared::aws::sqs(&stowage_shared::aws::load().await)
 }
@@ -557,6 +644,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Queues { json } => runtime()?.block_on(show_queues(json))?,
         Command::Dlq { command } => runtime()?.block_on(dlq(command))?,
+        Command::Tier { command } => runtime()?.block_on(tier(command))?,
     };
     Ok(if ok {
         std::process::ExitCode::SUCCESS

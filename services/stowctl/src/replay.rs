@@ -87,38 +87,6 @@ impl ReplayReport {
     }
 }
 
-/// Parses a point in time: RFC 3339 (`2026-12-01T10:00:00Z`), `now`, or a
-/// time before now such as `-90m`, `-1h`, `-2d` (`s`, `m`, `h`, `d`).
-pub fn parse_time(value: &str) -> Result<OffsetDateTime, String> {
-    parse_time_at(value, OffsetDateTime::now_utc())
-}
-
-fn parse_time_at(value: &str, now: OffsetDateTime) -> Result<OffsetDateTime, String> {
-    if value == "now" {
-        return Ok(now);
-    }
-    if let Some(ago) = value.strip_prefix('-') {
-        let split = ago.len().saturating_sub(1);
-        let (count, unit) = ago.split_at(split);
-        let seconds = match unit {
-            "s" => 1,
-            "m" => 60,
-            "h" => 3600,
-            "d" => 86_400,
-            _ => 0,
-        };
-        return match count.parse::<i64>() {
-            Ok(count) if seconds > 0 => Ok(now - time::Duration::seconds(count * seconds)),
-            _ => Err(format!(
-                "{value:?} is not a time: use RFC 3339, `now` or e.g. `-1h` (units s, m, h, d)"
-            )),
-        };
-    }
-    OffsetDateTime::parse(value, &Rfc3339)
-        .map(|t| t.to_offset(time::UtcOffset::UTC))
-        .map_err(|e| format!("{value:?} is not an RFC 3339 time ({e}); or use `now` or e.g. `-1h`"))
-}
-
 /// True when a rule with this event pattern may route an event of `source`
 /// and `detail_type` (`None`: any). Only exact string values are compared;
 /// content filters (prefix, anything-but, ...) count as a possible match.
@@ -368,24 +336,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-
-    #[test]
-    fn times_parse_as_rfc3339_now_or_a_time_ago() {
-        let now = OffsetDateTime::parse("2026-12-01T10:00:00Z", &Rfc3339).unwrap();
-        let at = |v| parse_time_at(v, now).map(|t| t.format(&Rfc3339).unwrap());
-        assert_eq!(at("now").unwrap(), "2026-12-01T10:00:00Z");
-        assert_eq!(at("-90m").unwrap(), "2026-12-01T08:30:00Z");
-        assert_eq!(at("-1h").unwrap(), "2026-12-01T09:00:00Z");
-        assert_eq!(at("-2d").unwrap(), "2026-11-29T10:00:00Z");
-        assert_eq!(at("-30s").unwrap(), "2026-12-01T09:59:30Z");
-        assert_eq!(
-            at("2026-11-30T23:00:00+01:00").unwrap(),
-            "2026-11-30T22:00:00Z"
-        );
-        for bad in ["-1w", "-h", "yesterday", "2026-12-01", "-", ""] {
-            assert!(at(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn patterns_route_by_source_and_detail_type_including_or_branches() {

@@ -1,0 +1,358 @@
+//! The bucket: what a key holds, copies onto itself in another class, and
+//! restores.
+
+use async_trait::async_trait;
+use aws_sdk_s3::{
+    Client,
+    error::{DisplayErrorContext, ProvideErrorMetadata, SdkError},
+    types::{
+        CompletedMultipartUpload, CompletedPart, GlacierJobParameters, MetadataDirective,
+        RestoreRequest, ServerSideEncryption, StorageClass, Tier,
+    },
+};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+use crate::{
+    domain::{
+        policy::ArchiveClass,
+        projection::{Encryption, STANDARD},
+    },
+    ports::{Bucket, CopyError, ObjectHead, RestoreStart},
+};
+
+/// What a copy source keeps unencoded besides letters and digits.
+const COPY_SOURCE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// [`Bucket`] on one S3 bucket.
+#[derive(Debug, Clone)]
+pub struct S3Bucket {
+    client: Client,
+    bucket: String,
+}
+
+fn encryption_of(
+    sse: Option<&ServerSideEncryption>,
+    kms_key: Option<&str>,
+    customer: Option<&str>,
+) -> Encryption {
+    if customer.is_some() {
+        return Encryption::CustomerKey;
+    }
+    match sse {
+        None => Encryption::Unknown,
+        Some(ServerSideEncryption::Aes256) => Encryption::S3Managed,
+        Some(other) => Encryption::Kms {
+            algorithm: other.as_str().to_string(),
+            key_id: kms_key.map(str::to_string),
+        },
+    }
+}
+
+/// True when S3 refused a copy because its condition failed or the source
+/// is gone.
+fn changed<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
+    error
+        .as_service_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| matches!(code, "PreconditionFailed" | "NoSuchKey" | "NotFound"))
+}
+
+fn quoted(etag: &str) -> String {
+    format!("\"{}\"", etag.trim_matches('"'))
+}
+
+impl S3Bucket {
+    pub fn new(client: Client, bucket: impl Into<String>) -> Self {
+        Self {
+            client,
+            bucket: bucket.into(),
+        }
+    }
+
+    fn copy_source(&self, key: &str) -> String {
+        format!("{}/{}", self.bucket, utf8_percent_encode(key, COPY_SOURCE))
+    }
+
+    async fn copy_in_parts(
+        &self,
+        key: &str,
+        etag: &str,
+        class: ArchiveClass,
+        encryption: &Encryption,
+        parts: &[(u64, u64)],
+    ) -> Result<String, CopyError> {
+        // Create takes what CopyObject would carry over by itself.
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .if_match(quoted(etag))
+            .send()
+            .await
+            .map_err(|e| {
+                if changed(&e) || e.raw_response().is_some_and(|r| r.status().as_u16() == 412) {
+                    CopyError::Changed
+                } else {
+                    CopyError::Other(anyhow::anyhow!(
+                        "HeadObject {key}: {}",
+                        DisplayErrorContext(e)
+                    ))
+                }
+            })?;
+        let mut create = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .storage_class(StorageClass::from(class.as_str()))
+            .set_content_type(head.content_type().map(str::to_string))
+            .set_content_disposition(head.content_disposition().map(str::to_string))
+            .set_content_encoding(head.content_encoding().map(str::to_string))
+            .set_content_language(head.content_language().map(str::to_string))
+            .set_cache_control(head.cache_control().map(str::to_string))
+            .set_metadata(head.metadata().cloned());
+        create = match encryption {
+            Encryption::S3Managed => create.server_side_encryption(ServerSideEncryption::Aes256),
+            Encryption::Kms { algorithm, key_id } => create
+                .server_side_encryption(ServerSideEncryption::from(algorithm.as_str()))
+                .set_ssekms_key_id(key_id.clone()),
+            Encryption::Unknown | Encryption::CustomerKey => create,
+        };
+        let upload = create.send().await.map_err(|e| {
+            CopyError::Other(anyhow::anyhow!(
+                "CreateMultipartUpload {key}: {}",
+                DisplayErrorContext(e)
+            ))
+        })?;
+        let upload_id = upload.upload_id().unwrap_or_default().to_string();
+        let result = self
+            .copy_parts_and_complete(key, etag, &upload_id, parts)
+            .await;
+        if result.is_err() {
+            // Abandoned parts are billed until aborted.
+            if let Err(error) = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await
+            {
+                tracing::warn!(%key, %upload_id, error = %DisplayErrorContext(error), "multipart copy not aborted");
+            }
+        }
+        result
+    }
+
+    async fn copy_parts_and_complete(
+        &self,
+        key: &str,
+        etag: &str,
+        upload_id: &str,
+        parts: &[(u64, u64)],
+    ) -> Result<String, CopyError> {
+        let mut completed = Vec::with_capacity(parts.len());
+        for (index, (first, last)) in parts.iter().enumerate() {
+            let number = index as i32 + 1;
+            let part = self
+                .client
+                .upload_part_copy()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .copy_source(self.copy_source(key))
+                .copy_source_if_match(quoted(etag))
+                .copy_source_range(format!("bytes={first}-{last}"))
+                .send()
+                .await
+                .map_err(|e| {
+                    if changed(&e) {
+                        CopyError::Changed
+                    } else {
+                        CopyError::Other(anyhow::anyhow!(
+                            "UploadPartCopy {key} part {number}: {}",
+                            DisplayErrorContext(e)
+                        ))
+                    }
+                })?;
+            completed.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(
+                        part.copy_part_result()
+                            .and_then(|r| r.e_tag())
+                            .map(str::to_string),
+                    )
+                    .build(),
+            );
+        }
+        let done = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(completed))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| {
+                CopyError::Other(anyhow::anyhow!(
+                    "CompleteMultipartUpload {key}: {}",
+                    DisplayErrorContext(e)
+                ))
+            })?;
+        Ok(done
+            .e_tag()
+            .unwrap_or_default()
+            .trim_matches('"')
+            .to_string())
+    }
+}
+
+#[async_trait]
+impl Bucket for S3Bucket {
+    async fn head(&self, key: &str) -> anyhow::Result<Option<ObjectHead>> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(head) => Ok(Some(ObjectHead {
+                size: head
+                    .content_length()
+                    .and_then(|n| u64::try_from(n).ok())
+                    .unwrap_or(0),
+                etag: head.e_tag().map(|e| e.trim_matches('"').to_string()),
+                // S3 leaves the header out for STANDARD.
+                storage_class: head
+                    .storage_class()
+                    .map_or(STANDARD, |c| c.as_str())
+                    .to_string(),
+                encryption: encryption_of(
+                    head.server_side_encryption(),
+                    head.ssekms_key_id(),
+                    head.sse_customer_algorithm(),
+                ),
+            })),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
+            Err(error) => Err(anyhow::anyhow!(
+                "HeadObject {key}: {}",
+                DisplayErrorContext(error)
+            )),
+        }
+    }
+
+    async fn copy_to_class(
+        &self,
+        key: &str,
+        etag: &str,
+        class: ArchiveClass,
+        encryption: &Encryption,
+        parts: Option<&[(u64, u64)]>,
+    ) -> Result<String, CopyError> {
+        if let Some(parts) = parts {
+            return self
+                .copy_in_parts(key, etag, class, encryption, parts)
+                .await;
+        }
+        let mut copy = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .copy_source(self.copy_source(key))
+            .copy_source_if_match(quoted(etag))
+            .storage_class(StorageClass::from(class.as_str()))
+            // Content type, metadata and tags come along with the copy.
+            .metadata_directive(MetadataDirective::Copy);
+        copy = match encryption {
+            Encryption::S3Managed => copy.server_side_encryption(ServerSideEncryption::Aes256),
+            Encryption::Kms { algorithm, key_id } => copy
+                .server_side_encryption(ServerSideEncryption::from(algorithm.as_str()))
+                .set_ssekms_key_id(key_id.clone()),
+            Encryption::Unknown | Encryption::CustomerKey => copy,
+        };
+        match copy.send().await {
+            Ok(output) => Ok(output
+                .copy_object_result()
+                .and_then(|r| r.e_tag())
+                .unwrap_or(etag)
+                .trim_matches('"')
+                .to_string()),
+            Err(error) if changed(&error) => Err(CopyError::Changed),
+            Err(error) => Err(CopyError::Other(anyhow::anyhow!(
+                "CopyObject {key}: {}",
+                DisplayErrorContext(error)
+            ))),
+        }
+    }
+
+    async fn restore(&self, key: &str, days: u32, tier: &str) -> anyhow::Result<RestoreStart> {
+        let request = RestoreRequest::builder()
+            .days(i32::try_from(days).unwrap_or(i32::MAX))
+            .glacier_job_parameters(
+                GlacierJobParameters::builder()
+                    .tier(Tier::from(tier))
+                    .build()?,
+            )
+            .build();
+        match self
+            .client
+            .restore_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .restore_request(request)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(RestoreStart::Started),
+            Err(error) => match error.as_service_error().and_then(|e| e.code()) {
+                Some("RestoreAlreadyInProgress") => Ok(RestoreStart::InProgress),
+                Some("ObjectAlreadyInActiveTierError" | "InvalidObjectState") => {
+                    Ok(RestoreStart::NotArchived)
+                }
+                Some("NoSuchKey" | "NotFound") => Ok(RestoreStart::NotFound),
+                _ => Err(anyhow::anyhow!(
+                    "RestoreObject {key}: {}",
+                    DisplayErrorContext(error)
+                )),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_sources_encode_everything_but_the_path() {
+        let bucket = S3Bucket::new(
+            Client::from_conf(
+                aws_sdk_s3::Config::builder()
+                    .behavior_version_latest()
+                    .build(),
+            ),
+            "b",
+        );
+        assert_eq!(
+            bucket.copy_source("users/a/x y+z%é.txt"),
+            "b/users/a/x%20y%2Bz%25%C3%A9.txt"
+        );
+    }
+}

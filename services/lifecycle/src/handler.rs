@@ -1,0 +1,369 @@
+//! Handles one message from lifecycle's queue: S3's object events and
+//! intake's `ObjectAccessed.v1` keep the projection; `RestoreRequested.v1`
+//! starts a restore; S3's `Object Restore Completed` is recorded and
+//! announced as `ObjectRestored.v1`.
+//!
+//! Every outcome has one name, logged here and counted by the consumer:
+//! `applied`, `duplicate`, `stale`, `unchanged`, `not-a-user-key`,
+//! `not-owner`, `other-bucket`, `restore-started`, `restore-in-progress`,
+//! `not-archived`, `not-found`, `restored`, and poison messages.
+
+use std::{sync::Arc, time::Duration};
+
+use stowage_events::{
+    EventMeta, ObjectAccessedV1, ObjectRestoredV1, RawEnvelope, RestoreRequestedV1, StowageEvent,
+    keys,
+    s3::{self, ObjectEventDetail, RestoreCompletedDetail},
+    sequencer::Sequencer,
+};
+use stowage_shared::{
+    consumer::{Delivery, Disposition, Handler},
+    telemetry,
+};
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+use crate::{
+    domain::{
+        policy::Policies,
+        projection::{Change, Encryption, Observation, STANDARD, apply},
+    },
+    ports::{Bucket, LifecyclePublisher, Projection, RestoreStart},
+};
+
+/// Conflicting writers on one row retry this many times before the message
+/// is left for redelivery.
+const MAX_ATTEMPTS: u32 = 25;
+
+/// The `reason` of an upload through a signed POST policy, which binds the
+/// class (Standard) and the encryption (SSE-S3).
+const POST_UPLOAD: &str = "POST Object";
+
+/// How restores are started.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// `Standard`, `Bulk` or `Expedited`.
+    pub tier: String,
+    /// The longest restore granted; longer requests are shortened.
+    pub max_days: u32,
+}
+
+/// Lifecycle's message handler.
+#[derive(Clone)]
+pub struct EventHandler {
+    projection: Arc<dyn Projection>,
+    bucket: Arc<dyn Bucket>,
+    publisher: Arc<dyn LifecyclePublisher>,
+    policies: Arc<Policies>,
+    bucket_name: String,
+    restore: RestoreOptions,
+}
+
+impl std::fmt::Debug for EventHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventHandler")
+            .field("bucket", &self.bucket_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a message was not handled to completion.
+enum Failure {
+    Poison(String),
+    Transient(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Self::Transient(error)
+    }
+}
+
+impl From<stowage_shared::store::StoreError> for Failure {
+    fn from(error: stowage_shared::store::StoreError) -> Self {
+        Self::Transient(error.into())
+    }
+}
+
+fn poison(error: stowage_events::envelope::DecodeError) -> Failure {
+    Failure::Poison(error.to_string())
+}
+
+impl EventHandler {
+    pub fn new(
+        projection: Arc<dyn Projection>,
+        bucket: Arc<dyn Bucket>,
+        publisher: Arc<dyn LifecyclePublisher>,
+        policies: Arc<Policies>,
+        bucket_name: &str,
+        restore: RestoreOptions,
+    ) -> Self {
+        Self {
+            projection,
+            bucket,
+            publisher,
+            policies,
+            bucket_name: bucket_name.to_string(),
+            restore,
+        }
+    }
+
+    async fn dispatch(&self, body: &str) -> Result<&'static str, Failure> {
+        let envelope = RawEnvelope::parse(body).map_err(poison)?;
+        match (envelope.source.as_str(), envelope.detail_type.as_str()) {
+            (
+                s3::SOURCE,
+                s3::OBJECT_CREATED | s3::OBJECT_DELETED | s3::OBJECT_STORAGE_CLASS_CHANGED,
+            ) => {
+                let event = envelope.decode::<ObjectEventDetail>().map_err(poison)?;
+                self.object_event(&event.detail_type, event.time, &event.detail)
+                    .await
+            }
+            (s3::SOURCE, s3::OBJECT_RESTORE_COMPLETED) => {
+                let event = envelope
+                    .decode::<RestoreCompletedDetail>()
+                    .map_err(poison)?;
+                self.restore_completed(&event.detail).await
+            }
+            (ObjectAccessedV1::SOURCE, t) if t == ObjectAccessedV1::detail_type() => {
+                let event = envelope
+                    .decode::<ObjectAccessedV1>()
+                    .map_err(poison)?
+                    .detail;
+                if keys::owner(&event.key) != Some(event.meta.user_id.as_str()) {
+                    tracing::warn!(key = %event.key, user = %event.meta.user_id, "read of another user's key ignored");
+                    return Ok("not-owner");
+                }
+                let observation = Observation::Accessed {
+                    at: event.meta.occurred_at.unix_timestamp(),
+                    size: event.size,
+                    etag: event.etag.map(|e| e.trim_matches('"').to_string()),
+                    storage_class: event.storage_class,
+                };
+                self.record(&event.meta.user_id, &event.key, &observation)
+                    .await
+            }
+            (RestoreRequestedV1::SOURCE, t) if t == RestoreRequestedV1::detail_type() => {
+                let event = envelope
+                    .decode::<RestoreRequestedV1>()
+                    .map_err(poison)?
+                    .detail;
+                self.restore_requested(&event).await
+            }
+            (source, detail_type) => Err(Failure::Poison(format!(
+                "lifecycle does not consume {detail_type:?} from {source:?}"
+            ))),
+        }
+    }
+
+    async fn object_event(
+        &self,
+        detail_type: &str,
+        time: OffsetDateTime,
+        detail: &ObjectEventDetail,
+    ) -> Result<&'static str, Failure> {
+        if detail.bucket.name != self.bucket_name {
+            return Ok("other-bucket");
+        }
+        let sequencer = Sequencer::parse(&detail.object.sequencer).map_err(Failure::Poison)?;
+        let object = &detail.object;
+        let etag = object
+            .etag
+            .as_deref()
+            .map(|e| e.trim_matches('"').to_string());
+        let at = time.unix_timestamp();
+        let key = self
+            .resolve_key(
+                &object.key,
+                (detail_type == s3::OBJECT_CREATED)
+                    .then_some(etag.as_deref())
+                    .flatten(),
+            )
+            .await?;
+        let Some(user) = keys::owner(&key) else {
+            return Ok("not-a-user-key");
+        };
+        let observation = match detail_type {
+            s3::OBJECT_CREATED => {
+                let size = object
+                    .size
+                    .ok_or_else(|| Failure::Poison("Object Created without a size".into()))?;
+                let (storage_class, encryption) = if detail.reason.as_deref() == Some(POST_UPLOAD) {
+                    (STANDARD.to_string(), Encryption::S3Managed)
+                } else {
+                    // Copies and API uploads may name any class and
+                    // encryption, which the event does not carry.
+                    match self.bucket.head(&key).await? {
+                        Some(head) if head.etag == etag => (head.storage_class, head.encryption),
+                        _ => (STANDARD.to_string(), Encryption::Unknown),
+                    }
+                };
+                Observation::Created {
+                    sequencer,
+                    at,
+                    size,
+                    etag,
+                    storage_class,
+                    encryption,
+                }
+            }
+            s3::OBJECT_STORAGE_CLASS_CHANGED => Observation::ClassChanged {
+                sequencer,
+                at,
+                size: object.size,
+                etag,
+                storage_class: detail.destination_storage_class.clone().ok_or_else(|| {
+                    Failure::Poison(
+                        "Object Storage Class Changed without a destination class".into(),
+                    )
+                })?,
+            },
+            _ => Observation::Deleted { sequencer },
+        };
+        self.record(user, &key, &observation).await
+    }
+
+    async fn restore_requested(&self, event: &RestoreRequestedV1) -> Result<&'static str, Failure> {
+        let user = event.meta.user_id.as_str();
+        if keys::owner(&event.key) != Some(user) {
+            tracing::warn!(key = %event.key, %user, "restore of another user's key refused");
+            return Ok("not-owner");
+        }
+        let days = event.days.clamp(1, self.restore.max_days.max(1));
+        let outcome = match self
+            .bucket
+            .restore(&event.key, days, &self.restore.tier)
+            .await?
+        {
+            RestoreStart::Started => "restore-started",
+            RestoreStart::InProgress => "restore-in-progress",
+            RestoreStart::NotArchived => return Ok("not-archived"),
+            RestoreStart::NotFound => return Ok("not-found"),
+        };
+        tracing::info!(key = %event.key, days, tier = %self.restore.tier, outcome, "restore requested");
+        let observation = Observation::RestoreRequested {
+            at: event.meta.occurred_at.unix_timestamp(),
+            days,
+        };
+        self.record(user, &event.key, &observation).await?;
+        Ok(outcome)
+    }
+
+    async fn restore_completed(
+        &self,
+        detail: &RestoreCompletedDetail,
+    ) -> Result<&'static str, Failure> {
+        if detail.bucket.name != self.bucket_name {
+            return Ok("other-bucket");
+        }
+        let key = self.resolve_key(&detail.object.key, None).await?;
+        let Some(user) = keys::owner(&key) else {
+            return Ok("not-a-user-key");
+        };
+        let until = detail
+            .restore_expiry_time
+            .as_deref()
+            .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok());
+        let observation = Observation::RestoreCompleted {
+            until: until.map(OffsetDateTime::unix_timestamp),
+        };
+        self.record(user, &key, &observation).await?;
+        // Announced again on a repeat: the first delivery may have
+        // recorded the restore and failed to publish.
+        let event = ObjectRestoredV1 {
+            meta: EventMeta::new(user, telemetry::current_trace()),
+            key: key.clone(),
+            storage_class: detail
+                .source_storage_class
+                .clone()
+                .unwrap_or_else(|| "GLACIER".to_string()),
+            expires_at: until,
+            etag: detail
+                .object
+                .etag
+                .as_deref()
+                .map(|e| e.trim_matches('"').to_string()),
+        };
+        self.publisher.restored(&event).await?;
+        Ok("restored")
+    }
+
+    /// Applies `observation` to `key`'s row with a conditional write,
+    /// re-reading on conflicts.
+    async fn record(
+        &self,
+        user: &str,
+        key: &str,
+        observation: &Observation,
+    ) -> Result<&'static str, Failure> {
+        let days = self.policies.for_user(user).cold_after_days;
+        for attempt in 0..MAX_ATTEMPTS {
+            let current = self.projection.get(user, key).await?;
+            let record = match apply(current.as_ref().map(|c| &c.record), observation) {
+                Change::Apply(record) => *record,
+                Change::Duplicate => return Ok("duplicate"),
+                Change::Stale => return Ok("stale"),
+                Change::Unchanged => return Ok("unchanged"),
+            };
+            match self
+                .projection
+                .put(
+                    user,
+                    key,
+                    &record,
+                    record.due_at(days),
+                    current.map(|c| c.version),
+                )
+                .await
+            {
+                Ok(()) => return Ok("applied"),
+                Err(error) if error.is_retryable() => {
+                    tokio::time::sleep(Duration::from_millis(2 << attempt.min(6))).await;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(Failure::Transient(anyhow::anyhow!(
+            "the row of {key} kept changing"
+        )))
+    }
+
+    /// The key an event means. Unambiguous spellings are taken as they
+    /// are; otherwise the reading S3 holds with the event's etag wins, then
+    /// a reading the projection has a row for, then the likeliest.
+    async fn resolve_key(&self, raw: &str, etag: Option<&str>) -> Result<String, Failure> {
+        let mut candidates = keys::candidates(raw);
+        if candidates.len() == 1 {
+            return Ok(candidates.remove(0));
+        }
+        if let Some(etag) = etag {
+            for candidate in &candidates {
+                if let Some(head) = self.bucket.head(candidate).await?
+                    && head.etag.as_deref() == Some(etag)
+                {
+                    return Ok(candidate.clone());
+                }
+            }
+        }
+        for candidate in &candidates {
+            if let Some(user) = keys::owner(candidate)
+                && self.projection.get(user, candidate).await?.is_some()
+            {
+                return Ok(candidate.clone());
+            }
+        }
+        Ok(candidates.remove(0))
+    }
+}
+
+impl Handler for EventHandler {
+    async fn handle(&self, delivery: &Delivery) -> Disposition {
+        match self.dispatch(&delivery.body).await {
+            Ok(outcome) => {
+                tracing::info!(message_id = %delivery.message_id, outcome, "event handled");
+                Disposition::Done(outcome)
+            }
+            Err(Failure::Poison(reason)) => Disposition::Poison(reason),
+            Err(Failure::Transient(error)) => Disposition::Retry(error),
+        }
+    }
+}

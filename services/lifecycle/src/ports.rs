@@ -1,0 +1,153 @@
+//! What the lifecycle service needs from the outside world, one small trait
+//! per concern.
+
+use async_trait::async_trait;
+use stowage_events::{ObjectRestoredV1, ObjectTieredV1};
+
+pub use stowage_shared::store::StoreError;
+
+use crate::domain::{
+    policy::ArchiveClass,
+    projection::{Encryption, ObjectRecord, Verdict},
+};
+
+/// A projection row as read, with the version a conditional write checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    pub record: ObjectRecord,
+    pub version: u64,
+}
+
+/// The projection rows, one per key.
+#[async_trait]
+pub trait Projection: Send + Sync + 'static {
+    /// Reads `key`'s row, strongly consistent.
+    async fn get(&self, user: &str, key: &str) -> Result<Option<Versioned>, StoreError>;
+
+    /// Writes `key`'s row, due at `due_at` (`None`: not in the due index),
+    /// only if its version is still `before` (`None`: no row yet).
+    async fn put(
+        &self,
+        user: &str,
+        key: &str,
+        record: &ObjectRecord,
+        due_at: Option<i64>,
+        before: Option<u64>,
+    ) -> Result<(), StoreError>;
+
+    /// Every row of `user` with its key and the date it is indexed at, for
+    /// re-indexing after a policy change.
+    async fn rows(&self, user: &str) -> Result<Vec<(String, Versioned, Option<i64>)>, StoreError>;
+}
+
+/// An object the due index returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueObject {
+    pub user: String,
+    pub key: String,
+    pub due_at: i64,
+    pub row: Versioned,
+}
+
+/// What a sweep writes back for one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    /// The object was copied to `storage_class`: the row takes the new
+    /// class and entity tag and leaves the index, if it still holds the
+    /// version the copy was conditional on (`from_etag`).
+    Tiered {
+        user: String,
+        key: String,
+        from_etag: String,
+        storage_class: String,
+        etag: String,
+        verdict: Verdict,
+    },
+    /// The object stays: the row records why (unless `verdict` is `None`)
+    /// and is due again at `due_at` (or leaves the index), if it is still
+    /// at `version`.
+    Kept {
+        user: String,
+        key: String,
+        version: u64,
+        due_at: Option<i64>,
+        verdict: Option<Verdict>,
+    },
+}
+
+/// The sparse index of objects by the date they become due.
+#[async_trait]
+pub trait DueIndex: Send + Sync + 'static {
+    /// Every indexed object due at or before `until` (unix seconds). Its
+    /// cost grows with the number returned, not with the table.
+    async fn due(&self, until: i64) -> Result<Vec<DueObject>, StoreError>;
+
+    /// Writes the sweep's outcomes, many to a request. A settlement whose
+    /// condition fails is dropped: the row changed meanwhile and the event
+    /// that changed it is the truth.
+    async fn settle(&self, settlements: &[Settlement]) -> Result<(), StoreError>;
+}
+
+/// What S3 holds at a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectHead {
+    pub size: u64,
+    pub etag: Option<String>,
+    pub storage_class: String,
+    pub encryption: Encryption,
+}
+
+/// Why a copy did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// The object is no longer the version the copy was conditional on
+    /// (overwritten or deleted).
+    #[error("the object changed since it was planned")]
+    Changed,
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// What a restore request came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreStart {
+    /// S3 accepted it (or extended a restored copy).
+    Started,
+    /// A restore of the object is already under way.
+    InProgress,
+    /// The object is not in an archive class.
+    NotArchived,
+    /// No such object.
+    NotFound,
+}
+
+/// The bucket's objects, as the lifecycle service changes them.
+#[async_trait]
+pub trait Bucket: Send + Sync + 'static {
+    /// What S3 holds at `key`, if anything.
+    async fn head(&self, key: &str) -> anyhow::Result<Option<ObjectHead>>;
+
+    /// Copies `key` onto itself in `class`, keeping its content type,
+    /// metadata and encryption, only if its entity tag is still `etag`;
+    /// in parts (first and last byte of each) when `parts` is given.
+    /// Returns the new entity tag.
+    async fn copy_to_class(
+        &self,
+        key: &str,
+        etag: &str,
+        class: ArchiveClass,
+        encryption: &Encryption,
+        parts: Option<&[(u64, u64)]>,
+    ) -> Result<String, CopyError>;
+
+    /// Starts restoring archived `key` for `days` at `tier` (`Standard`,
+    /// `Bulk` or `Expedited`).
+    async fn restore(&self, key: &str, days: u32, tier: &str) -> anyhow::Result<RestoreStart>;
+}
+
+/// Publishes the lifecycle service's events.
+#[async_trait]
+pub trait LifecyclePublisher: Send + Sync + 'static {
+    async fn tiered(&self, events: &[ObjectTieredV1]) -> anyhow::Result<()>;
+    async fn restored(&self, event: &ObjectRestoredV1) -> anyhow::Result<()>;
+}

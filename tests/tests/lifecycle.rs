@@ -1,0 +1,540 @@
+//! The lifecycle service against the emulators: what a sweep tiers and what
+//! it leaves alone (and why), conditional copies, restores, and what a sweep
+//! costs in requests.
+//!
+//! Sweeps run as `stowctl tier` runs them, through the service's
+//! [`Sweeper`] "as of" a later day, so objects created a moment ago can be
+//! 100 days old to the sweep.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use stowage_e2e::{
+    Parts, RequestCounter, System, counted_sweeper, eventually, load_projection, standard_row,
+};
+use stowage_events::{EventMeta, ObjectAccessedV1, TraceContext};
+use stowage_lifecycle::{
+    domain::projection::ObjectRecord,
+    sweep::{Sweeper, TierPlan},
+};
+use stowage_shared::publisher::EventBus;
+use time::OffsetDateTime;
+
+fn days_from_now(days: i64) -> OffsetDateTime {
+    OffsetDateTime::now_utc() + time::Duration::days(days)
+}
+
+/// The keys a plan lists, sorted.
+fn keys(plan: &TierPlan) -> Vec<&str> {
+    let mut keys: Vec<&str> = plan.objects.iter().map(|o| o.key.as_str()).collect();
+    keys.sort();
+    keys
+}
+
+/// Waits until a plan of `user` as of `at` lists exactly `expected`.
+async fn plan_lists(
+    sweeper: &Sweeper,
+    user: &str,
+    at: OffsetDateTime,
+    expected: &[&str],
+) -> TierPlan {
+    eventually(
+        Duration::from_secs(30),
+        &format!("a plan of {expected:?}"),
+        || async {
+            let plan = sweeper.plan(at, Some(user)).await.expect("plan");
+            (keys(&plan) == expected).then_some(plan)
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cold_objects_are_tiered_while_recently_read_and_small_ones_stay() {
+    let system = System::start().await.expect("system starts");
+    let bucket = system.stack.get("STOWAGE_BUCKET").to_string();
+    let token = system.token("lena");
+    system.put(&token, "cold.bin", vec![7; 2 << 20]).await;
+    let recent = system.put(&token, "recent.bin", vec![8; 2 << 20]).await;
+    system.put(&token, "tiny.txt", vec![9; 1000]).await;
+    // 12 MiB with metadata, copied in three parts below.
+    system
+        .s3
+        .put_object()
+        .bucket(&bucket)
+        .key("users/lena/big.bin")
+        .content_type("video/mp4")
+        .metadata("origin", "camera")
+        .body(vec![1u8; 12 << 20].into())
+        .send()
+        .await
+        .expect("PutObject");
+    let total = 2 * (2 << 20) + 1000 + (12 << 20);
+    system.used_bytes_reach(&token, total).await;
+    let tiered = system.capture("stowage.lifecycle", "ObjectTiered.v1").await;
+
+    // Read through intake today: cold.bin is still idle on day 100.
+    let read = system.get(&token, "/v1/objects/cold.bin").await;
+    assert_eq!(read.status, 200, "{}", read.body);
+    // recent.bin is read on day 60, as intake would announce it.
+    let head = system
+        .s3
+        .head_object()
+        .bucket(&bucket)
+        .key(recent["key"].as_str().expect("key"))
+        .send()
+        .await
+        .expect("HeadObject");
+    let sdk = stowage_shared::aws::load().await;
+    EventBus::new(
+        stowage_shared::aws::eventbridge(&sdk),
+        system.stack.get("STOWAGE_EVENT_BUS"),
+    )
+    .publish(&ObjectAccessedV1 {
+        meta: EventMeta {
+            occurred_at: days_from_now(60),
+            ..EventMeta::new("lena", TraceContext::default())
+        },
+        key: "users/lena/recent.bin".into(),
+        size: 2 << 20,
+        storage_class: "STANDARD".into(),
+        etag: head.e_tag().map(|e| e.trim_matches('"').to_string()),
+    })
+    .await
+    .expect("ObjectAccessed published");
+
+    let sweeper = system
+        .sweeper(&[
+            ("tier-class", "GLACIER"),
+            ("tier-multipart-threshold-bytes", &(8u64 << 20).to_string()),
+            ("tier-part-size-bytes", &(5u64 << 20).to_string()),
+        ])
+        .await;
+    let day_100 = days_from_now(100);
+    let plan = plan_lists(
+        &sweeper,
+        "lena",
+        day_100,
+        &[
+            "users/lena/big.bin",
+            "users/lena/cold.bin",
+            "users/lena/tiny.txt",
+        ],
+    )
+    .await;
+    let planned = |key: &str| {
+        plan.objects
+            .iter()
+            .find(|o| o.key == key)
+            .expect("planned")
+            .clone()
+    };
+    let cold_plan = planned("users/lena/cold.bin");
+    assert_eq!((cold_plan.action, cold_plan.reason_code), ("tier", "cold"));
+    assert_eq!(cold_plan.target, "GLACIER");
+    // 2 MiB: (0.023 - 0.0036) * 2/1024 a month, less the overhead.
+    let saving = cold_plan.monthly_saving_usd.expect("estimated");
+    assert!(
+        (saving - (0.0194 * 2.0 / 1024.0 - 0.000_000_285_339)).abs() < 1e-9,
+        "{saving}"
+    );
+    let tiny = planned("users/lena/tiny.txt");
+    assert_eq!((tiny.action, tiny.reason_code), ("skip", "too_small"));
+    assert_eq!(tiny.reason, "1000 bytes is below the 131072 byte minimum");
+    assert_eq!(planned("users/lena/big.bin").action, "tier");
+    let table = stowctl::tier::plan_table(&plan);
+    let line = table
+        .lines()
+        .find(|l| l.contains("tiny.txt"))
+        .unwrap_or_else(|| panic!("no line for tiny.txt in\n{table}"));
+    assert!(
+        line.contains("skip") && line.contains("below the 131072 byte minimum"),
+        "{line}"
+    );
+    assert!(
+        table.ends_with("2 of 3 due object(s) to tier, 14.0 MiB, saving about $0.000265 a month."),
+        "{table}"
+    );
+    let json = serde_json::to_value(&plan).expect("JSON");
+    assert_eq!(json["to_tier"], 2);
+
+    let report = sweeper.run(day_100, Some("lena")).await.expect("sweep");
+    assert_eq!(
+        (report.tiered, report.skipped, report.changed, report.failed),
+        (2, 1, 0, 0),
+        "{report:?}"
+    );
+    assert_eq!(report.tiered_bytes, (2 << 20) + (12 << 20));
+    let table = stowctl::tier::report_table(&report);
+    let line = table
+        .lines()
+        .find(|l| l.contains("big.bin"))
+        .unwrap_or_else(|| panic!("no line for big.bin in\n{table}"));
+    assert!(
+        line.contains("12.0 MiB")
+            && line.contains("STANDARD -> GLACIER")
+            && line.contains("tiered"),
+        "{line}"
+    );
+    assert!(
+        table.ends_with("Tiered 2 object(s), 14.0 MiB, saving about $0.000265 a month; 1 skipped, 0 postponed, 0 changed since planned, 0 failed."),
+        "{table}"
+    );
+    let head = |key: &'static str| {
+        let s3 = system.s3.clone();
+        let bucket = bucket.clone();
+        async move {
+            s3.head_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .expect("HeadObject")
+        }
+    };
+    let cold_head = head("users/lena/cold.bin").await;
+    assert_eq!(
+        cold_head.storage_class().map(|c| c.as_str()),
+        Some("GLACIER")
+    );
+    assert_eq!(
+        cold_head.e_tag(),
+        Some(format!("\"{}\"", cold_plan.etag.as_deref().unwrap_or_default()).as_str())
+    );
+    assert_eq!(cold_head.content_type(), Some("application/octet-stream"));
+    let big = head("users/lena/big.bin").await;
+    assert_eq!(big.storage_class().map(|c| c.as_str()), Some("GLACIER"));
+    assert!(
+        big.e_tag().is_some_and(|e| e.ends_with("-3\"")),
+        "copied in 3 parts: {:?}",
+        big.e_tag()
+    );
+    assert_eq!(big.content_type(), Some("video/mp4"));
+    assert_eq!(
+        big.metadata()
+            .and_then(|m| m.get("origin"))
+            .map(String::as_str),
+        Some("camera")
+    );
+    assert_eq!(
+        big.server_side_encryption().map(|e| e.as_str()),
+        Some("AES256")
+    );
+    assert_eq!(head("users/lena/recent.bin").await.storage_class(), None);
+    assert_eq!(head("users/lena/tiny.txt").await.storage_class(), None);
+
+    // The ledger follows S3's own events of the copies.
+    let usage = eventually(
+        Duration::from_secs(30),
+        "GLACIER bytes in the usage",
+        || async {
+            let usage = system.usage(&token).await;
+            (usage["by_storage_class"]["GLACIER"] == (2 << 20) + (12 << 20)).then_some(usage)
+        },
+    )
+    .await;
+    assert_eq!(usage["by_storage_class"]["STANDARD"], (2 << 20) + 1000);
+    assert_eq!(usage["used_bytes"], total);
+
+    // Nothing is due any more on day 100: tiny.txt comes back on day 130.
+    assert!(
+        sweeper
+            .plan(day_100, Some("lena"))
+            .await
+            .expect("plan")
+            .objects
+            .is_empty()
+    );
+    let later = sweeper
+        .plan(days_from_now(131), Some("lena"))
+        .await
+        .expect("plan");
+    assert_eq!(keys(&later), ["users/lena/tiny.txt"]);
+
+    eventually(Duration::from_secs(30), "two ObjectTiered.v1", || async {
+        (system.queue_depth(&tiered).await >= 2).then_some(())
+    })
+    .await;
+    let events: Vec<Value> = system
+        .drain(&tiered)
+        .await
+        .iter()
+        .map(|b| serde_json::from_str::<Value>(b).expect("JSON")["detail"].clone())
+        .collect();
+    assert_eq!(events.len(), 2, "{events:?}");
+    let big_event = events
+        .iter()
+        .find(|e| e["key"] == "users/lena/big.bin")
+        .expect("big.bin announced");
+    assert_eq!(
+        (
+            &big_event["to_storage_class"],
+            &big_event["multipart"],
+            &big_event["size"],
+            &big_event["user_id"]
+        ),
+        (
+            &json!("GLACIER"),
+            &json!(true),
+            &json!(12 << 20),
+            &json!("lena")
+        )
+    );
+    assert!(big_event["monthly_saving_usd"].as_f64().unwrap_or(0.0) > 0.0);
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_object_overwritten_between_plan_and_run_is_not_clobbered() {
+    // Lifecycle handles its queue only when the test steps through it, so
+    // that the overwrite reaches S3 but not the projection before the sweep.
+    let system = System::start_parts(&[], Parts::WITHOUT_LIFECYCLE)
+        .await
+        .expect("system starts");
+    let token = system.token("omar");
+    let lifecycle = system.lifecycle().await;
+    system.put(&token, "draft.bin", vec![1; 2 << 20]).await;
+    let sweeper = system.sweeper(&[]).await;
+    let day_100 = days_from_now(100);
+    let planned = eventually(Duration::from_secs(30), "draft.bin planned", || async {
+        lifecycle.process_batch().await.expect("batch");
+        let plan = sweeper.plan(day_100, Some("omar")).await.expect("plan");
+        (plan.objects.len() == 1).then(|| plan.objects[0].clone())
+    })
+    .await;
+    assert_eq!(
+        (planned.key.as_str(), planned.action),
+        ("users/omar/draft.bin", "tier")
+    );
+    let planned_etag = planned.etag.clone().expect("etag");
+
+    system.put(&token, "draft.bin", vec![2; 3 << 20]).await;
+    let report = sweeper.run(day_100, Some("omar")).await.expect("sweep");
+    assert_eq!((report.tiered, report.changed), (0, 1), "{report:?}");
+    assert_eq!(report.objects[0].outcome, "changed");
+    let head = system
+        .s3
+        .head_object()
+        .bucket(system.stack.get("STOWAGE_BUCKET"))
+        .key("users/omar/draft.bin")
+        .send()
+        .await
+        .expect("HeadObject");
+    assert_eq!(
+        head.storage_class(),
+        None,
+        "the new version stays in STANDARD"
+    );
+    assert_eq!(head.content_length(), Some(3 << 20));
+    assert_ne!(
+        head.e_tag().map(|e| e.trim_matches('"')),
+        Some(planned_etag.as_str())
+    );
+
+    // Once lifecycle hears of the new version, it plans that one.
+    eventually(
+        Duration::from_secs(30),
+        "the new version planned",
+        || async {
+            lifecycle.process_batch().await.expect("batch");
+            let plan = sweeper.plan(day_100, Some("omar")).await.expect("plan");
+            (plan.objects.len() == 1 && plan.objects[0].size == 3 << 20).then_some(())
+        },
+    )
+    .await;
+    system.stop().await;
+}
+
+fn restore_request(user: &str, key: &str) -> String {
+    json!({
+        "version": "0",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "detail-type": "RestoreRequested.v1",
+        "source": "stowage.intake",
+        "account": "000000000000",
+        "time": "2026-11-23T10:00:00Z",
+        "region": "us-east-1",
+        "resources": [],
+        "detail": {
+            "event_id": uuid::Uuid::new_v4().to_string(),
+            "occurred_at": "2026-11-23T10:00:00Z",
+            "user_id": user,
+            "key": key,
+            "days": 2,
+            "storage_class": "GLACIER"
+        }
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restore_request_restores_the_owners_key_and_nobody_elses() {
+    let system = System::start().await.expect("system starts");
+    let token = system.token("rita");
+    let bucket = system.stack.get("STOWAGE_BUCKET").to_string();
+    system
+        .put_object("users/rita/old.bin", vec![3; 4096], "GLACIER")
+        .await;
+    system
+        .put_object("users/rita/other.bin", vec![4; 4096], "GLACIER")
+        .await;
+    let restored = system
+        .capture("stowage.lifecycle", "ObjectRestored.v1")
+        .await;
+    let restore_header = |key: &'static str| {
+        let s3 = system.s3.clone();
+        let bucket = bucket.clone();
+        async move {
+            s3.head_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .expect("HeadObject")
+                .restore()
+                .map(str::to_string)
+        }
+    };
+
+    // Mallory asks for Rita's object: lifecycle refuses, whatever intake
+    // would have said.
+    let queue = system.stack.get("STOWAGE_LIFECYCLE_QUEUE_URL").to_string();
+    system
+        .send(
+            &queue,
+            &[restore_request("mallory", "users/rita/other.bin")],
+        )
+        .await;
+    eventually(
+        Duration::from_secs(30),
+        "lifecycle's queue drained",
+        || async { (system.queue_depth(&queue).await == 0).then_some(()) },
+    )
+    .await;
+    assert_eq!(restore_header("users/rita/other.bin").await, None);
+
+    let archived = system.get(&token, "/v1/objects/old.bin").await;
+    assert_eq!(archived.status, 409, "{}", archived.body);
+    let accepted = system
+        .call(
+            reqwest::Method::POST,
+            "/v1/restores",
+            Some(&token),
+            Some(&json!({"path": "old.bin", "days": 2})),
+        )
+        .await;
+    assert_eq!(accepted.status, 202, "{}", accepted.body);
+    let header = eventually(Duration::from_secs(30), "old.bin restored", || async {
+        restore_header("users/rita/old.bin").await
+    })
+    .await;
+    assert!(header.contains("ongoing-request=\"false\""), "{header}");
+    let readable = system.get(&token, "/v1/objects/old.bin").await;
+    assert_eq!(readable.status, 200, "{}", readable.body);
+
+    // S3's Object Restore Completed became ObjectRestored.v1.
+    let announced = eventually(Duration::from_secs(30), "ObjectRestored.v1", || async {
+        let bodies = system.drain(&restored).await;
+        (!bodies.is_empty()).then_some(bodies)
+    })
+    .await;
+    let event: Value = serde_json::from_str(&announced[0]).expect("JSON");
+    assert_eq!(event["detail"]["key"], "users/rita/old.bin");
+    assert_eq!(event["detail"]["user_id"], "rita");
+    assert_eq!(event["detail"]["storage_class"], "GLACIER");
+    assert_eq!(
+        restore_header("users/rita/other.bin").await,
+        None,
+        "still not restored"
+    );
+    system.stop().await;
+}
+
+/// Puts `count` objects of 1 MiB in the bucket and returns their rows,
+/// due a day ago.
+async fn due_objects(
+    system: &System,
+    prefix: &str,
+    count: usize,
+) -> Vec<(String, ObjectRecord, i64)> {
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let mut rows = Vec::new();
+    for i in 0..count {
+        let key = format!("users/{prefix}/due-{i}.bin");
+        let put = system
+            .s3
+            .put_object()
+            .bucket(system.stack.get("STOWAGE_BUCKET"))
+            .key(&key)
+            .body(vec![5u8; 1 << 20].into())
+            .send()
+            .await
+            .expect("PutObject");
+        let etag = put
+            .e_tag()
+            .unwrap_or_default()
+            .trim_matches('"')
+            .to_string();
+        rows.push((
+            key,
+            standard_row(1 << 20, &etag, now - 91 * 86_400),
+            now - 86_400,
+        ));
+    }
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sweep_costs_requests_per_due_object_not_per_object() {
+    // No consumer runs: the projection is loaded directly.
+    let system = System::start_parts(&[], Parts::INTAKE_ONLY)
+        .await
+        .expect("system starts");
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    // 3,000 indexed objects, due in the coming weeks.
+    let idle: Vec<(String, ObjectRecord, i64)> = (0..3000)
+        .map(|i| {
+            let key = format!("users/u{}/file-{i}.bin", i % 30);
+            (
+                key,
+                standard_row(1 << 20, "e", now),
+                now + (1 + i % 80) * 86_400,
+            )
+        })
+        .collect();
+    load_projection(system.stack.get("STOWAGE_LIFECYCLE_TABLE"), &idle, 4).await;
+    let due = due_objects(&system, "sam", 5).await;
+    load_projection(system.stack.get("STOWAGE_LIFECYCLE_TABLE"), &due, 4).await;
+
+    let counter = RequestCounter::default();
+    let sweeper = counted_sweeper(&system.sweep_settings(&[]), &counter).await;
+    let plan = sweeper
+        .plan(OffsetDateTime::now_utc(), None)
+        .await
+        .expect("plan");
+    assert_eq!(plan.to_tier, 5, "{plan:?}");
+    // One query per index shard.
+    assert_eq!(counter.get(), 8);
+
+    let before = counter.get();
+    let report = sweeper
+        .run(OffsetDateTime::now_utc(), None)
+        .await
+        .expect("sweep");
+    assert_eq!(report.tiered, 5, "{report:?}");
+    // 8 queries, 5 copies, one transaction, one PutEvents.
+    assert_eq!(counter.get() - before, 8 + 5 + 1 + 1);
+
+    let due = due_objects(&system, "tess", 25).await;
+    load_projection(system.stack.get("STOWAGE_LIFECYCLE_TABLE"), &due, 4).await;
+    let before = counter.get();
+    let report = sweeper
+        .run(OffsetDateTime::now_utc(), None)
+        .await
+        .expect("sweep");
+    assert_eq!(report.tiered, 25, "{report:?}");
+    // 8 queries, 25 copies, one transaction, three PutEvents: the cost
+    // grows with the due objects; the 3,000 others are never read.
+    assert_eq!(counter.get() - before, 8 + 25 + 1 + 3);
+    system.stop().await;
+}
