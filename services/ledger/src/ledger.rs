@@ -127,6 +127,10 @@ enum Step {
         before: Usage,
         usage: Usage,
         grant: Option<GrantNote>,
+        /// The live object, same size, now in another class: a transition
+        /// made by copying the object onto itself (as lifecycle does in
+        /// parts above 5 GiB), not a user's upload.
+        transition: bool,
     },
 }
 
@@ -171,6 +175,11 @@ impl Plan {
                     object,
                     usage: after,
                 } => {
+                    let transition = row.1.as_ref().is_some_and(|previous| {
+                        previous.live
+                            && previous.size == object.size
+                            && previous.storage_class != object.storage_class
+                    });
                     row.1 = Some(object.clone());
                     row.3 = true;
                     let before = std::mem::replace(&mut usage, after.clone());
@@ -179,6 +188,7 @@ impl Plan {
                         before,
                         usage: after,
                         grant,
+                        transition,
                     }
                 }
             });
@@ -515,11 +525,11 @@ impl Ledger {
                     before,
                     usage,
                     grant,
+                    transition,
                 } => {
                     self.count_bytes(&before, &usage);
-                    let live_grant = grant
-                        .as_ref()
-                        .filter(|g| *user_upload && !expired(g, *time));
+                    let user_upload = *user_upload && !transition;
+                    let live_grant = grant.as_ref().filter(|g| user_upload && !expired(g, *time));
                     let apply = span.in_scope(|| apply_span(user, key, live_grant));
                     let _entered = apply.enter();
                     let violation = user_upload

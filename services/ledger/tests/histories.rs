@@ -543,3 +543,84 @@ proptest! {
         check(&store, &published, &bucket)?;
     }
 }
+
+/// An `Object Created` event as S3 sends it on EventBridge.
+fn created(sequencer: &str, key: &str, size: u64, etag: &str, reason: &str) -> String {
+    json!({
+        "version": "0", "id": format!("id-{sequencer}"), "detail-type": "Object Created",
+        "source": "aws.s3", "account": "1", "time": "2026-11-23T10:00:00Z",
+        "region": "us-east-1", "resources": [],
+        "detail": {
+            "version": "0", "bucket": {"name": BUCKET}, "reason": reason,
+            "object": {"key": key, "size": size, "etag": etag, "sequencer": sequencer},
+        },
+    })
+    .to_string()
+}
+
+#[test]
+fn a_copy_in_parts_into_an_archive_class_is_a_transition_not_an_upload_without_a_grant() {
+    use stowage_events::stowage::UploadViolation;
+
+    let moved = key_name(0);
+    let archived_directly = key_name(2);
+    let stored = |size, class: &str, etag: &str| Stored {
+        size,
+        class: class.into(),
+        etag: etag.into(),
+    };
+    // What S3 holds at the end: the first object copied onto itself into
+    // GLACIER (a new entity tag), the second uploaded straight into GLACIER.
+    let bucket = BTreeMap::from([
+        (moved.clone(), stored(7000, "GLACIER", "copied")),
+        (archived_directly.clone(), stored(5000, "GLACIER", "direct")),
+    ]);
+    let (ledger, store, published) =
+        ledger(bucket.clone(), MemoryStore::default(), Published::default());
+    let messages = [
+        created("01", &moved, 7000, "uploaded", "PutObject"),
+        created("02", &moved, 7000, "copied", "CompleteMultipartUpload"),
+        created(
+            "03",
+            &archived_directly,
+            5000,
+            "direct",
+            "CompleteMultipartUpload",
+        ),
+    ];
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        for (i, body) in messages.into_iter().enumerate() {
+            let outcome = ledger.handle(&Delivery::new(i.to_string(), body, 1)).await;
+            assert!(
+                matches!(outcome, Disposition::Done("applied")),
+                "{outcome:?}"
+            );
+        }
+    });
+    let events = published.events.lock().unwrap();
+    let violations: Vec<_> = events
+        .iter()
+        .map(|e| (e.key.as_str(), e.violation))
+        .collect();
+    assert_eq!(
+        violations,
+        [
+            // An upload that no grant allowed is reported...
+            (moved.as_str(), Some(UploadViolation::NoGrant)),
+            // ...its move to GLACIER in parts is not...
+            (moved.as_str(), None),
+            // ...but an object arriving in GLACIER without a grant is.
+            (archived_directly.as_str(), Some(UploadViolation::NoGrant)),
+        ]
+    );
+    assert_eq!(
+        events[1].by_storage_class,
+        BTreeMap::from([("GLACIER".to_string(), 7000)])
+    );
+    drop(events);
+    check(&store, &published, &bucket).unwrap();
+}
