@@ -30,6 +30,13 @@ pub struct AttributeError {
     pub problem: &'static str,
 }
 
+/// An item that cannot be read is a store failure like any other.
+impl From<AttributeError> for StoreError {
+    fn from(error: AttributeError) -> Self {
+        StoreError::Other(error.into())
+    }
+}
+
 fn error(name: &str, problem: &'static str) -> AttributeError {
     AttributeError {
         name: name.to_string(),

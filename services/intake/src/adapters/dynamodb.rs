@@ -48,10 +48,6 @@ fn user_pk(user: &UserId) -> AttributeValue {
     s(format!("USER#{user}"))
 }
 
-fn bad_item(error: stowage_shared::dynamo::AttributeError) -> StoreError {
-    StoreError::Other(error.into())
-}
-
 fn account_to_item(user: &UserId, account: &Account, version: u64) -> Item {
     let reservations = account
         .reservations
@@ -103,11 +99,11 @@ fn account_from_item(item: &Item) -> Result<(Account, u64), StoreError> {
             reservations.insert(
                 key.clone(),
                 Reservation {
-                    max_size: req_num(r, "max").map_err(bad_item)?,
-                    held: req_num(r, "held").map_err(bad_item)?,
-                    lapses_at: req_num(r, "lapses").map_err(bad_item)?,
-                    revision: req_num(r, "rev").map_err(bad_item)?,
-                    grants: get_str_list(r, "grants").map_err(bad_item)?,
+                    max_size: req_num(r, "max")?,
+                    held: req_num(r, "held")?,
+                    lapses_at: req_num(r, "lapses")?,
+                    revision: req_num(r, "rev")?,
+                    grants: get_str_list(r, "grants")?,
                 },
             );
         }
@@ -115,20 +111,18 @@ fn account_from_item(item: &Item) -> Result<(Account, u64), StoreError> {
     let mut by_storage_class = BTreeMap::new();
     if let Some(AttributeValue::M(map)) = item.get("by_class") {
         for class in map.keys() {
-            by_storage_class.insert(class.clone(), req_num(map, class).map_err(bad_item)?);
+            by_storage_class.insert(class.clone(), req_num(map, class)?);
         }
     }
     let account = Account {
-        quota_override: get_num(item, "quota_bytes").map_err(bad_item)?,
-        used_bytes: get_num(item, "used_bytes").map_err(bad_item)?.unwrap_or(0),
-        object_count: get_num(item, "object_count")
-            .map_err(bad_item)?
-            .unwrap_or(0),
+        quota_override: get_num(item, "quota_bytes")?,
+        used_bytes: get_num(item, "used_bytes")?.unwrap_or(0),
+        object_count: get_num(item, "object_count")?.unwrap_or(0),
         by_storage_class,
-        revision: get_num(item, "revision").map_err(bad_item)?.unwrap_or(0),
+        revision: get_num(item, "revision")?.unwrap_or(0),
         reservations,
     };
-    Ok((account, req_num(item, "version").map_err(bad_item)?))
+    Ok((account, req_num(item, "version")?))
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
@@ -157,7 +151,7 @@ fn grant_to_item(grant: &GrantRecord) -> Item {
 }
 
 fn grant_from_item(item: &Item) -> Result<GrantRecord, StoreError> {
-    let text = |name: &str| req_str(item, name).map_err(bad_item);
+    let text = |name: &str| req_str(item, name).map_err(StoreError::from);
     let time = |name: &str| -> Result<OffsetDateTime, StoreError> {
         OffsetDateTime::parse(text(name)?, &Rfc3339)
             .map_err(|e| StoreError::Other(anyhow::anyhow!("attribute {name}: {e}")))
@@ -167,9 +161,9 @@ fn grant_from_item(item: &Item) -> Result<GrantRecord, StoreError> {
         grant_id: text("pk")?.trim_start_matches("GRANT#").to_string(),
         user_id: text("user_id")?.to_string(),
         key: text("key")?.to_string(),
-        max_size: req_num(item, "max_size").map_err(bad_item)?,
+        max_size: req_num(item, "max_size")?,
         content_type: text("content_type")?.to_string(),
-        size: get_num(item, "size").map_err(bad_item)?,
+        size: get_num(item, "size")?,
         state: GrantState::parse(state)
             .ok_or_else(|| StoreError::Other(anyhow::anyhow!("unknown grant state {state}")))?,
         created_at: time("created_at")?,

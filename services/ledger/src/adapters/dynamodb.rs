@@ -20,8 +20,8 @@ use aws_sdk_dynamodb::{
 };
 use stowage_events::TraceContext;
 use stowage_shared::dynamo::{
-    AttributeError, Item, classify, classify_transaction, get_num, get_str, get_str_list, n,
-    req_num, req_str, s, str_list,
+    Item, classify, classify_transaction, get_num, get_str, get_str_list, n, req_num, req_str, s,
+    str_list,
 };
 
 use crate::{
@@ -40,10 +40,6 @@ pub struct DynamoLedgerStore {
     /// How long a tombstone is kept; longer than queue retention plus the
     /// replay window, so no delayed event can outlive it.
     tombstone_ttl: Duration,
-}
-
-fn bad_item(error: AttributeError) -> StoreError {
-    StoreError::Other(error.into())
 }
 
 fn pk(user: &str) -> AttributeValue {
@@ -66,16 +62,12 @@ fn grant_from_item(user: &str, key: &str, item: &Item) -> Result<GrantNote, Stor
     Ok(GrantNote {
         user_id: user.to_string(),
         key: key.to_string(),
-        grant_id: req_str(item, "grant_id").map_err(bad_item)?.to_string(),
-        max_size: req_num(item, "max_size").map_err(bad_item)?,
-        expires_at: req_num(item, "expires_at").map_err(bad_item)?,
+        grant_id: req_str(item, "grant_id")?.to_string(),
+        max_size: req_num(item, "max_size")?,
+        expires_at: req_num(item, "expires_at")?,
         trace: TraceContext {
-            traceparent: get_str(item, "traceparent")
-                .map_err(bad_item)?
-                .map(str::to_string),
-            tracestate: get_str(item, "tracestate")
-                .map_err(bad_item)?
-                .map(str::to_string),
+            traceparent: get_str(item, "traceparent")?.map(str::to_string),
+            tracestate: get_str(item, "tracestate")?.map(str::to_string),
         },
     })
 }
@@ -121,19 +113,17 @@ fn object_from_item(item: &Item) -> Result<(ObjectRow, u64), StoreError> {
             )));
         }
     };
-    let sequencer = Sequencer::parse(req_str(item, "seq").map_err(bad_item)?)
+    let sequencer = Sequencer::parse(req_str(item, "seq")?)
         .map_err(|e| StoreError::Other(anyhow::anyhow!(e)))?;
     let row = ObjectRow {
         live,
-        size: req_num(item, "size").map_err(bad_item)?,
-        storage_class: req_str(item, "storage_class")
-            .map_err(bad_item)?
-            .to_string(),
-        etag: get_str(item, "etag").map_err(bad_item)?.map(str::to_string),
+        size: req_num(item, "size")?,
+        storage_class: req_str(item, "storage_class")?.to_string(),
+        etag: get_str(item, "etag")?.map(str::to_string),
         sequencer,
-        applied: get_str_list(item, "applied").map_err(bad_item)?,
+        applied: get_str_list(item, "applied")?,
     };
-    Ok((row, req_num(item, "ver").map_err(bad_item)?))
+    Ok((row, req_num(item, "ver")?))
 }
 
 fn usage_item(user: &str, usage: &Usage) -> Item {
@@ -168,10 +158,10 @@ fn usage_from_item(item: &Item) -> Result<Usage, StoreError> {
         }
     }
     Ok(Usage {
-        used_bytes: req_num(item, "used_bytes").map_err(bad_item)?,
-        object_count: req_num(item, "object_count").map_err(bad_item)?,
+        used_bytes: req_num(item, "used_bytes")?,
+        object_count: req_num(item, "object_count")?,
         by_storage_class,
-        revision: get_num(item, "revision").map_err(bad_item)?.unwrap_or(0),
+        revision: get_num(item, "revision")?.unwrap_or(0),
     })
 }
 
@@ -252,8 +242,8 @@ impl LedgerStore for DynamoLedgerStore {
         }
         let mut found: HashMap<(String, String), Item> = HashMap::with_capacity(keys.len());
         for item in self.batch_get(keys).await? {
-            let pk = req_str(&item, "pk").map_err(bad_item)?.to_string();
-            let sk = req_str(&item, "sk").map_err(bad_item)?.to_string();
+            let pk = req_str(&item, "pk")?.to_string();
+            let sk = req_str(&item, "sk")?.to_string();
             found.insert((pk, sk), item);
         }
         let get = |user: &str, sk: String| found.get(&(format!("USER#{user}"), sk));
@@ -363,10 +353,7 @@ impl LedgerRows for DynamoLedgerStore {
                 .await
                 .map_err(|e| classify("Query", e))?;
             for item in page.items() {
-                let key = req_str(item, "sk")
-                    .map_err(bad_item)?
-                    .trim_start_matches("OBJ#")
-                    .to_string();
+                let key = req_str(item, "sk")?.trim_start_matches("OBJ#").to_string();
                 let (row, version) = object_from_item(item)?;
                 rows.push((key, row, version));
             }
@@ -393,12 +380,7 @@ impl LedgerRows for DynamoLedgerStore {
                 .await
                 .map_err(|e| classify("Scan", e))?;
             for item in page.items() {
-                users.push(
-                    req_str(item, "pk")
-                        .map_err(bad_item)?
-                        .trim_start_matches("USER#")
-                        .to_string(),
-                );
+                users.push(req_str(item, "pk")?.trim_start_matches("USER#").to_string());
             }
             match page.last_evaluated_key {
                 Some(next) if !next.is_empty() => start = Some(next),

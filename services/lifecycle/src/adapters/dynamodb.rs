@@ -18,8 +18,8 @@ use aws_sdk_dynamodb::{
 };
 use stowage_events::sequencer::Sequencer;
 use stowage_shared::dynamo::{
-    AttributeError, Item, classify, classify_transaction, get_num, get_str, get_str_list, n,
-    req_num, req_str, s, str_list,
+    Item, classify, classify_transaction, get_num, get_str, get_str_list, n, req_num, req_str, s,
+    str_list,
 };
 
 use crate::{
@@ -42,10 +42,6 @@ const TOMBSTONE_DAYS: i64 = 45;
 pub struct DynamoProjection {
     client: Client,
     table: String,
-}
-
-fn bad_item(error: AttributeError) -> StoreError {
-    StoreError::Other(error.into())
 }
 
 fn pk(user: &str) -> AttributeValue {
@@ -137,8 +133,8 @@ fn record_from_item(item: &Item) -> Result<Versioned, StoreError> {
         Some(AttributeValue::Bool(b)) => *b,
         _ => return Err(StoreError::Other(anyhow::anyhow!("row without 'live'"))),
     };
-    let text = |name| get_str(item, name).map_err(bad_item);
-    let num = |name| get_num::<i64>(item, name).map_err(bad_item);
+    let text = |name| get_str(item, name).map_err(StoreError::from);
+    let num = |name| get_num::<i64>(item, name).map_err(StoreError::from);
     let encryption = match text("sse")? {
         None => Encryption::Unknown,
         Some("AES256") => Encryption::S3Managed,
@@ -151,9 +147,7 @@ fn record_from_item(item: &Item) -> Result<Versioned, StoreError> {
     let restore = match text("restore")? {
         Some("REQUESTED") => Restore::Requested {
             at: num("restore_at")?.unwrap_or(0),
-            days: get_num(item, "restore_days")
-                .map_err(bad_item)?
-                .unwrap_or(0),
+            days: get_num(item, "restore_days")?.unwrap_or(0),
         },
         Some("RESTORED") => Restore::Restored {
             until: num("restore_until")?,
@@ -171,30 +165,28 @@ fn record_from_item(item: &Item) -> Result<Versioned, StoreError> {
     };
     let record = ObjectRecord {
         live,
-        size: req_num(item, "size").map_err(bad_item)?,
-        storage_class: req_str(item, "storage_class")
-            .map_err(bad_item)?
-            .to_string(),
+        size: req_num(item, "size")?,
+        storage_class: req_str(item, "storage_class")?.to_string(),
         etag: text("etag")?.map(str::to_string),
         encryption,
-        created_at: req_num(item, "created_at").map_err(bad_item)?,
+        created_at: req_num(item, "created_at")?,
         last_access: num("last_access")?,
         restore,
-        sequencer: Sequencer::parse(req_str(item, "seq").map_err(bad_item)?)
+        sequencer: Sequencer::parse(req_str(item, "seq")?)
             .map_err(|e| StoreError::Other(anyhow::anyhow!(e)))?,
-        applied: get_str_list(item, "applied").map_err(bad_item)?,
+        applied: get_str_list(item, "applied")?,
         verdict,
     };
     Ok(Versioned {
         record,
-        version: req_num(item, "ver").map_err(bad_item)?,
+        version: req_num(item, "ver")?,
     })
 }
 
 /// The user and key a row's primary key names.
 fn names(item: &Item) -> Result<(String, String), StoreError> {
-    let user = req_str(item, "pk").map_err(bad_item)?;
-    let key = req_str(item, "sk").map_err(bad_item)?;
+    let user = req_str(item, "pk")?;
+    let key = req_str(item, "sk")?;
     match (user.strip_prefix("USER#"), key.strip_prefix("OBJ#")) {
         (Some(user), Some(key)) => Ok((user.to_string(), key.to_string())),
         _ => Err(StoreError::Other(anyhow::anyhow!(
@@ -305,7 +297,7 @@ impl DynamoProjection {
                 found.push(DueObject {
                     user,
                     key,
-                    due_at: req_num(item, "due_at").map_err(bad_item)?,
+                    due_at: req_num(item, "due_at")?,
                     row: record_from_item(item)?,
                 });
             }
@@ -397,7 +389,7 @@ impl Projection for DynamoProjection {
                 rows.push((
                     names(item)?.1,
                     record_from_item(item)?,
-                    get_num(item, "due_at").map_err(bad_item)?,
+                    get_num(item, "due_at")?,
                 ));
             }
             match page.last_evaluated_key {
