@@ -337,56 +337,48 @@ impl LedgerStore for DynamoLedgerStore {
 #[async_trait]
 impl LedgerRows for DynamoLedgerStore {
     async fn objects(&self, user: &str) -> Result<Vec<(String, ObjectRow, u64)>, StoreError> {
-        let mut rows = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :obj)")
-                .expression_attribute_values(":pk", pk(user))
-                .expression_attribute_values(":obj", s("OBJ#"))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| classify("Query", e))?;
-            for item in page.items() {
+        let items = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :obj)")
+            .expression_attribute_values(":pk", pk(user))
+            .expression_attribute_values(":obj", s("OBJ#"))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| classify("Query", e))?;
+        items
+            .iter()
+            .map(|item| {
                 let key = req_str(item, "sk")?.trim_start_matches("OBJ#").to_string();
                 let (row, version) = object_from_item(item)?;
-                rows.push((key, row, version));
-            }
-            match page.last_evaluated_key {
-                Some(next) if !next.is_empty() => start = Some(next),
-                _ => return Ok(rows),
-            }
-        }
+                Ok((key, row, version))
+            })
+            .collect()
     }
 
     async fn users(&self) -> Result<Vec<String>, StoreError> {
-        let mut users = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .filter_expression("sk = :usage")
-                .expression_attribute_values(":usage", s(USAGE_SK))
-                .projection_expression("pk")
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| classify("Scan", e))?;
-            for item in page.items() {
-                users.push(req_str(item, "pk")?.trim_start_matches("USER#").to_string());
-            }
-            match page.last_evaluated_key {
-                Some(next) if !next.is_empty() => start = Some(next),
-                _ => return Ok(users),
-            }
-        }
+        let items = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .filter_expression("sk = :usage")
+            .expression_attribute_values(":usage", s(USAGE_SK))
+            .projection_expression("pk")
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| classify("Scan", e))?;
+        items
+            .iter()
+            .map(|item| Ok(req_str(item, "pk")?.trim_start_matches("USER#").to_string()))
+            .collect()
     }
 
     async fn replace_usage(

@@ -277,35 +277,32 @@ impl DynamoProjection {
     }
 
     async fn due_in_shard(&self, shard: String, until: i64) -> Result<Vec<DueObject>, StoreError> {
-        let mut found = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(DUE_INDEX)
-                .key_condition_expression("due_shard = :s AND due_at <= :t")
-                .expression_attribute_values(":s", s(&shard))
-                .expression_attribute_values(":t", n(until))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| classify("Query", e))?;
-            for item in page.items() {
+        let items = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(DUE_INDEX)
+            .key_condition_expression("due_shard = :s AND due_at <= :t")
+            .expression_attribute_values(":s", s(&shard))
+            .expression_attribute_values(":t", n(until))
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| classify("Query", e))?;
+        items
+            .iter()
+            .map(|item| {
                 let (user, key) = names(item)?;
-                found.push(DueObject {
+                Ok(DueObject {
                     user,
                     key,
                     due_at: req_num(item, "due_at")?,
                     row: record_from_item(item)?,
-                });
-            }
-            match page.last_evaluated_key {
-                Some(last) if !last.is_empty() => start = Some(last),
-                _ => return Ok(found),
-            }
-        }
+                })
+            })
+            .collect()
     }
 
     async fn update_one(&self, settlement: &Settlement) -> Result<(), StoreError> {
@@ -370,33 +367,30 @@ impl Projection for DynamoProjection {
     }
 
     async fn rows(&self, user: &str) -> Result<Vec<(String, Versioned, Option<i64>)>, StoreError> {
-        let mut rows = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :obj)")
-                .expression_attribute_values(":pk", pk(user))
-                .expression_attribute_values(":obj", s("OBJ#"))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| classify("Query", e))?;
-            for item in page.items() {
-                rows.push((
+        let items = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :obj)")
+            .expression_attribute_values(":pk", pk(user))
+            .expression_attribute_values(":obj", s("OBJ#"))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| classify("Query", e))?;
+        items
+            .iter()
+            .map(|item| {
+                Ok((
                     names(item)?.1,
                     record_from_item(item)?,
                     get_num(item, "due_at")?,
-                ));
-            }
-            match page.last_evaluated_key {
-                Some(last) if !last.is_empty() => start = Some(last),
-                _ => return Ok(rows),
-            }
-        }
+                ))
+            })
+            .collect()
     }
 }
 
