@@ -13,74 +13,91 @@ use opentelemetry_sdk::metrics::{
 use serde_json::json;
 use stowage_e2e::{System, eventually};
 
-/// The sum of counter `name`'s points whose attributes include `with`.
-fn counted(exporter: &InMemoryMetricExporter, name: &str, with: &[KeyValue]) -> u64 {
+/// A number type metric points are read as.
+trait Number: Copy + std::iter::Sum<Self> {
+    fn data(metrics: &AggregatedMetrics) -> Option<&MetricData<Self>>;
+}
+
+impl Number for u64 {
+    fn data(metrics: &AggregatedMetrics) -> Option<&MetricData<u64>> {
+        match metrics {
+            AggregatedMetrics::U64(data) => Some(data),
+            _ => None,
+        }
+    }
+}
+
+impl Number for i64 {
+    fn data(metrics: &AggregatedMetrics) -> Option<&MetricData<i64>> {
+        match metrics {
+            AggregatedMetrics::I64(data) => Some(data),
+            _ => None,
+        }
+    }
+}
+
+impl Number for f64 {
+    fn data(metrics: &AggregatedMetrics) -> Option<&MetricData<f64>> {
+        match metrics {
+            AggregatedMetrics::F64(data) => Some(data),
+            _ => None,
+        }
+    }
+}
+
+/// True when `attributes` include every one of `with`.
+fn has<'a>(attributes: impl Iterator<Item = &'a KeyValue>, with: &[KeyValue]) -> bool {
+    let attributes: Vec<&KeyValue> = attributes.collect();
+    with.iter().all(|wanted| attributes.contains(&wanted))
+}
+
+/// What `read` makes of each metric called `name` in the newest export
+/// (metrics are cumulative: the newest export holds the totals).
+fn newest<T: Number, R>(
+    exporter: &InMemoryMetricExporter,
+    name: &str,
+    read: impl Fn(&MetricData<T>) -> Option<R>,
+) -> Vec<R> {
     let finished = exporter.get_finished_metrics().expect("metrics readable");
-    // Counters are cumulative: the newest export holds the totals.
     let Some(latest) = finished.last() else {
-        return 0;
+        return Vec::new();
     };
     latest
         .scope_metrics()
         .flat_map(|scope| scope.metrics())
         .filter(|metric| metric.name() == name)
-        .map(|metric| match metric.data() {
-            AggregatedMetrics::U64(MetricData::Sum(sum)) => sum
-                .data_points()
-                .filter(|point| {
-                    with.iter()
-                        .all(|wanted| point.attributes().any(|kv| kv == wanted))
-                })
+        .filter_map(|metric| read(T::data(metric.data())?))
+        .collect()
+}
+
+/// The sum of (up-down) counter `name`'s points whose attributes include
+/// `with`; zero when there are none.
+fn sum_of<T: Number>(exporter: &InMemoryMetricExporter, name: &str, with: &[KeyValue]) -> T {
+    newest(exporter, name, |data: &MetricData<T>| match data {
+        MetricData::Sum(sum) => Some(
+            sum.data_points()
+                .filter(|point| has(point.attributes(), with))
                 .map(|point| point.value())
-                .sum(),
-            _ => 0,
-        })
-        .sum()
+                .sum::<T>(),
+        ),
+        _ => None,
+    })
+    .into_iter()
+    .sum()
 }
 
 /// The latest value of gauge `name` whose attributes include `with`, if it
 /// was recorded.
 fn gauge(exporter: &InMemoryMetricExporter, name: &str, with: &[KeyValue]) -> Option<u64> {
-    let finished = exporter.get_finished_metrics().expect("metrics readable");
-    finished
-        .last()?
-        .scope_metrics()
-        .flat_map(|scope| scope.metrics())
-        .filter(|metric| metric.name() == name)
-        .find_map(|metric| match metric.data() {
-            AggregatedMetrics::U64(MetricData::Gauge(gauge)) => gauge
-                .data_points()
-                .find(|point| {
-                    with.iter()
-                        .all(|wanted| point.attributes().any(|kv| kv == wanted))
-                })
-                .map(|point| point.value()),
-            _ => None,
-        })
-}
-
-/// The sum of up-down counter `name`'s points whose attributes include `with`.
-fn summed(exporter: &InMemoryMetricExporter, name: &str, with: &[KeyValue]) -> i64 {
-    let finished = exporter.get_finished_metrics().expect("metrics readable");
-    let Some(latest) = finished.last() else {
-        return 0;
-    };
-    latest
-        .scope_metrics()
-        .flat_map(|scope| scope.metrics())
-        .filter(|metric| metric.name() == name)
-        .map(|metric| match metric.data() {
-            AggregatedMetrics::I64(MetricData::Sum(sum)) => sum
-                .data_points()
-                .filter(|point| {
-                    with.iter()
-                        .all(|wanted| point.attributes().any(|kv| kv == wanted))
-                })
-                .map(|point| point.value())
-                .sum(),
-            _ => 0,
-        })
-        .sum()
+    newest(exporter, name, |data: &MetricData<u64>| match data {
+        MetricData::Gauge(gauge) => gauge
+            .data_points()
+            .find(|point| has(point.attributes(), with))
+            .map(|point| point.value()),
+        _ => None,
+    })
+    .into_iter()
+    .next()
 }
 
 /// A queue's name, the last part of its URL.
@@ -132,7 +149,7 @@ async fn outcomes_violations_grants_bytes_and_dead_letters_are_measured() {
         "a poison message counted",
         || async {
             flush().await;
-            let poison = counted(
+            let poison = sum_of::<u64>(
                 &exporter,
                 "stowage.consumer.messages",
                 &[
@@ -145,7 +162,7 @@ async fn outcomes_violations_grants_bytes_and_dead_letters_are_measured() {
     )
     .await;
     flush().await;
-    let applied = counted(
+    let applied = sum_of::<u64>(
         &exporter,
         "stowage.consumer.messages",
         &[
@@ -155,7 +172,7 @@ async fn outcomes_violations_grants_bytes_and_dead_letters_are_measured() {
     );
     assert_eq!(applied, 2, "two objects applied by the ledger");
     assert_eq!(
-        counted(
+        sum_of::<u64>(
             &exporter,
             "stowage.ledger.violations",
             &[KeyValue::new("kind", "no_grant")]
@@ -163,7 +180,7 @@ async fn outcomes_violations_grants_bytes_and_dead_letters_are_measured() {
         1
     );
     assert_eq!(
-        counted(
+        sum_of::<u64>(
             &exporter,
             "stowage.ledger.violations",
             &[KeyValue::new("kind", "exceeds_grant")]
@@ -171,7 +188,7 @@ async fn outcomes_violations_grants_bytes_and_dead_letters_are_measured() {
         0
     );
     let grants = |outcome: &'static str| {
-        counted(
+        sum_of::<u64>(
             &exporter,
             "stowage.intake.grants",
             &[KeyValue::new("outcome", outcome)],
@@ -179,7 +196,7 @@ async fn outcomes_violations_grants_bytes_and_dead_letters_are_measured() {
     };
     assert_eq!((grants("issued"), grants("quota_exceeded")), (1, 1));
     let bytes = |class: &'static str| {
-        summed(
+        sum_of::<i64>(
             &exporter,
             "stowage.ledger.bytes",
             &[KeyValue::new("storage_class", class)],
@@ -213,30 +230,6 @@ async fn outcomes_violations_grants_bytes_and_dead_letters_are_measured() {
         Some(0)
     );
     system.stop().await;
-}
-
-/// The sum of f64 counter `name`'s points whose attributes include `with`.
-fn counted_f64(exporter: &InMemoryMetricExporter, name: &str, with: &[KeyValue]) -> f64 {
-    let finished = exporter.get_finished_metrics().expect("metrics readable");
-    let Some(latest) = finished.last() else {
-        return 0.0;
-    };
-    latest
-        .scope_metrics()
-        .flat_map(|scope| scope.metrics())
-        .filter(|metric| metric.name() == name)
-        .map(|metric| match metric.data() {
-            AggregatedMetrics::F64(MetricData::Sum(sum)) => sum
-                .data_points()
-                .filter(|point| {
-                    with.iter()
-                        .all(|wanted| point.attributes().any(|kv| kv == wanted))
-                })
-                .map(|point| point.value())
-                .sum(),
-            _ => 0.0,
-        })
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -293,14 +286,14 @@ async fn sweeps_count_tiered_bytes_savings_and_decisions() {
         .expect("metrics flushed");
     let class = [KeyValue::new("storage_class", "GLACIER_IR")];
     assert_eq!(
-        counted(&exporter, "stowage.lifecycle.tiered_bytes", &class),
+        sum_of::<u64>(&exporter, "stowage.lifecycle.tiered_bytes", &class),
         1 << 20
     );
     // 1 MiB from 0.023 to 0.004 a GB-month.
-    let saving = counted_f64(&exporter, "stowage.lifecycle.saving_usd", &class);
+    let saving = sum_of::<f64>(&exporter, "stowage.lifecycle.saving_usd", &class);
     assert!((saving - 0.019 / 1024.0).abs() < 1e-12, "{saving}");
     let decisions = |outcome: &'static str, reason: &'static str| {
-        counted(
+        sum_of::<u64>(
             &exporter,
             "stowage.lifecycle.decisions",
             &[
