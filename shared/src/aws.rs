@@ -73,6 +73,30 @@ pub fn s3(config: &SdkConfig, path_style: bool) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(s3_config)
 }
 
+/// `HeadObject` of `key`, `None` when the bucket holds no such object.
+pub async fn head_object(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> anyhow::Result<Option<aws_sdk_s3::operation::head_object::HeadObjectOutput>> {
+    match client.head_object().bucket(bucket).key(key).send().await {
+        Ok(head) => Ok(Some(head)),
+        Err(error) if error.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
+        Err(error) => Err(anyhow::anyhow!(
+            "HeadObject {key}: {}",
+            aws_sdk_s3::error::DisplayErrorContext(error)
+        )),
+    }
+}
+
+/// The storage class a `HeadObject` answer names; S3 leaves the header out
+/// for STANDARD.
+pub fn storage_class(head: &aws_sdk_s3::operation::head_object::HeadObjectOutput) -> String {
+    head.storage_class()
+        .map_or(crate::pricing::STANDARD, |c| c.as_str())
+        .to_string()
+}
+
 /// An SQS client.
 pub fn sqs(config: &SdkConfig) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::from_conf(

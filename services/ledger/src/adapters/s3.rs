@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use aws_sdk_s3::{Client, error::DisplayErrorContext};
+use stowage_shared::aws;
 
 use crate::{
     domain::usage::DEFAULT_STORAGE_CLASS,
@@ -27,32 +28,15 @@ impl S3Bucket {
 #[async_trait]
 impl ObjectProbe for S3Bucket {
     async fn head(&self, key: &str) -> anyhow::Result<Option<ObjectHead>> {
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(head) => Ok(Some(ObjectHead {
-                size: head
-                    .content_length()
-                    .and_then(|n| u64::try_from(n).ok())
-                    .unwrap_or(0),
-                etag: head.e_tag().map(|e| e.trim_matches('"').to_string()),
-                // S3 leaves the header out for STANDARD.
-                storage_class: head
-                    .storage_class()
-                    .map_or(DEFAULT_STORAGE_CLASS, |c| c.as_str())
-                    .to_string(),
-            })),
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
-            Err(error) => Err(anyhow::anyhow!(
-                "HeadObject {key}: {}",
-                DisplayErrorContext(error)
-            )),
-        }
+        let head = aws::head_object(&self.client, &self.bucket, key).await?;
+        Ok(head.map(|head| ObjectHead {
+            size: head
+                .content_length()
+                .and_then(|n| u64::try_from(n).ok())
+                .unwrap_or(0),
+            etag: head.e_tag().map(|e| e.trim_matches('"').to_string()),
+            storage_class: aws::storage_class(&head),
+        }))
     }
 }
 

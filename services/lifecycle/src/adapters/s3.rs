@@ -11,12 +11,10 @@ use aws_sdk_s3::{
     },
 };
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use stowage_shared::aws;
 
 use crate::{
-    domain::{
-        policy::ArchiveClass,
-        projection::{Encryption, STANDARD},
-    },
+    domain::{policy::ArchiveClass, projection::Encryption},
     ports::{Bucket, CopyError, ObjectHead, RestoreStart},
 };
 
@@ -224,37 +222,20 @@ impl S3Bucket {
 #[async_trait]
 impl Bucket for S3Bucket {
     async fn head(&self, key: &str) -> anyhow::Result<Option<ObjectHead>> {
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(head) => Ok(Some(ObjectHead {
-                size: head
-                    .content_length()
-                    .and_then(|n| u64::try_from(n).ok())
-                    .unwrap_or(0),
-                etag: head.e_tag().map(|e| e.trim_matches('"').to_string()),
-                // S3 leaves the header out for STANDARD.
-                storage_class: head
-                    .storage_class()
-                    .map_or(STANDARD, |c| c.as_str())
-                    .to_string(),
-                encryption: encryption_of(
-                    head.server_side_encryption(),
-                    head.ssekms_key_id(),
-                    head.sse_customer_algorithm(),
-                ),
-            })),
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
-            Err(error) => Err(anyhow::anyhow!(
-                "HeadObject {key}: {}",
-                DisplayErrorContext(error)
-            )),
-        }
+        let head = aws::head_object(&self.client, &self.bucket, key).await?;
+        Ok(head.map(|head| ObjectHead {
+            size: head
+                .content_length()
+                .and_then(|n| u64::try_from(n).ok())
+                .unwrap_or(0),
+            etag: head.e_tag().map(|e| e.trim_matches('"').to_string()),
+            storage_class: aws::storage_class(&head),
+            encryption: encryption_of(
+                head.server_side_encryption(),
+                head.ssekms_key_id(),
+                head.sse_customer_algorithm(),
+            ),
+        }))
     }
 
     async fn copy_to_class(
