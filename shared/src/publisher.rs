@@ -1,9 +1,10 @@
 //! Publishes Stowage events to the event bus.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use stowage_events::StowageEvent;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// Entries per `PutEvents` request, EventBridge's limit.
 pub const MAX_ENTRIES: usize = 10;
@@ -36,6 +37,16 @@ pub enum PublishError {
 pub struct EventBus {
     client: aws_sdk_eventbridge::Client,
     name: String,
+    /// Where [`EventBus::publish`] hands its entry when publishing is
+    /// coalesced (see [`EventBus::coalescing`]).
+    coalescer: Option<mpsc::UnboundedSender<Pending>>,
+}
+
+/// One entry waiting for a shared `PutEvents`, and where its fate goes.
+#[derive(Debug)]
+struct Pending {
+    entry: PutEventsRequestEntry,
+    fate: oneshot::Sender<Result<(), PublishError>>,
 }
 
 impl EventBus {
@@ -43,6 +54,64 @@ impl EventBus {
         Self {
             client,
             name: name.into(),
+            coalescer: None,
+        }
+    }
+
+    /// The same bus, with [`EventBus::publish`] calls made at the same time
+    /// by concurrent callers sharing `PutEvents` requests: at most
+    /// `in_flight` requests are out at once, and each carries every entry
+    /// that arrived while the previous ones were out, up to [`MAX_ENTRIES`].
+    /// A caller alone is sent at once, so coalescing adds no wait; under load
+    /// it divides the requests, and their CPU, by up to ten. Each caller still
+    /// learns its own entry's fate. Must be called within a Tokio runtime:
+    /// the requests are sent by a task that ends when the last clone of the
+    /// returned bus is dropped and every entry handed to it is answered.
+    pub fn coalescing(self, in_flight: usize) -> Self {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let direct = Self {
+            coalescer: None,
+            ..self
+        };
+        tokio::spawn(direct.clone().coalesce(receiver, in_flight.max(1)));
+        Self {
+            coalescer: Some(sender),
+            ..direct
+        }
+    }
+
+    /// Sends the entries handed to a coalescing bus.
+    async fn coalesce(self, mut receiver: mpsc::UnboundedReceiver<Pending>, in_flight: usize) {
+        let slots = Arc::new(Semaphore::new(in_flight));
+        loop {
+            // Waiting for a free slot first lets entries gather meanwhile.
+            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                return;
+            };
+            let Some(first) = receiver.recv().await else {
+                return;
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_ENTRIES {
+                match receiver.try_recv() {
+                    Ok(pending) => batch.push(pending),
+                    Err(_) => break,
+                }
+            }
+            let bus = self.clone();
+            tokio::spawn(async move {
+                let (entries, fates): (Vec<_>, Vec<_>) =
+                    batch.into_iter().map(|p| (p.entry, p.fate)).unzip();
+                let mut results: Vec<Result<(), PublishError>> =
+                    entries.iter().map(|_| Ok(())).collect();
+                bus.put(entries.into_iter().enumerate().collect(), &mut results)
+                    .await;
+                for (fate, result) in fates.into_iter().zip(results) {
+                    // A caller that stopped waiting has nobody to tell.
+                    let _ = fate.send(result);
+                }
+                drop(slot);
+            });
         }
     }
 
@@ -57,6 +126,17 @@ impl EventBus {
 
     /// Publishes one event with its type's `source` and `detail-type`.
     pub async fn publish<E: StowageEvent>(&self, event: &E) -> Result<(), PublishError> {
+        if let Some(coalescer) = &self.coalescer {
+            let (fate, told) = oneshot::channel();
+            let entry = self.entry(event)?;
+            if coalescer.send(Pending { entry, fate }).is_ok()
+                && let Ok(result) = told.await
+            {
+                return result;
+            }
+            // The coalescing task is gone (the runtime is shutting down):
+            // send it directly.
+        }
         self.publish_all(std::slice::from_ref(event))
             .await
             .pop()
@@ -82,6 +162,20 @@ impl EventBus {
                 Err(error) => results.push(Err(error)),
             }
         }
+        self.put(pending, &mut results).await;
+        results
+    }
+
+    /// Sends `pending` (each entry with its place in `results`), up to
+    /// [`MAX_ENTRIES`] per request, and writes each entry's fate into
+    /// `results`. Entries the bus refuses (EventBridge answers each entry on
+    /// its own) are offered again, alone with the other refused ones, a few
+    /// times before their error is reported.
+    async fn put(
+        &self,
+        mut pending: Vec<(usize, PutEventsRequestEntry)>,
+        results: &mut [Result<(), PublishError>],
+    ) {
         for attempt in 0..ENTRY_ATTEMPTS {
             if pending.is_empty() {
                 break;
@@ -143,6 +237,5 @@ impl EventBus {
             }
             pending = refused;
         }
-        results
     }
 }

@@ -554,3 +554,89 @@ fn percent_decode(raw: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_grants_each_publish_their_upload_granted_once() {
+    let system = System::start_parts(&[("grant-burst", "1000")], stowage_e2e::Parts::INTAKE_ONLY)
+        .await
+        .expect("system starts");
+    let replies = futures::future::join_all((0..30).map(|i| {
+        let system = &system;
+        async move {
+            let token = system.token(&format!("burst{}", i % 3));
+            let body = json!({"path": format!("f{i}.bin"), "size": 1000, "content_type": "application/octet-stream"});
+            system.grant(&token, &body).await
+        }
+    }))
+    .await;
+    let mut granted: Vec<String> = replies
+        .iter()
+        .map(|r| {
+            assert_eq!(r.status, 201, "{}", r.body);
+            r.body["grant_id"].as_str().expect("grant id").to_string()
+        })
+        .collect();
+    let mut published: Vec<String> =
+        events(&system, "STOWAGE_LEDGER_QUEUE_URL", "UploadGranted.v1", 30)
+            .await
+            .iter()
+            .map(|e| e["grant_id"].as_str().expect("grant id").to_string())
+            .collect();
+    granted.sort();
+    published.sort();
+    assert_eq!(published, granted);
+    system.stop().await;
+}
+
+/// A coalescing bus sends the events of callers publishing at the same time
+/// together, ten to a request, and each still arrives once.
+#[tokio::test(flavor = "current_thread")]
+async fn publishes_at_the_same_time_share_put_events_requests() {
+    let system = System::start_parts(&[], stowage_e2e::Parts::INTAKE_ONLY)
+        .await
+        .expect("system starts");
+    let counter = stowage_e2e::RequestCounter::default();
+    let sdk = stowage_shared::aws::load().await;
+    let client = aws_sdk_eventbridge::Client::from_conf(
+        aws_sdk_eventbridge::config::Builder::from(&sdk)
+            .interceptor(counter.clone())
+            .build(),
+    );
+    let bus =
+        stowage_shared::publisher::EventBus::new(client, system.stack.get("STOWAGE_EVENT_BUS"))
+            .coalescing(1);
+    let sent: Vec<stowage_events::UploadGrantedV1> = (0..40)
+        .map(|i| stowage_events::UploadGrantedV1 {
+            meta: stowage_events::EventMeta::new("coalesced", Default::default()),
+            grant_id: uuid::Uuid::new_v4(),
+            key: format!("users/coalesced/f{i}"),
+            max_size: 10,
+            content_type: "text/plain".to_string(),
+            expires_at: time::OffsetDateTime::now_utc(),
+        })
+        .collect();
+    // Every caller hands over its event before the bus sends any request.
+    let results = futures::future::join_all(sent.iter().map(|event| bus.publish(event))).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(
+        counter.get(),
+        4,
+        "40 events, 10 per request, one request at a time"
+    );
+
+    let mut published: Vec<String> =
+        events(&system, "STOWAGE_LEDGER_QUEUE_URL", "UploadGranted.v1", 40)
+            .await
+            .iter()
+            .map(|e| e["grant_id"].as_str().expect("grant id").to_string())
+            .collect();
+    let mut expected: Vec<String> = sent.iter().map(|e| e.grant_id.to_string()).collect();
+    published.sort();
+    expected.sort();
+    assert_eq!(published, expected);
+
+    // A caller alone is sent at once, in a request of its own.
+    bus.publish(&sent[0]).await.expect("published");
+    assert_eq!(counter.get(), 5);
+    system.stop().await;
+}

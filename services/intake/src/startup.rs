@@ -22,6 +22,10 @@ use crate::{
     settings::Settings,
 };
 
+/// `PutEvents` requests intake keeps out at once; events published by
+/// concurrent requests meanwhile share the next ones, ten to a request.
+const PUBLISH_IN_FLIGHT: usize = 4;
+
 /// The token verifier the settings describe: exactly one of a JWKS URL and
 /// an HS256 secret must be configured.
 pub fn authenticator(settings: &Settings) -> anyhow::Result<Authenticator> {
@@ -97,7 +101,8 @@ impl App {
                 .with_description("Upload grant requests, by outcome")
                 .build(),
             signer: PostSigner::new(credentials, region, public_url),
-            bus: EventBus::new(aws::eventbridge(&sdk), &settings.event_bus),
+            bus: EventBus::new(aws::eventbridge(&sdk), &settings.event_bus)
+                .coalescing(PUBLISH_IN_FLIGHT),
             auth: Arc::new(auth),
             store: Arc::clone(&store),
             settings: Arc::new(settings.clone()),
