@@ -533,6 +533,21 @@ async fn only_administrators_set_quotas_and_grants_follow_them() {
     let over = system.grant(&heidi, &grant("b.txt")).await;
     assert_eq!(over.status, 403);
     assert_eq!(over.body["usage"]["quota_bytes"], 15);
+
+    // Another process (the operators' tool) raises the quota: intake's own
+    // copy of the account is now behind, and must not refuse on it.
+    let sdk = stowage_shared::aws::load().await;
+    let elsewhere = stowage_intake::adapters::dynamodb::DynamoAccountStore::new(
+        stowage_shared::aws::dynamodb(&sdk),
+        system.stack.get("STOWAGE_INTAKE_TABLE"),
+    );
+    let user = stowage_intake::domain::keys::UserId::parse("heidi").expect("valid id");
+    stowage_intake::accounts::set_quota(&elsewhere, &user, 25)
+        .await
+        .expect("quota set");
+    let admitted = system.grant(&heidi, &grant("b.txt")).await;
+    assert_eq!(admitted.status, 201, "{}", admitted.body);
+    assert_eq!(system.usage(&heidi).await["reserved_bytes"], 20);
     system.stop().await;
 }
 

@@ -19,9 +19,9 @@ pub async fn set_quota(
     let mut pauses = crate::routes::conflict_pauses();
     for _ in 0..MAX_ATTEMPTS {
         let stored = store.load(user).await?;
-        let mut account = stored.value;
+        let mut account = stored.value.clone();
         account.quota_override = Some(quota);
-        match store.save(user, &account, stored.version, None).await {
+        match store.save(user, &stored, &account, None).await {
             Ok(()) => return Ok(account),
             Err(error) if error.is_retryable() => {
                 if let Some(pause) = pauses.next() {

@@ -64,13 +64,24 @@ pub trait AccountStore: Send + Sync + 'static {
     /// Reads an account with a strongly consistent read.
     async fn load(&self, user: &UserId) -> Result<Versioned<Account>, StoreError>;
 
-    /// Writes `account` if it is still at `expected` version, together with
-    /// `grant` when given, atomically. [`StoreError::Conflict`] otherwise.
+    /// The account as this process last read or wrote it, read from the store
+    /// only when it has no copy. The copy may be behind the store (another
+    /// process wrote since): a [`AccountStore::save`] against it then fails
+    /// with [`StoreError::Conflict`], and a decision that could not have been
+    /// taken on the stored account (a refusal) must be checked against
+    /// [`AccountStore::load`].
+    async fn load_recent(&self, user: &UserId) -> Result<Versioned<Account>, StoreError> {
+        self.load(user).await
+    }
+
+    /// Replaces `before` with `after` if the stored account is still at
+    /// `before`'s version, together with `grant` when given, atomically.
+    /// [`StoreError::Conflict`] otherwise.
     async fn save(
         &self,
         user: &UserId,
-        account: &Account,
-        expected: Option<u64>,
+        before: &Versioned<Account>,
+        after: &Account,
         grant: Option<&GrantRecord>,
     ) -> Result<(), StoreError>;
 

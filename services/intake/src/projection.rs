@@ -36,7 +36,7 @@ impl UsageProjection {
         };
         for attempt in 0u32..50 {
             let stored = self.store.load(&user).await?;
-            let mut account = stored.value;
+            let mut account = stored.value.clone();
             // The ledger names the grant when it saw it; otherwise the newest
             // grant intake holds for the key is the one that was used.
             let grant = event.grant_id.map(|g| g.to_string()).or_else(|| {
@@ -48,7 +48,7 @@ impl UsageProjection {
             let outcome = if !account.apply_usage(&report) {
                 "stale"
             } else {
-                match self.store.save(&user, &account, stored.version, None).await {
+                match self.store.save(&user, &stored, &account, None).await {
                     Ok(()) => "applied",
                     Err(error) if error.is_retryable() => {
                         tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt + 1))).await;

@@ -5,13 +5,18 @@
 //!   increments, so concurrent writers cannot lose each other's updates.
 //! - `GRANT#<id>`: one upload grant; expires by TTL a week after the grant.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    num::NonZeroUsize,
+    sync::Mutex,
+};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::{
     Client,
-    types::{AttributeValue, Put, TransactWriteItem},
+    types::{AttributeValue, Put, TransactWriteItem, Update},
 };
+use lru::LruCache;
 use stowage_shared::dynamo::{
     Item, classify, classify_transaction, get_num, get_str_list, n, req_num, req_str, s, str_list,
 };
@@ -28,11 +33,22 @@ use crate::{
 /// How long a grant's record outlives the grant.
 const GRANT_RECORD_TTL_SECONDS: i64 = 7 * 24 * 3600;
 
+/// Accounts whose last read or written state this process keeps.
+const RECENT_ACCOUNTS: usize = 10_000;
+
+/// Reservations changed in one write above which the whole account item is
+/// written instead of an update naming each one (an update expression is
+/// limited to 4 KB).
+const MAX_CHANGED_RESERVATIONS: usize = 64;
+
 /// [`AccountStore`] on DynamoDB.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct DynamoAccountStore {
     client: Client,
     table: String,
+    /// Each account as this process last read or wrote it, by user, for
+    /// [`AccountStore::load_recent`]; the least recently used go first.
+    recent: Mutex<LruCache<String, Versioned<Account>>>,
 }
 
 impl DynamoAccountStore {
@@ -40,7 +56,112 @@ impl DynamoAccountStore {
         Self {
             client,
             table: table.into(),
+            recent: Mutex::new(LruCache::new(
+                NonZeroUsize::new(RECENT_ACCOUNTS).expect("not zero"),
+            )),
         }
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, LruCache<String, Versioned<Account>>> {
+        // The cache holds only copies: one left by a panicking thread is as
+        // good as any.
+        self.recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Keeps `account` as the newest known state of `user`'s (unless a newer
+    /// one is kept already: reads and writes of the same account overlap),
+    /// or forgets it.
+    fn remember(&self, user: &UserId, account: Option<Versioned<Account>>) {
+        match account {
+            Some(account) => {
+                let mut recent = self.recent();
+                if recent
+                    .peek(user.as_str())
+                    .is_none_or(|kept| kept.version <= account.version)
+                {
+                    recent.put(user.to_string(), account);
+                }
+            }
+            None => {
+                self.recent().pop(user.as_str());
+            }
+        }
+    }
+
+    async fn write_account(
+        &self,
+        user: &UserId,
+        before: &Versioned<Account>,
+        after: &Account,
+        grant: Option<&GrantRecord>,
+    ) -> Result<(), StoreError> {
+        let write = account_write(user, before, after);
+        let Some(grant) = grant else {
+            return match write {
+                AccountWrite::Put { item, condition } => self
+                    .client
+                    .put_item()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .condition_expression(condition.expression)
+                    .set_expression_attribute_values(condition.values)
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(|e| classify("PutItem", e)),
+                AccountWrite::Update(update) => self
+                    .client
+                    .update_item()
+                    .table_name(&self.table)
+                    .key("pk", user_pk(user))
+                    .update_expression(update.expression)
+                    .condition_expression(update.condition.expression)
+                    .set_expression_attribute_names(Some(update.names))
+                    .set_expression_attribute_values(update.condition.values)
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(|e| classify("UpdateItem", e)),
+            };
+        };
+        let account_item = match write {
+            AccountWrite::Put { item, condition } => TransactWriteItem::builder().put(
+                Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .condition_expression(condition.expression)
+                    .set_expression_attribute_values(condition.values)
+                    .build()
+                    .map_err(|e| StoreError::Other(e.into()))?,
+            ),
+            AccountWrite::Update(update) => TransactWriteItem::builder().update(
+                Update::builder()
+                    .table_name(&self.table)
+                    .key("pk", user_pk(user))
+                    .update_expression(update.expression)
+                    .condition_expression(update.condition.expression)
+                    .set_expression_attribute_names(Some(update.names))
+                    .set_expression_attribute_values(update.condition.values)
+                    .build()
+                    .map_err(|e| StoreError::Other(e.into()))?,
+            ),
+        };
+        let grant_put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(grant_to_item(grant)))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(|e| StoreError::Other(e.into()))?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(account_item.build())
+            .transact_items(TransactWriteItem::builder().put(grant_put).build())
+            .send()
+            .await;
+        result.map(drop).map_err(classify_transaction)
     }
 }
 
@@ -48,35 +169,37 @@ fn user_pk(user: &UserId) -> AttributeValue {
     s(format!("USER#{user}"))
 }
 
+fn reservation_value(r: &Reservation) -> AttributeValue {
+    AttributeValue::M(HashMap::from([
+        ("max".to_string(), n(r.max_size)),
+        ("held".to_string(), n(r.held)),
+        ("lapses".to_string(), n(r.lapses_at)),
+        ("rev".to_string(), n(r.revision)),
+        ("grants".to_string(), str_list(&r.grants)),
+    ]))
+}
+
+fn classes_value(account: &Account) -> AttributeValue {
+    AttributeValue::M(
+        account
+            .by_storage_class
+            .iter()
+            .map(|(class, bytes)| (class.clone(), n(*bytes)))
+            .collect(),
+    )
+}
+
 fn account_to_item(user: &UserId, account: &Account, version: u64) -> Item {
     let reservations = account
         .reservations
         .iter()
-        .map(|(key, r)| {
-            let value = AttributeValue::M(HashMap::from([
-                ("max".to_string(), n(r.max_size)),
-                ("held".to_string(), n(r.held)),
-                ("lapses".to_string(), n(r.lapses_at)),
-                ("rev".to_string(), n(r.revision)),
-                ("grants".to_string(), str_list(&r.grants)),
-            ]));
-            (key.clone(), value)
-        })
+        .map(|(key, r)| (key.clone(), reservation_value(r)))
         .collect();
     let mut item = HashMap::from([
         ("pk".to_string(), user_pk(user)),
         ("used_bytes".to_string(), n(account.used_bytes)),
         ("object_count".to_string(), n(account.object_count)),
-        (
-            "by_class".to_string(),
-            AttributeValue::M(
-                account
-                    .by_storage_class
-                    .iter()
-                    .map(|(class, bytes)| (class.clone(), n(*bytes)))
-                    .collect(),
-            ),
-        ),
+        ("by_class".to_string(), classes_value(account)),
         ("revision".to_string(), n(account.revision)),
         ("version".to_string(), n(version)),
         ("reservations".to_string(), AttributeValue::M(reservations)),
@@ -171,28 +294,113 @@ fn grant_from_item(item: &Item) -> Result<GrantRecord, StoreError> {
     })
 }
 
-/// An account item with the condition that makes its write safe: the version
-/// read must still be the stored one.
-struct ConditionalPut {
-    item: Item,
-    condition: &'static str,
+/// The condition that makes an account write safe: the stored version must
+/// still be the one read.
+struct VersionCondition {
+    expression: &'static str,
     values: Option<HashMap<String, AttributeValue>>,
 }
 
-fn account_write(user: &UserId, account: &Account, expected: Option<u64>) -> ConditionalPut {
-    let item = account_to_item(user, account, expected.map_or(1, |v| v + 1));
-    match expected {
-        Some(version) => ConditionalPut {
-            item,
-            condition: "version = :expected",
-            values: Some(HashMap::from([(":expected".to_string(), n(version))])),
-        },
-        None => ConditionalPut {
-            item,
-            condition: "attribute_not_exists(pk)",
-            values: None,
-        },
+/// An update of what changed in an account since the version read.
+struct AccountUpdate {
+    expression: String,
+    names: HashMap<String, String>,
+    condition: VersionCondition,
+}
+
+/// How an account is written: whole, when it is new or much of it changed;
+/// otherwise as an update of what changed, so that a write's size follows
+/// the change rather than the account (which holds every outstanding
+/// reservation).
+enum AccountWrite {
+    Put {
+        item: Item,
+        condition: VersionCondition,
+    },
+    Update(AccountUpdate),
+}
+
+fn account_write(user: &UserId, before: &Versioned<Account>, after: &Account) -> AccountWrite {
+    let Some(version) = before.version else {
+        return AccountWrite::Put {
+            item: account_to_item(user, after, 1),
+            condition: VersionCondition {
+                expression: "attribute_not_exists(pk)",
+                values: None,
+            },
+        };
+    };
+    let mut values = HashMap::from([
+        (":expected".to_string(), n(version)),
+        (":next".to_string(), n(version + 1)),
+    ]);
+    let changed: Vec<(&String, &Reservation)> = after
+        .reservations
+        .iter()
+        .filter(|(key, r)| before.value.reservations.get(*key) != Some(*r))
+        .collect();
+    let dropped: Vec<&String> = before
+        .value
+        .reservations
+        .keys()
+        .filter(|key| !after.reservations.contains_key(*key))
+        .collect();
+    if changed.len() + dropped.len() > MAX_CHANGED_RESERVATIONS {
+        return AccountWrite::Put {
+            item: account_to_item(user, after, version + 1),
+            condition: VersionCondition {
+                expression: "version = :expected",
+                values: Some(HashMap::from([(":expected".to_string(), n(version))])),
+            },
+        };
     }
+    let old = &before.value;
+    let mut sets = vec!["version = :next".to_string()];
+    let mut removes = Vec::new();
+    let mut names = HashMap::new();
+    let mut set = |attribute: &str, value: AttributeValue| {
+        let placeholder = format!(":{attribute}");
+        sets.push(format!("{attribute} = {placeholder}"));
+        values.insert(placeholder, value);
+    };
+    if old.used_bytes != after.used_bytes {
+        set("used_bytes", n(after.used_bytes));
+    }
+    if old.object_count != after.object_count {
+        set("object_count", n(after.object_count));
+    }
+    if old.revision != after.revision {
+        set("revision", n(after.revision));
+    }
+    if old.by_storage_class != after.by_storage_class {
+        set("by_class", classes_value(after));
+    }
+    match after.quota_override {
+        Some(quota) if old.quota_override != Some(quota) => set("quota_bytes", n(quota)),
+        None if old.quota_override.is_some() => removes.push("quota_bytes".to_string()),
+        _ => {}
+    }
+    for (index, (key, reservation)) in changed.into_iter().enumerate() {
+        sets.push(format!("reservations.#r{index} = :r{index}"));
+        names.insert(format!("#r{index}"), key.clone());
+        values.insert(format!(":r{index}"), reservation_value(reservation));
+    }
+    for (index, key) in dropped.into_iter().enumerate() {
+        removes.push(format!("reservations.#d{index}"));
+        names.insert(format!("#d{index}"), key.clone());
+    }
+    let mut expression = format!("SET {}", sets.join(", "));
+    if !removes.is_empty() {
+        expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
+    }
+    AccountWrite::Update(AccountUpdate {
+        expression,
+        names,
+        condition: VersionCondition {
+            expression: "version = :expected",
+            values: Some(values),
+        },
+    })
 }
 
 #[async_trait]
@@ -207,62 +415,49 @@ impl AccountStore for DynamoAccountStore {
             .send()
             .await
             .map_err(|e| classify("GetItem", e))?;
-        match output.item {
+        let stored = match output.item {
             Some(item) => {
                 let (account, version) = account_from_item(&item)?;
-                Ok(Versioned {
+                Versioned {
                     value: account,
                     version: Some(version),
-                })
+                }
             }
-            None => Ok(Versioned {
+            None => Versioned {
                 value: Account::new(),
                 version: None,
-            }),
+            },
+        };
+        self.remember(user, Some(stored.clone()));
+        Ok(stored)
+    }
+
+    async fn load_recent(&self, user: &UserId) -> Result<Versioned<Account>, StoreError> {
+        let recent = self.recent().get(user.as_str()).cloned();
+        match recent {
+            Some(account) => Ok(account),
+            None => self.load(user).await,
         }
     }
 
     async fn save(
         &self,
         user: &UserId,
-        account: &Account,
-        expected: Option<u64>,
+        before: &Versioned<Account>,
+        after: &Account,
         grant: Option<&GrantRecord>,
     ) -> Result<(), StoreError> {
-        let write = account_write(user, account, expected);
-        let Some(grant) = grant else {
-            let result = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(write.item))
-                .condition_expression(write.condition)
-                .set_expression_attribute_values(write.values)
-                .send()
-                .await;
-            return result.map(drop).map_err(|e| classify("PutItem", e));
-        };
-        let account_put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(write.item))
-            .condition_expression(write.condition)
-            .set_expression_attribute_values(write.values)
-            .build()
-            .map_err(|e| StoreError::Other(e.into()))?;
-        let grant_put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(grant_to_item(grant)))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(|e| StoreError::Other(e.into()))?;
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(account_put).build())
-            .transact_items(TransactWriteItem::builder().put(grant_put).build())
-            .send()
-            .await;
-        result.map(drop).map_err(classify_transaction)
+        let result = self.write_account(user, before, after, grant).await;
+        // After a failure the stored account is unknown (a lost race, or a
+        // write whose outcome never came back): forget the copy.
+        self.remember(
+            user,
+            result.is_ok().then(|| Versioned {
+                value: after.clone(),
+                version: Some(before.version.map_or(1, |v| v + 1)),
+            }),
+        );
+        result
     }
 
     async fn record_grant(&self, grant: &GrantRecord) -> Result<(), StoreError> {

@@ -209,6 +209,11 @@ async fn issue(
 
 /// Reserves the grant's size against the caller's quota and records the
 /// grant, in one conditional write. `Ok(Err(_))` is a refusal.
+///
+/// The first attempt works on the account as this process last knew it,
+/// which saves a read; if the store has moved on the write fails and the
+/// account is read again, and a refusal is only given on an account read
+/// from the store.
 async fn reserve(
     state: &AppState,
     user: &UserId,
@@ -216,14 +221,12 @@ async fn reserve(
 ) -> Result<Result<(), Refusal>, ApiError> {
     let settings = &state.settings;
     let lapses_at = (grant.expires_at + settings.settle_window()).unix_timestamp();
+    let unavailable = |e: StoreError| ApiError::Unavailable(e.into());
+    let mut stored = state.store.load_recent(user).await.map_err(unavailable)?;
+    let mut read = false;
     let mut pauses = super::conflict_pauses();
     for _ in 0..MAX_RESERVE_ATTEMPTS {
-        let stored = state
-            .store
-            .load(user)
-            .await
-            .map_err(|e| ApiError::Unavailable(e.into()))?;
-        let mut account = stored.value;
+        let mut account = stored.value.clone();
         let request = ReservationRequest {
             grant_id: &grant.grant_id,
             key: &grant.key,
@@ -237,21 +240,22 @@ async fn reserve(
             settings.default_quota_bytes,
             settings.max_outstanding_grants,
         ) {
-            return Ok(Err(refusal));
-        }
-        match state
-            .store
-            .save(user, &account, stored.version, Some(grant))
-            .await
-        {
-            Ok(()) => return Ok(Ok(())),
-            Err(error) if error.is_retryable() => {
-                if let Some(pause) = pauses.next() {
-                    tokio::time::sleep(pause).await;
-                }
+            if read {
+                return Ok(Err(refusal));
             }
-            Err(error) => return Err(ApiError::Unavailable(error.into())),
+        } else {
+            match state.store.save(user, &stored, &account, Some(grant)).await {
+                Ok(()) => return Ok(Ok(())),
+                Err(error) if error.is_retryable() => {
+                    if let Some(pause) = pauses.next() {
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+                Err(error) => return Err(unavailable(error)),
+            }
         }
+        stored = state.store.load(user).await.map_err(unavailable)?;
+        read = true;
     }
     Err(ApiError::Unavailable(StoreError::Conflict.into()))
 }
