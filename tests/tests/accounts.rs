@@ -112,7 +112,7 @@ async fn accounts_written_by_two_processes_read_back_exactly_as_written() {
         let mut after = before.value.clone();
         change(&mut after, &mut dice, step);
         loop {
-            match store.save(&user, &before, &after, None).await {
+            match store.save(&user, &before, after.clone(), None).await {
                 Ok(()) => break,
                 Err(StoreError::Conflict) => {
                     conflicts += 1;

@@ -21,7 +21,7 @@ pub async fn set_quota(
         let stored = store.load(user).await?;
         let mut account = stored.value.clone();
         account.quota_override = Some(quota);
-        match store.save(user, &stored, &account, None).await {
+        match store.save(user, &stored, account.clone(), None).await {
             Ok(()) => return Ok(account),
             Err(error) if error.is_retryable() => {
                 if let Some(pause) = pauses.next() {

@@ -81,7 +81,7 @@ pub trait AccountStore: Send + Sync + 'static {
         &self,
         user: &UserId,
         before: &Versioned<Account>,
-        after: &Account,
+        after: Account,
         grant: Option<&GrantRecord>,
     ) -> Result<(), StoreError>;
 

@@ -48,7 +48,7 @@ impl UsageProjection {
             let outcome = if !account.apply_usage(&report) {
                 "stale"
             } else {
-                match self.store.save(&user, &stored, &account, None).await {
+                match self.store.save(&user, &stored, account, None).await {
                     Ok(()) => "applied",
                     Err(error) if error.is_retryable() => {
                         tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt + 1))).await;

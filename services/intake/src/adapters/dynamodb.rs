@@ -444,16 +444,16 @@ impl AccountStore for DynamoAccountStore {
         &self,
         user: &UserId,
         before: &Versioned<Account>,
-        after: &Account,
+        after: Account,
         grant: Option<&GrantRecord>,
     ) -> Result<(), StoreError> {
-        let result = self.write_account(user, before, after, grant).await;
+        let result = self.write_account(user, before, &after, grant).await;
         // After a failure the stored account is unknown (a lost race, or a
         // write whose outcome never came back): forget the copy.
         self.remember(
             user,
             result.is_ok().then(|| Versioned {
-                value: after.clone(),
+                value: after,
                 version: Some(before.version.map_or(1, |v| v + 1)),
             }),
         );

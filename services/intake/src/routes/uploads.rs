@@ -244,7 +244,7 @@ async fn reserve(
                 return Ok(Err(refusal));
             }
         } else {
-            match state.store.save(user, &stored, &account, Some(grant)).await {
+            match state.store.save(user, &stored, account, Some(grant)).await {
                 Ok(()) => return Ok(Ok(())),
                 Err(error) if error.is_retryable() => {
                     if let Some(pause) = pauses.next() {
