@@ -12,7 +12,7 @@ use stowage_intake::{
         keys::UserId,
         quota::{Account, Reservation},
     },
-    ports::{AccountStore, StoreError, Versioned},
+    ports::{AccountStore, GrantRecord, GrantState, StoreError, Versioned},
 };
 
 /// A small deterministic generator (xorshift64*), so a failure replays.
@@ -149,4 +149,181 @@ async fn accounts_written_by_two_processes_read_back_exactly_as_written() {
         large_changes > 0,
         "no write changed most of the reservations"
     );
+}
+
+/// A new account with one reservation for `grant`, and the grant.
+fn granted(user: &UserId, n: u64) -> (Account, GrantRecord) {
+    let grant = GrantRecord {
+        grant_id: uuid::Uuid::new_v4().to_string(),
+        user_id: user.to_string(),
+        key: format!("users/{user}/f{n}"),
+        max_size: 100 + n,
+        content_type: "text/plain".to_string(),
+        state: GrantState::Initiated,
+        size: None,
+        created_at: time::OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time"),
+        expires_at: time::OffsetDateTime::from_unix_timestamp(1_800_000_900).expect("time"),
+    };
+    let mut account = Account::new();
+    account.reservations.insert(
+        grant.key.clone(),
+        Reservation {
+            max_size: grant.max_size,
+            held: grant.max_size,
+            lapses_at: 1_800_001_000,
+            revision: 0,
+            grants: vec![grant.grant_id.clone()],
+        },
+    );
+    (account, grant)
+}
+
+/// A store whose DynamoDB requests `counter` counts.
+async fn counted_store(table: &str, counter: &stowage_e2e::RequestCounter) -> DynamoAccountStore {
+    let sdk = stowage_shared::aws::load().await;
+    DynamoAccountStore::new(
+        aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&sdk)
+                .interceptor(counter.clone())
+                .build(),
+        ),
+        table,
+    )
+}
+
+/// Grants of different users made at the same time are committed together,
+/// each with its account, and every one of them is stored.
+#[tokio::test(flavor = "current_thread")]
+async fn grants_of_different_users_at_the_same_time_share_transactions() {
+    let stack = Stack::deploy().expect("stack deploys");
+    let sdk = stowage_shared::aws::load().await;
+    let table = stack.get("STOWAGE_INTAKE_TABLE");
+    let counter = stowage_e2e::RequestCounter::default();
+    let store = counted_store(table, &counter).await;
+    let users: Vec<UserId> = (0..20)
+        .map(|i| UserId::parse(&format!("user{i}")).expect("valid id"))
+        .collect();
+    let writes: Vec<(Account, GrantRecord)> =
+        users.iter().zip(0..).map(|(u, n)| granted(u, n)).collect();
+    let new = Versioned {
+        value: Account::new(),
+        version: None,
+    };
+    // Every caller hands over its grant before any transaction is sent.
+    let results = futures::future::join_all(
+        users
+            .iter()
+            .zip(&writes)
+            .map(|(user, (account, grant))| store.save(user, &new, account.clone(), Some(grant))),
+    )
+    .await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(
+        counter.get(),
+        20usize.div_ceil(stowage_intake::adapters::grant_writes::MAX_GRANTS_PER_TRANSACTION),
+        "20 grants in as few transactions as fit them"
+    );
+
+    let reader = DynamoAccountStore::new(stowage_shared::aws::dynamodb(&sdk), table);
+    for (user, (account, grant)) in users.iter().zip(&writes) {
+        let stored = reader.load(user).await.expect("account");
+        assert_eq!(&stored.value, account, "{user}");
+        assert_eq!(stored.version, Some(1));
+        let record = reader.grant(&grant.grant_id).await.expect("grant");
+        assert_eq!(record.as_ref(), Some(grant), "{user}");
+    }
+}
+
+/// In a shared transaction, a grant whose account changed meanwhile fails
+/// alone: the other users' grants are committed, and of two grants of one
+/// user made from the same copy of the account exactly one is.
+#[tokio::test(flavor = "current_thread")]
+async fn a_grant_that_lost_its_race_fails_alone() {
+    let stack = Stack::deploy().expect("stack deploys");
+    let sdk = stowage_shared::aws::load().await;
+    let table = stack.get("STOWAGE_INTAKE_TABLE");
+    let store = DynamoAccountStore::new(stowage_shared::aws::dynamodb(&sdk), table);
+    let users: Vec<UserId> = (0..10)
+        .map(|i| UserId::parse(&format!("racer{i}")).expect("valid id"))
+        .collect();
+    let mut before = Vec::new();
+    for user in &users {
+        let new = Versioned {
+            value: Account::new(),
+            version: None,
+        };
+        store
+            .save(user, &new, Account::new(), None)
+            .await
+            .expect("account created");
+        before.push(store.load(user).await.expect("account"));
+    }
+    // The last user's account moves on behind the caller's copy.
+    let moved = Account {
+        used_bytes: 7,
+        ..Account::new()
+    };
+    store
+        .save(&users[9], &before[9], moved.clone(), None)
+        .await
+        .expect("account moved");
+
+    let writes: Vec<(Account, GrantRecord)> =
+        users.iter().zip(0..).map(|(u, n)| granted(u, n)).collect();
+    let twice = granted(&users[0], 99);
+    let saves = users
+        .iter()
+        .zip(&before)
+        .zip(&writes)
+        .map(|((user, before), (account, grant))| (user, before, account, grant))
+        .chain(std::iter::once((&users[0], &before[0], &twice.0, &twice.1)));
+    let results = futures::future::join_all(saves.map(|(user, before, account, grant)| {
+        store.save(user, before, account.clone(), Some(grant))
+    }))
+    .await;
+
+    for (i, result) in results[1..9].iter().enumerate() {
+        assert!(result.is_ok(), "racer{}: {result:?}", i + 1);
+    }
+    assert!(
+        matches!(results[9], Err(StoreError::Conflict)),
+        "{:?}",
+        results[9]
+    );
+    let first_user = [&results[0], &results[10]];
+    assert_eq!(
+        first_user.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{first_user:?}"
+    );
+    assert!(
+        first_user
+            .iter()
+            .any(|r| matches!(r, Err(StoreError::Conflict))),
+        "{first_user:?}"
+    );
+
+    let reader = DynamoAccountStore::new(stowage_shared::aws::dynamodb(&sdk), table);
+    for (i, user) in users.iter().enumerate().skip(1).take(8) {
+        assert_eq!(reader.load(user).await.expect("account").value, writes[i].0);
+        assert!(
+            reader
+                .grant(&writes[i].1.grant_id)
+                .await
+                .expect("grant")
+                .is_some()
+        );
+    }
+    assert_eq!(reader.load(&users[9]).await.expect("account").value, moved);
+    assert_eq!(
+        reader.grant(&writes[9].1.grant_id).await.expect("grant"),
+        None
+    );
+    let (kept, lost) = if results[0].is_ok() {
+        (&writes[0].1, &twice.1)
+    } else {
+        (&twice.1, &writes[0].1)
+    };
+    assert!(reader.grant(&kept.grant_id).await.expect("grant").is_some());
+    assert_eq!(reader.grant(&lost.grant_id).await.expect("grant"), None);
 }

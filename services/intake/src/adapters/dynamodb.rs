@@ -8,7 +8,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     num::NonZeroUsize,
-    sync::Mutex,
+    sync::{Mutex, OnceLock},
 };
 
 use async_trait::async_trait;
@@ -18,10 +18,11 @@ use aws_sdk_dynamodb::{
 };
 use lru::LruCache;
 use stowage_shared::dynamo::{
-    Item, classify, classify_transaction, get_num, get_str_list, n, req_num, req_str, s, str_list,
+    Item, classify, get_num, get_str_list, n, req_num, req_str, s, str_list,
 };
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
+use super::grant_writes::GrantWrites;
 use crate::{
     domain::{
         keys::UserId,
@@ -49,6 +50,9 @@ pub struct DynamoAccountStore {
     /// Each account as this process last read or wrote it, by user, for
     /// [`AccountStore::load_recent`]; the least recently used go first.
     recent: Mutex<LruCache<String, Versioned<Account>>>,
+    /// Commits grants together with other users' grants of the moment;
+    /// started on the first grant.
+    grant_writes: OnceLock<GrantWrites>,
 }
 
 impl DynamoAccountStore {
@@ -59,6 +63,7 @@ impl DynamoAccountStore {
             recent: Mutex::new(LruCache::new(
                 NonZeroUsize::new(RECENT_ACCOUNTS).expect("not zero"),
             )),
+            grant_writes: OnceLock::new(),
         }
     }
 
@@ -154,14 +159,16 @@ impl DynamoAccountStore {
             .condition_expression("attribute_not_exists(pk)")
             .build()
             .map_err(|e| StoreError::Other(e.into()))?;
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(account_item.build())
-            .transact_items(TransactWriteItem::builder().put(grant_put).build())
-            .send()
-            .await;
-        result.map(drop).map_err(classify_transaction)
+        self.grant_writes
+            .get_or_init(|| GrantWrites::start(self.client.clone()))
+            .write(
+                user.as_str(),
+                [
+                    account_item.build(),
+                    TransactWriteItem::builder().put(grant_put).build(),
+                ],
+            )
+            .await
     }
 }
 
