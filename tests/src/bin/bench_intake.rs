@@ -236,13 +236,14 @@ impl Outcomes {
     }
 }
 
-/// `count` grants, `tokens.len()` at a time: client `c` asks with
-/// `tokens[c]` for paths `<prefix>/file-<i>.bin` until `count` are issued.
+/// `count` grant requests, `tokens.len()` at a time: client `c` asks with
+/// `tokens[c]` for paths `<prefix>/file-<i>.bin` of `content_type` until
+/// `count` are answered; any answer but `expected` is a failure.
 async fn grant_all(
     http: &reqwest::Client,
     url: &str,
     tokens: &[String],
-    prefix: &str,
+    (prefix, content_type, expected): (&str, &'static str, u16),
     count: usize,
 ) -> Outcomes {
     let next = Arc::new(AtomicUsize::new(0));
@@ -261,7 +262,7 @@ async fn grant_all(
                     let body = json!({
                         "path": format!("{prefix}/file-{i}.bin"),
                         "size": 1_000 + i % 1_000,
-                        "content_type": CONTENT_TYPE,
+                        "content_type": content_type,
                     });
                     let started = Instant::now();
                     let answer = match http.post(&url).bearer_auth(&token).json(&body).send().await
@@ -269,7 +270,7 @@ async fn grant_all(
                         Ok(response) => {
                             let status = response.status();
                             match response.bytes().await {
-                                Ok(_) if status == 201 => None,
+                                Ok(_) if status == expected => None,
                                 Ok(_) => Some(format!("HTTP {status}")),
                                 Err(error) => Some(format!("reading the answer: {error}")),
                             }
@@ -311,6 +312,13 @@ async fn load(intake: &Path, logs: &Path, grants: usize, clients: usize) {
         // Nothing may be refused: a quota of 1 PiB, no practical grant cap.
         .args(["--default-quota-bytes", &(1_u64 << 50).to_string()])
         .args(["--max-outstanding-grants", "1000000"])
+        // Nor rate-limited.
+        .args([
+            "--grant-rate-per-minute",
+            "100000000",
+            "--grant-burst",
+            "1000000",
+        ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .kill_on_drop(true)
@@ -339,15 +347,31 @@ async fn load(intake: &Path, logs: &Path, grants: usize, clients: usize) {
     let tokens: Vec<String> = (0..clients)
         .map(|c| token_with(json!({ "sub": format!("bench{c}"), "exp": expires })))
         .collect();
-    let mut outcomes = grant_all(&http, &url, &tokens, "warmup", clients).await;
+    let mut outcomes =
+        grant_all(&http, &url, &tokens, ("warmup", CONTENT_TYPE, 201), clients).await;
 
     let before = process_usage(pid);
     let requests_before = emulator_requests(logs);
     let started = Instant::now();
-    let mut measured = grant_all(&http, &url, &tokens, "bench", grants).await;
+    let mut measured = grant_all(&http, &url, &tokens, ("bench", CONTENT_TYPE, 201), grants).await;
     let elapsed = started.elapsed();
     let after = process_usage(pid);
     let requests = emulator_requests(logs) - requests_before;
+
+    // The same requests with a content type intake does not allow: served,
+    // authenticated, rate-limited, parsed and refused (415) without any AWS
+    // request, which is the part of a grant's cost that is intake's alone.
+    let started = Instant::now();
+    let refused = grant_all(
+        &http,
+        &url,
+        &tokens,
+        ("refused", "application/x-not-allowed", 415),
+        grants,
+    )
+    .await;
+    let refused_elapsed = started.elapsed();
+    let refused_after = process_usage(pid);
     child.kill().await.expect("intake stops");
 
     let p50 = measured.percentile_ms(0.50);
@@ -367,6 +391,20 @@ async fn load(intake: &Path, logs: &Path, grants: usize, clients: usize) {
         after.peak_rss_kb as f64 / 1024.0,
     );
     for (failure, count) in &outcomes.failures {
+        println!("- {count} × {failure}");
+    }
+    println!();
+    println!(
+        "| requests refused before any AWS request (415) | failed | requests/s | intake CPU µs per request |"
+    );
+    println!("| --- | --- | --- | --- |");
+    println!(
+        "| {grants} | {} | {:.0} | {:.0} |",
+        refused.failed(),
+        grants as f64 / refused_elapsed.as_secs_f64(),
+        refused_after.cpu_ns.saturating_sub(after.cpu_ns) as f64 / 1e3 / grants as f64,
+    );
+    for (failure, count) in &refused.failures {
         println!("- {count} × {failure}");
     }
 }
