@@ -116,7 +116,7 @@ async fn accounts_written_by_two_processes_read_back_exactly_as_written() {
                 Ok(()) => break,
                 Err(StoreError::Conflict) => {
                     conflicts += 1;
-                    before = store.load(&user).await.expect("account");
+                    before = std::sync::Arc::new(store.load(&user).await.expect("account"));
                     after = before.value.clone();
                     change(&mut after, &mut dice, step);
                 }

@@ -1,6 +1,8 @@
 //! What the API needs from the outside world, one small trait per concern.
 //! Handlers depend on these, never on an AWS type.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
@@ -70,8 +72,9 @@ pub trait AccountStore: Send + Sync + 'static {
     /// with [`StoreError::Conflict`], and a decision that could not have been
     /// taken on the stored account (a refusal) must be checked against
     /// [`AccountStore::load`].
-    async fn load_recent(&self, user: &UserId) -> Result<Versioned<Account>, StoreError> {
-        self.load(user).await
+    /// The copy is shared, not copied: callers change a clone of it.
+    async fn load_recent(&self, user: &UserId) -> Result<Arc<Versioned<Account>>, StoreError> {
+        self.load(user).await.map(Arc::new)
     }
 
     /// Replaces `before` with `after` if the stored account is still at

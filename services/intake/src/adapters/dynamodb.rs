@@ -8,7 +8,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     num::NonZeroUsize,
-    sync::{Mutex, OnceLock},
+    sync::{Arc, Mutex, OnceLock},
 };
 
 use async_trait::async_trait;
@@ -49,7 +49,7 @@ pub struct DynamoAccountStore {
     table: String,
     /// Each account as this process last read or wrote it, by user, for
     /// [`AccountStore::load_recent`]; the least recently used go first.
-    recent: Mutex<LruCache<String, Versioned<Account>>>,
+    recent: Mutex<LruCache<String, Arc<Versioned<Account>>>>,
     /// Commits grants together with other users' grants of the moment;
     /// started on the first grant.
     grant_writes: OnceLock<GrantWrites>,
@@ -67,7 +67,7 @@ impl DynamoAccountStore {
         }
     }
 
-    fn recent(&self) -> std::sync::MutexGuard<'_, LruCache<String, Versioned<Account>>> {
+    fn recent(&self) -> std::sync::MutexGuard<'_, LruCache<String, Arc<Versioned<Account>>>> {
         // The cache holds only copies: one left by a panicking thread is as
         // good as any.
         self.recent
@@ -78,7 +78,7 @@ impl DynamoAccountStore {
     /// Keeps `account` as the newest known state of `user`'s (unless a newer
     /// one is kept already: reads and writes of the same account overlap),
     /// or forgets it.
-    fn remember(&self, user: &UserId, account: Option<Versioned<Account>>) {
+    fn remember(&self, user: &UserId, account: Option<Arc<Versioned<Account>>>) {
         match account {
             Some(account) => {
                 let mut recent = self.recent();
@@ -93,6 +93,35 @@ impl DynamoAccountStore {
                 self.recent().pop(user.as_str());
             }
         }
+    }
+
+    /// Reads an account with a strongly consistent read and keeps it.
+    async fn read(&self, user: &UserId) -> Result<Arc<Versioned<Account>>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", user_pk(user))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify("GetItem", e))?;
+        let stored = match output.item {
+            Some(item) => {
+                let (account, version) = account_from_item(&item)?;
+                Versioned {
+                    value: account,
+                    version: Some(version),
+                }
+            }
+            None => Versioned {
+                value: Account::new(),
+                version: None,
+            },
+        };
+        let stored = Arc::new(stored);
+        self.remember(user, Some(Arc::clone(&stored)));
+        Ok(stored)
     }
 
     async fn write_account(
@@ -413,37 +442,14 @@ fn account_write(user: &UserId, before: &Versioned<Account>, after: &Account) ->
 #[async_trait]
 impl AccountStore for DynamoAccountStore {
     async fn load(&self, user: &UserId) -> Result<Versioned<Account>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", user_pk(user))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| classify("GetItem", e))?;
-        let stored = match output.item {
-            Some(item) => {
-                let (account, version) = account_from_item(&item)?;
-                Versioned {
-                    value: account,
-                    version: Some(version),
-                }
-            }
-            None => Versioned {
-                value: Account::new(),
-                version: None,
-            },
-        };
-        self.remember(user, Some(stored.clone()));
-        Ok(stored)
+        self.read(user).await.map(Arc::unwrap_or_clone)
     }
 
-    async fn load_recent(&self, user: &UserId) -> Result<Versioned<Account>, StoreError> {
+    async fn load_recent(&self, user: &UserId) -> Result<Arc<Versioned<Account>>, StoreError> {
         let recent = self.recent().get(user.as_str()).cloned();
         match recent {
             Some(account) => Ok(account),
-            None => self.load(user).await,
+            None => self.read(user).await,
         }
     }
 
@@ -459,9 +465,11 @@ impl AccountStore for DynamoAccountStore {
         // write whose outcome never came back): forget the copy.
         self.remember(
             user,
-            result.is_ok().then(|| Versioned {
-                value: after,
-                version: Some(before.version.map_or(1, |v| v + 1)),
+            result.is_ok().then(|| {
+                Arc::new(Versioned {
+                    value: after,
+                    version: Some(before.version.map_or(1, |v| v + 1)),
+                })
             }),
         );
         result

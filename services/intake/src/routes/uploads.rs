@@ -1,6 +1,8 @@
 //! `POST /v1/uploads`: reserve quota for one upload and hand out a signed S3
 //! POST policy that allows exactly that upload.
 
+use std::sync::Arc;
+
 use axum::{
     Json,
     extract::{
@@ -254,7 +256,7 @@ async fn reserve(
                 Err(error) => return Err(unavailable(error)),
             }
         }
-        stored = state.store.load(user).await.map_err(unavailable)?;
+        stored = Arc::new(state.store.load(user).await.map_err(unavailable)?);
         read = true;
     }
     Err(ApiError::Unavailable(StoreError::Conflict.into()))
