@@ -25,7 +25,10 @@ use crate::ports::StoreError;
 pub const MAX_GRANTS_PER_TRANSACTION: usize = 16;
 
 /// Transactions out at once; grants arriving meanwhile share the next ones.
-const IN_FLIGHT: usize = 4;
+/// Two rather than one, so that one slow transaction does not hold up every
+/// grant; more made transactions smaller and the grant path dearer (1.6×
+/// the requests per grant with four under 64 concurrent clients).
+const IN_FLIGHT: usize = 2;
 
 /// One grant's items waiting for a transaction, and where its fate goes.
 #[derive(Debug)]
