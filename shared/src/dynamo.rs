@@ -121,6 +121,47 @@ where
     }
 }
 
+/// Why a cancelled `TransactWriteItems` failed, item by item, in the
+/// request's order: `None` for an item that was fine (it failed only
+/// because another did), the reason's code otherwise. `None` when the
+/// error is not a cancellation naming each of the `items` items.
+pub fn cancellation_reasons(
+    err: &SdkError<
+        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
+        aws_sdk_dynamodb::config::http::HttpResponse,
+    >,
+    items: usize,
+) -> Option<Vec<Option<String>>> {
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+    let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+        err.as_service_error()
+    else {
+        return None;
+    };
+    let reasons = cancelled.cancellation_reasons();
+    (reasons.len() == items).then(|| {
+        reasons
+            .iter()
+            .map(|r| r.code().filter(|c| *c != "None").map(str::to_string))
+            .collect()
+    })
+}
+
+/// What one item's cancellation reason means for the operation it belongs
+/// to: a failed condition or a concurrent transaction is a conflict,
+/// throttling is throttling.
+pub fn item_failure(code: &str) -> StoreError {
+    match code {
+        "ConditionalCheckFailed" | "TransactionConflict" => StoreError::Conflict,
+        "ThrottlingError" | "ProvisionedThroughputExceeded" | "RequestLimitExceeded" => {
+            StoreError::Throttled(anyhow::anyhow!("TransactWriteItems: {code}"))
+        }
+        _ => StoreError::Other(anyhow::anyhow!(
+            "TransactWriteItems refused an item: {code}"
+        )),
+    }
+}
+
 /// Classifies a failed `TransactWriteItems`: a transaction cancelled because a
 /// condition failed or another transaction interfered is a conflict.
 pub fn classify_transaction(

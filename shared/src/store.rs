@@ -19,4 +19,14 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Conflict | Self::Throttled(_))
     }
+
+    /// The same failure, for each of several operations that failed
+    /// together (one request carried them all).
+    pub fn again(&self) -> Self {
+        match self {
+            Self::Conflict => Self::Conflict,
+            Self::Throttled(source) => Self::Throttled(anyhow::anyhow!("{source:#}")),
+            Self::Other(source) => Self::Other(anyhow::anyhow!("{source:#}")),
+        }
+    }
 }

@@ -192,3 +192,82 @@ async fn reconcile_finds_lost_events_and_fixes_the_ledger() {
     assert_eq!(usage["object_count"], 2);
     system.stop().await;
 }
+
+fn note(
+    user: &str,
+    key: &str,
+    grant_id: &str,
+    expires_at: i64,
+) -> stowage_ledger::ports::GrantNote {
+    stowage_ledger::ports::GrantNote {
+        user_id: user.to_string(),
+        key: key.to_string(),
+        grant_id: grant_id.to_string(),
+        max_size: 100,
+        expires_at,
+        trace: Default::default(),
+    }
+}
+
+/// The grants of one batch are remembered in one transaction; a grant older
+/// than the one stored for its key, or than another of the batch for the
+/// same key, is done without replacing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_grants_is_remembered_in_one_transaction_newest_first() {
+    use stowage_ledger::{adapters::dynamodb::DynamoLedgerStore, ports::LedgerStore};
+
+    let stack = stowage_e2e::Stack::deploy().expect("stack deploys");
+    let sdk = stowage_shared::aws::load().await;
+    let counter = stowage_e2e::RequestCounter::default();
+    let store = DynamoLedgerStore::new(
+        aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&sdk)
+                .interceptor(counter.clone())
+                .build(),
+        ),
+        stack.get("STOWAGE_LEDGER_TABLE"),
+        std::time::Duration::from_secs(3600),
+    );
+    store
+        .record_grant(&note("ann", "users/ann/kept", "stored-newer", 2_000))
+        .await
+        .expect("grant recorded");
+    let before = counter.get();
+
+    let mut batch: Vec<_> = (0..6)
+        .map(|i| note("ann", &format!("users/ann/f{i}"), &format!("g{i}"), 1_000))
+        .collect();
+    batch.push(note("bob", "users/bob/twice", "older", 1_000));
+    batch.push(note("ann", "users/ann/kept", "late-older", 1_500));
+    batch.push(note("bob", "users/bob/twice", "newer", 1_100));
+    let outcomes = store.record_grants(&batch).await;
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    // One transaction, cancelled by the late older grant, then one without it.
+    assert_eq!(counter.get() - before, 2);
+
+    let granted = |user: &'static str, key: String| {
+        let store = &store;
+        async move {
+            store
+                .snapshot(user, &key)
+                .await
+                .expect("snapshot")
+                .grant
+                .map(|g| g.grant_id)
+        }
+    };
+    for i in 0..6 {
+        assert_eq!(
+            granted("ann", format!("users/ann/f{i}")).await.as_deref(),
+            Some(format!("g{i}").as_str())
+        );
+    }
+    assert_eq!(
+        granted("ann", "users/ann/kept".into()).await.as_deref(),
+        Some("stored-newer")
+    );
+    assert_eq!(
+        granted("bob", "users/bob/twice".into()).await.as_deref(),
+        Some("newer")
+    );
+}

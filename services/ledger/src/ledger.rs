@@ -90,6 +90,8 @@ impl From<anyhow::Error> for Failure {
 enum Prepared {
     /// Nothing more: the outcome is final.
     Finished(&'static str),
+    /// A grant to remember.
+    Grant(GrantNote),
     /// An object event to apply.
     Object(Pending),
 }
@@ -270,9 +272,8 @@ impl Ledger {
         }
     }
 
-    /// Reads a message and does what needs no object rows: a grant is
-    /// recorded, an event the ledger does not count is finished; an object
-    /// event is returned, ready to apply.
+    /// Reads a message: a grant is returned to be remembered, an object
+    /// event ready to apply.
     async fn prepare(&self, body: &str) -> Result<Prepared, Failure> {
         let envelope = RawEnvelope::parse(body).map_err(|e| Failure::Poison(e.to_string()))?;
         let poison = |e: stowage_events::envelope::DecodeError| Failure::Poison(e.to_string());
@@ -289,18 +290,14 @@ impl Ledger {
                 if detail_type == UploadGrantedV1::detail_type() =>
             {
                 let grant = envelope.decode::<UploadGrantedV1>().map_err(poison)?.detail;
-                self.store
-                    .record_grant(&GrantNote {
-                        user_id: grant.meta.user_id,
-                        key: grant.key,
-                        grant_id: grant.grant_id.to_string(),
-                        max_size: grant.max_size,
-                        expires_at: grant.expires_at.unix_timestamp(),
-                        trace: grant.meta.trace,
-                    })
-                    .await
-                    .map_err(|e| Failure::Transient(e.into()))?;
-                Ok(Prepared::Finished("grant-recorded"))
+                Ok(Prepared::Grant(GrantNote {
+                    user_id: grant.meta.user_id,
+                    key: grant.key,
+                    grant_id: grant.grant_id.to_string(),
+                    max_size: grant.max_size,
+                    expires_at: grant.expires_at.unix_timestamp(),
+                    trace: grant.meta.trace,
+                }))
             }
             (source, detail_type) => Err(Failure::Poison(format!(
                 "the ledger does not consume {detail_type:?} from {source:?}"
@@ -718,6 +715,7 @@ impl Handler for Ledger {
         let mut results: Vec<Option<Result<Applied, Failure>>> =
             deliveries.iter().map(|_| None).collect();
         let (mut pending, mut owners) = (Vec::new(), Vec::new());
+        let (mut grants, mut granters) = (Vec::new(), Vec::new());
         for (index, delivery) in deliveries.iter().enumerate() {
             match self
                 .prepare(&delivery.body)
@@ -730,11 +728,28 @@ impl Handler for Ledger {
                         announce: None,
                     }));
                 }
+                Ok(Prepared::Grant(grant)) => {
+                    grants.push(grant);
+                    granters.push(index);
+                }
                 Ok(Prepared::Object(event)) => {
                     pending.push(event);
                     owners.push(index);
                 }
                 Err(failure) => results[index] = Some(Err(failure)),
+            }
+        }
+        // The batch's grants are remembered before its uploads are judged.
+        if !grants.is_empty() {
+            let recorded = self.store.record_grants(&grants).await;
+            for (index, outcome) in granters.into_iter().zip(recorded) {
+                results[index] = Some(match outcome {
+                    Ok(()) => Ok(Applied {
+                        label: "grant-recorded",
+                        announce: None,
+                    }),
+                    Err(error) => Err(Failure::Transient(error.into())),
+                });
             }
         }
         for (index, result) in owners.into_iter().zip(self.apply_all(&pending).await) {

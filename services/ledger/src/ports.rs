@@ -57,6 +57,16 @@ pub trait LedgerStore: Send + Sync + 'static {
     /// Remembers the newest upload grant for a key.
     async fn record_grant(&self, grant: &GrantNote) -> Result<(), StoreError>;
 
+    /// Remembers the newest upload grant for each key of `grants`, in as few
+    /// requests as the store allows; one outcome per grant, in order.
+    async fn record_grants(&self, grants: &[GrantNote]) -> Vec<Result<(), StoreError>> {
+        let mut outcomes = Vec::with_capacity(grants.len());
+        for grant in grants {
+            outcomes.push(self.record_grant(grant).await);
+        }
+        outcomes
+    }
+
     /// Reads `key`'s row and `user`'s totals, strongly consistent.
     async fn snapshot(&self, user: &str, key: &str) -> Result<Snapshot, StoreError> {
         self.snapshots(&[(user, key)])

@@ -13,10 +13,8 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
-use aws_sdk_dynamodb::{
-    Client, operation::transact_write_items::TransactWriteItemsError, types::TransactWriteItem,
-};
-use stowage_shared::dynamo::classify_transaction;
+use aws_sdk_dynamodb::{Client, types::TransactWriteItem};
+use stowage_shared::dynamo::{cancellation_reasons, classify_transaction, item_failure};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::ports::StoreError;
@@ -147,25 +145,12 @@ async fn commit(client: &Client, mut batch: Vec<Pending>) {
             }
             Err(error) => error,
         };
-        let reasons: Option<Vec<Option<String>>> = match error.as_service_error() {
-            Some(TransactWriteItemsError::TransactionCanceledException(cancelled))
-                if cancelled.cancellation_reasons().len() == batch.len() * 2 =>
-            {
-                Some(
-                    cancelled
-                        .cancellation_reasons()
-                        .iter()
-                        .map(|r| r.code().filter(|c| *c != "None").map(str::to_string))
-                        .collect(),
-                )
-            }
-            _ => None,
-        };
+        let reasons = cancellation_reasons(&error, batch.len() * 2);
         let Some(reasons) = reasons else {
             // Nothing says which grant failed: all of them share the error.
             let error = classify_transaction(error);
             for pending in batch {
-                let _ = pending.fate.send(Err(same_error(&error)));
+                let _ = pending.fate.send(Err(error.again()));
             }
             return;
         };
@@ -174,32 +159,10 @@ async fn commit(client: &Client, mut batch: Vec<Pending>) {
             match codes.iter().flatten().next() {
                 None => innocent.push(pending),
                 Some(code) => {
-                    let _ = pending.fate.send(Err(item_error(code)));
+                    let _ = pending.fate.send(Err(item_failure(code)));
                 }
             }
         }
         batch = innocent;
-    }
-}
-
-/// What one item's cancellation reason means for its grant.
-fn item_error(code: &str) -> StoreError {
-    match code {
-        "ConditionalCheckFailed" | "TransactionConflict" => StoreError::Conflict,
-        "ThrottlingError" | "ProvisionedThroughputExceeded" | "RequestLimitExceeded" => {
-            StoreError::Throttled(anyhow::anyhow!("TransactWriteItems: {code}"))
-        }
-        _ => StoreError::Other(anyhow::anyhow!(
-            "TransactWriteItems refused the grant's items: {code}"
-        )),
-    }
-}
-
-/// The same error for each grant of a transaction that failed as a whole.
-fn same_error(error: &StoreError) -> StoreError {
-    match error {
-        StoreError::Conflict => StoreError::Conflict,
-        StoreError::Throttled(source) => StoreError::Throttled(anyhow::anyhow!("{source:#}")),
-        StoreError::Other(source) => StoreError::Other(anyhow::anyhow!("{source:#}")),
     }
 }

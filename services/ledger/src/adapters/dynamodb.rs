@@ -20,8 +20,8 @@ use aws_sdk_dynamodb::{
 };
 use stowage_events::TraceContext;
 use stowage_shared::dynamo::{
-    Item, classify, classify_transaction, get_num, get_str, get_str_list, n, req_num, req_str, s,
-    str_list,
+    Item, cancellation_reasons, classify, classify_transaction, get_num, get_str, get_str_list,
+    item_failure, n, req_num, req_str, s, str_list,
 };
 
 use crate::{
@@ -56,6 +56,43 @@ fn object_sk(key: &str) -> String {
 
 fn grant_sk(key: &str) -> String {
     format!("GRANT#{key}")
+}
+
+/// Items a `TransactWriteItems` may carry.
+const MAX_TRANSACTION_ITEMS: usize = 100;
+
+/// Rounds of a grants' transaction cancelled by other transactions before
+/// the grants left are reported as conflicts (their messages come again).
+const GRANT_TRANSACTION_ATTEMPTS: usize = 3;
+
+/// The put that remembers `grant` for its key, unless a newer grant for the
+/// key is stored: a newer grant replaces an older one, never the reverse.
+fn grant_put(table: &str, grant: &GrantNote) -> Put {
+    let mut item = key_of(&grant.user_id, grant_sk(&grant.key));
+    item.extend([
+        ("grant_id".to_string(), s(&grant.grant_id)),
+        ("max_size".to_string(), n(grant.max_size)),
+        ("expires_at".to_string(), n(grant.expires_at)),
+        (
+            "expires_at_epoch".to_string(),
+            n(grant.expires_at + 7 * 24 * 3600),
+        ),
+    ]);
+    for (name, value) in [
+        ("traceparent", &grant.trace.traceparent),
+        ("tracestate", &grant.trace.tracestate),
+    ] {
+        if let Some(value) = value {
+            item.insert(name.to_string(), s(value));
+        }
+    }
+    Put::builder()
+        .table_name(table)
+        .set_item(Some(item))
+        .condition_expression("attribute_not_exists(pk) OR expires_at <= :exp")
+        .expression_attribute_values(":exp", n(grant.expires_at))
+        .build()
+        .expect("table, item and condition are set")
 }
 
 fn grant_from_item(user: &str, key: &str, item: &Item) -> Result<GrantNote, StoreError> {
@@ -299,38 +336,117 @@ impl LedgerStore for DynamoLedgerStore {
     }
 
     async fn record_grant(&self, grant: &GrantNote) -> Result<(), StoreError> {
-        let mut item = key_of(&grant.user_id, grant_sk(&grant.key));
-        item.extend([
-            ("grant_id".to_string(), s(&grant.grant_id)),
-            ("max_size".to_string(), n(grant.max_size)),
-            ("expires_at".to_string(), n(grant.expires_at)),
-            (
-                "expires_at_epoch".to_string(),
-                n(grant.expires_at + 7 * 24 * 3600),
-            ),
-        ]);
-        for (name, value) in [
-            ("traceparent", &grant.trace.traceparent),
-            ("tracestate", &grant.trace.tracestate),
-        ] {
-            if let Some(value) = value {
-                item.insert(name.to_string(), s(value));
-            }
-        }
-        // A newer grant for the key replaces an older one, never the reverse.
+        let put = grant_put(&self.table, grant);
         self.client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk) OR expires_at <= :exp")
-            .expression_attribute_values(":exp", n(grant.expires_at))
+            .set_item(Some(put.item))
+            .set_condition_expression(put.condition_expression)
+            .set_expression_attribute_values(put.expression_attribute_values)
             .send()
             .await
             .map(drop)
             .or_else(|e| match classify("PutItem", e) {
+                // A newer grant for the key is there already.
                 StoreError::Conflict => Ok(()),
                 other => Err(other),
             })
+    }
+
+    /// One transaction for the grants of a batch (a `PutItem` when there is
+    /// one). A grant older than the one stored for its key is done; when
+    /// that cancels the transaction, the others are sent again without it.
+    async fn record_grants(&self, grants: &[GrantNote]) -> Vec<Result<(), StoreError>> {
+        // The newest grant of each key stands for the others of the batch:
+        // a transaction may write an item only once.
+        let mut newest: HashMap<(&str, &str), usize> = HashMap::new();
+        for (index, grant) in grants.iter().enumerate() {
+            newest
+                .entry((grant.user_id.as_str(), grant.key.as_str()))
+                .and_modify(|kept| {
+                    if grants[*kept].expires_at <= grant.expires_at {
+                        *kept = index;
+                    }
+                })
+                .or_insert(index);
+        }
+        let mut standing: Vec<usize> = newest.values().copied().collect();
+        standing.sort_unstable();
+        let mut outcomes: HashMap<usize, Result<(), StoreError>> = HashMap::new();
+        if let [only] = standing[..] {
+            outcomes.insert(only, self.record_grant(&grants[only]).await);
+        } else {
+            for chunk in standing.chunks(MAX_TRANSACTION_ITEMS) {
+                outcomes.extend(self.put_grants(grants, chunk).await);
+            }
+        }
+        grants
+            .iter()
+            .map(|grant| {
+                let stands_for = newest[&(grant.user_id.as_str(), grant.key.as_str())];
+                match &outcomes[&stands_for] {
+                    Ok(()) => Ok(()),
+                    Err(error) => Err(error.again()),
+                }
+            })
+            .collect()
+    }
+}
+
+impl DynamoLedgerStore {
+    /// Puts `grants[i]` for each `i` of `which` (distinct keys) in one
+    /// transaction, again without those older than what is stored.
+    async fn put_grants(
+        &self,
+        grants: &[GrantNote],
+        which: &[usize],
+    ) -> Vec<(usize, Result<(), StoreError>)> {
+        let mut done = Vec::with_capacity(which.len());
+        let mut pending = which.to_vec();
+        for _ in 0..GRANT_TRANSACTION_ATTEMPTS {
+            let items = pending
+                .iter()
+                .map(|&i| {
+                    TransactWriteItem::builder()
+                        .put(grant_put(&self.table, &grants[i]))
+                        .build()
+                })
+                .collect();
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items))
+                .send()
+                .await;
+            let error = match result {
+                Ok(_) => {
+                    done.extend(pending.into_iter().map(|i| (i, Ok(()))));
+                    return done;
+                }
+                Err(error) => error,
+            };
+            let Some(reasons) = cancellation_reasons(&error, pending.len()) else {
+                let error = classify_transaction(error);
+                done.extend(pending.into_iter().map(|i| (i, Err(error.again()))));
+                return done;
+            };
+            let mut again = Vec::new();
+            for (i, reason) in pending.into_iter().zip(reasons) {
+                match reason.as_deref() {
+                    // Cancelled only because another grant was.
+                    None | Some("TransactionConflict") => again.push(i),
+                    // A newer grant for the key is there already.
+                    Some("ConditionalCheckFailed") => done.push((i, Ok(()))),
+                    Some(code) => done.push((i, Err(item_failure(code)))),
+                }
+            }
+            pending = again;
+            if pending.is_empty() {
+                return done;
+            }
+        }
+        done.extend(pending.into_iter().map(|i| (i, Err(StoreError::Conflict))));
+        done
     }
 }
 
