@@ -147,6 +147,76 @@ pub fn cancellation_reasons(
     })
 }
 
+/// What becomes of one group of items when DynamoDB cancels the
+/// transaction that carried it.
+#[derive(Debug)]
+pub enum Cancelled {
+    /// Send it again, without the groups that are done.
+    Retry,
+    /// Its outcome is known.
+    Done(Result<(), StoreError>),
+}
+
+/// Writes groups of items (each group one operation's items, all or none)
+/// in one `TransactWriteItems`. When DynamoDB cancels it, `judge` decides
+/// each group's fate from the first reason among its items (`None` when its
+/// items were fine and only others failed); the groups to retry are sent
+/// again, for at most `attempts` transactions in all, after which those
+/// left are conflicts. Any other failure is every group's. One outcome per
+/// group, in no particular order.
+pub async fn transact_groups<T>(
+    client: &aws_sdk_dynamodb::Client,
+    mut groups: Vec<(T, Vec<aws_sdk_dynamodb::types::TransactWriteItem>)>,
+    attempts: usize,
+    judge: impl Fn(Option<&str>) -> Cancelled,
+) -> Vec<(T, Result<(), StoreError>)> {
+    let mut done = Vec::with_capacity(groups.len());
+    for _ in 0..attempts {
+        if groups.is_empty() {
+            break;
+        }
+        let items: Vec<_> = groups.iter().flat_map(|(_, items)| items.clone()).collect();
+        let count = items.len();
+        let error = match client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => {
+                done.extend(groups.into_iter().map(|(group, _)| (group, Ok(()))));
+                return done;
+            }
+            Err(error) => error,
+        };
+        let Some(reasons) = cancellation_reasons(&error, count) else {
+            let error = classify_transaction(error);
+            done.extend(
+                groups
+                    .into_iter()
+                    .map(|(group, _)| (group, Err(error.again()))),
+            );
+            return done;
+        };
+        let mut reasons = reasons.into_iter();
+        let mut again = Vec::new();
+        for (group, items) in groups {
+            let first = reasons.by_ref().take(items.len()).flatten().next();
+            match judge(first.as_deref()) {
+                Cancelled::Retry => again.push((group, items)),
+                Cancelled::Done(outcome) => done.push((group, outcome)),
+            }
+        }
+        groups = again;
+    }
+    done.extend(
+        groups
+            .into_iter()
+            .map(|(group, _)| (group, Err(StoreError::Conflict))),
+    );
+    done
+}
+
 /// What one item's cancellation reason means for the operation it belongs
 /// to: a failed condition or a concurrent transaction is a conflict,
 /// throttling is throttling.

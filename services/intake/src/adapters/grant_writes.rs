@@ -14,7 +14,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use aws_sdk_dynamodb::{Client, types::TransactWriteItem};
-use stowage_shared::dynamo::{cancellation_reasons, classify_transaction, item_failure};
+use stowage_shared::dynamo::{Cancelled, item_failure, transact_groups};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::ports::StoreError;
@@ -128,41 +128,19 @@ async fn run(client: Client, mut receiver: mpsc::UnboundedReceiver<Pending>) {
 
 /// Commits `batch`, sending again without them while grants fail their
 /// conditions, and tells each grant its fate.
-async fn commit(client: &Client, mut batch: Vec<Pending>) {
-    while !batch.is_empty() {
-        let items = batch.iter().flat_map(|p| p.items.iter().cloned()).collect();
-        let result = client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await;
-        let error = match result {
-            Ok(_) => {
-                for pending in batch {
-                    let _ = pending.fate.send(Ok(()));
-                }
-                return;
-            }
-            Err(error) => error,
-        };
-        let reasons = cancellation_reasons(&error, batch.len() * 2);
-        let Some(reasons) = reasons else {
-            // Nothing says which grant failed: all of them share the error.
-            let error = classify_transaction(error);
-            for pending in batch {
-                let _ = pending.fate.send(Err(error.again()));
-            }
-            return;
-        };
-        let mut innocent = Vec::new();
-        for (pending, codes) in batch.into_iter().zip(reasons.chunks(2)) {
-            match codes.iter().flatten().next() {
-                None => innocent.push(pending),
-                Some(code) => {
-                    let _ = pending.fate.send(Err(item_failure(code)));
-                }
-            }
-        }
-        batch = innocent;
+async fn commit(client: &Client, batch: Vec<Pending>) {
+    let attempts = batch.len();
+    let groups = batch
+        .into_iter()
+        .map(|p| (p.fate, p.items.to_vec()))
+        .collect();
+    // Each round drops at least the grant whose item failed.
+    let outcomes = transact_groups(client, groups, attempts, |reason| match reason {
+        None => Cancelled::Retry,
+        Some(code) => Cancelled::Done(Err(item_failure(code))),
+    })
+    .await;
+    for (fate, outcome) in outcomes {
+        let _ = fate.send(outcome);
     }
 }

@@ -20,8 +20,8 @@ use aws_sdk_dynamodb::{
 };
 use stowage_events::TraceContext;
 use stowage_shared::dynamo::{
-    Item, cancellation_reasons, classify, classify_transaction, get_num, get_str, get_str_list,
-    item_failure, n, req_num, req_str, s, str_list,
+    Cancelled, Item, classify, classify_transaction, get_num, get_str, get_str_list, item_failure,
+    n, req_num, req_str, s, str_list, transact_groups,
 };
 
 use crate::{
@@ -61,8 +61,8 @@ fn grant_sk(key: &str) -> String {
 /// Items a `TransactWriteItems` may carry.
 const MAX_TRANSACTION_ITEMS: usize = 100;
 
-/// Rounds of a grants' transaction cancelled by other transactions before
-/// the grants left are reported as conflicts (their messages come again).
+/// Transactions sent for a batch's grants before those still cancelled by
+/// other transactions are reported as conflicts (their messages come again).
 const GRANT_TRANSACTION_ATTEMPTS: usize = 3;
 
 /// The put that remembers `grant` for its key, unless a newer grant for the
@@ -401,52 +401,26 @@ impl DynamoLedgerStore {
         grants: &[GrantNote],
         which: &[usize],
     ) -> Vec<(usize, Result<(), StoreError>)> {
-        let mut done = Vec::with_capacity(which.len());
-        let mut pending = which.to_vec();
-        for _ in 0..GRANT_TRANSACTION_ATTEMPTS {
-            let items = pending
-                .iter()
-                .map(|&i| {
-                    TransactWriteItem::builder()
-                        .put(grant_put(&self.table, &grants[i]))
-                        .build()
-                })
-                .collect();
-            let result = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items))
-                .send()
-                .await;
-            let error = match result {
-                Ok(_) => {
-                    done.extend(pending.into_iter().map(|i| (i, Ok(()))));
-                    return done;
-                }
-                Err(error) => error,
-            };
-            let Some(reasons) = cancellation_reasons(&error, pending.len()) else {
-                let error = classify_transaction(error);
-                done.extend(pending.into_iter().map(|i| (i, Err(error.again()))));
-                return done;
-            };
-            let mut again = Vec::new();
-            for (i, reason) in pending.into_iter().zip(reasons) {
-                match reason.as_deref() {
-                    // Cancelled only because another grant was.
-                    None | Some("TransactionConflict") => again.push(i),
-                    // A newer grant for the key is there already.
-                    Some("ConditionalCheckFailed") => done.push((i, Ok(()))),
-                    Some(code) => done.push((i, Err(item_failure(code)))),
-                }
-            }
-            pending = again;
-            if pending.is_empty() {
-                return done;
-            }
-        }
-        done.extend(pending.into_iter().map(|i| (i, Err(StoreError::Conflict))));
-        done
+        let groups = which
+            .iter()
+            .map(|&i| {
+                let put = grant_put(&self.table, &grants[i]);
+                (i, vec![TransactWriteItem::builder().put(put).build()])
+            })
+            .collect();
+        transact_groups(
+            &self.client,
+            groups,
+            GRANT_TRANSACTION_ATTEMPTS,
+            |reason| match reason {
+                // Cancelled only because of another grant or transaction.
+                None | Some("TransactionConflict") => Cancelled::Retry,
+                // A newer grant for the key is there already.
+                Some("ConditionalCheckFailed") => Cancelled::Done(Ok(())),
+                Some(code) => Cancelled::Done(Err(item_failure(code))),
+            },
+        )
+        .await
     }
 }
 
