@@ -38,6 +38,26 @@ fn s3_event(bucket: &str, i: usize) -> String {
     .to_string()
 }
 
+/// The `UploadGranted.v1` for `s3_event(bucket, i)`'s upload, as the bus
+/// delivers it to the ledger's queue.
+fn grant_event(i: usize) -> String {
+    let user = format!("bench{}", i % USERS);
+    let detail = stowage_events::UploadGrantedV1 {
+        meta: stowage_events::EventMeta::new(user.as_str(), Default::default()),
+        grant_id: uuid::Uuid::new_v4(),
+        key: format!("users/{user}/file-{i}.bin"),
+        max_size: 1000 + i as u64,
+        content_type: "application/octet-stream".to_string(),
+        expires_at: time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+    };
+    json!({
+        "version": "0", "id": format!("grant-{i}"), "detail-type": "UploadGranted.v1", "source": "stowage.intake",
+        "account": "000000000000", "time": "2026-11-23T09:59:00Z", "region": "us-east-1", "resources": [],
+        "detail": detail,
+    })
+    .to_string()
+}
+
 async fn fill(sqs: &aws_sdk_sqs::Client, queue: &str, bodies: Vec<String>) {
     for chunk in bodies.chunks(10) {
         let entries = chunk
@@ -68,19 +88,29 @@ struct Run {
     peak_rss_mb: f64,
 }
 
-async fn run_ledger(binary: &Path, logs: &Path, workers: usize) -> Run {
+/// Runs the ledger over `EVENTS` messages: with `grants`, half of them are
+/// uploads' `UploadGranted.v1` and half the uploads, each grant shortly
+/// before its upload, as a browser upload produces them; otherwise every
+/// message is an upload.
+async fn run_ledger(binary: &Path, logs: &Path, workers: usize, grants: bool) -> Run {
     let stack = Stack::deploy().expect("stack deploys");
     let sdk = stowage_shared::aws::load().await;
     let sqs = stowage_shared::aws::sqs(&sdk);
     let queue = stack.get("STOWAGE_LEDGER_QUEUE_URL").to_string();
-    fill(
-        &sqs,
-        &queue,
-        (0..EVENTS)
-            .map(|i| s3_event(stack.get("STOWAGE_BUCKET"), i))
-            .collect(),
-    )
-    .await;
+    let bucket = stack.get("STOWAGE_BUCKET");
+    let bodies = if grants {
+        // Grants run 5 ahead of their uploads.
+        (0..EVENTS / 2 + 5)
+            .flat_map(|i| {
+                let grant = (i < EVENTS / 2).then(|| grant_event(i));
+                let upload = i.checked_sub(5).map(|j| s3_event(bucket, j));
+                grant.into_iter().chain(upload)
+            })
+            .collect()
+    } else {
+        (0..EVENTS).map(|i| s3_event(bucket, i)).collect()
+    };
+    fill(&sqs, &queue, bodies).await;
 
     let before = emulator_requests(logs);
     let started = Instant::now();
@@ -387,7 +417,7 @@ async fn main() {
     for workers in [1, 4] {
         let raw = raw_transactions(workers).await;
         let raw_set = raw_request_set(workers).await;
-        let run = run_ledger(&binary, &logs, workers).await;
+        let run = run_ledger(&binary, &logs, workers, false).await;
         println!(
             "| {} | {:.0} | {:.0} | {:.0}% | {:.0} | {:.0}% | {:.2} | {:.0} | {:.1} MB |",
             run.workers,
@@ -396,6 +426,22 @@ async fn main() {
             100.0 * run.per_second / raw,
             raw_set,
             100.0 * run.per_second / raw_set,
+            run.requests_per_event,
+            run.cpu_us_per_event,
+            run.peak_rss_mb
+        );
+    }
+    println!();
+    println!(
+        "| workers | uploads with their grants: messages/s | AWS requests per message | ledger CPU µs per message | ledger peak RSS |"
+    );
+    println!("| --- | --- | --- | --- | --- |");
+    for workers in [1, 4] {
+        let run = run_ledger(&binary, &logs, workers, true).await;
+        println!(
+            "| {} | {:.0} | {:.2} | {:.0} | {:.1} MB |",
+            run.workers,
+            run.per_second,
             run.requests_per_event,
             run.cpu_us_per_event,
             run.peak_rss_mb
