@@ -152,7 +152,7 @@ impl DynamoAccountStore {
                     .key("pk", user_pk(user))
                     .update_expression(update.expression)
                     .condition_expression(update.condition.expression)
-                    .set_expression_attribute_names(Some(update.names))
+                    .set_expression_attribute_names(update.names)
                     .set_expression_attribute_values(update.condition.values)
                     .send()
                     .await
@@ -176,7 +176,7 @@ impl DynamoAccountStore {
                     .key("pk", user_pk(user))
                     .update_expression(update.expression)
                     .condition_expression(update.condition.expression)
-                    .set_expression_attribute_names(Some(update.names))
+                    .set_expression_attribute_names(update.names)
                     .set_expression_attribute_values(update.condition.values)
                     .build()
                     .map_err(|e| StoreError::Other(e.into()))?,
@@ -340,7 +340,9 @@ struct VersionCondition {
 /// An update of what changed in an account since the version read.
 struct AccountUpdate {
     expression: String,
-    names: HashMap<String, String>,
+    /// `None` when the update names no reservation (DynamoDB refuses an
+    /// empty map).
+    names: Option<HashMap<String, String>>,
     condition: VersionCondition,
 }
 
@@ -431,7 +433,7 @@ fn account_write(user: &UserId, before: &Versioned<Account>, after: &Account) ->
     }
     AccountWrite::Update(AccountUpdate {
         expression,
-        names,
+        names: (!names.is_empty()).then_some(names),
         condition: VersionCondition {
             expression: "version = :expected",
             values: Some(values),
@@ -569,6 +571,103 @@ mod tests {
         let (back, version) = account_from_item(&account_to_item(&user, &account, 9)).unwrap();
         assert_eq!(back, account);
         assert_eq!(version, 9);
+    }
+
+    fn reservation(size: u64) -> Reservation {
+        Reservation {
+            max_size: size,
+            held: size,
+            lapses_at: 1_800_000_000,
+            revision: 0,
+            grants: vec![format!("g{size}")],
+        }
+    }
+
+    #[test]
+    fn a_new_account_is_put_whole_only_if_absent() {
+        let user = UserId::parse("alice").unwrap();
+        let before = Versioned {
+            value: Account::new(),
+            version: None,
+        };
+        let AccountWrite::Put { item, condition } = account_write(&user, &before, &Account::new())
+        else {
+            panic!("a new account is put");
+        };
+        assert_eq!(condition.expression, "attribute_not_exists(pk)");
+        assert_eq!(account_from_item(&item).unwrap(), (Account::new(), 1));
+    }
+
+    #[test]
+    fn an_update_names_only_what_changed() {
+        let user = UserId::parse("alice").unwrap();
+        let mut old = Account::new();
+        old.reservations
+            .insert("users/alice/gone".into(), reservation(1));
+        old.reservations
+            .insert("users/alice/same".into(), reservation(2));
+        let before = Versioned {
+            value: old.clone(),
+            version: Some(7),
+        };
+
+        let mut counted = old.clone();
+        counted.used_bytes = 5;
+        let AccountWrite::Update(update) = account_write(&user, &before, &counted) else {
+            panic!("an update");
+        };
+        assert_eq!(
+            update.expression,
+            "SET version = :next, used_bytes = :used_bytes"
+        );
+        // DynamoDB refuses an empty map of names.
+        assert_eq!(update.names, None);
+        let values = update.condition.values.unwrap();
+        assert_eq!(values[":expected"], n(7_u64));
+        assert_eq!(values[":next"], n(8_u64));
+        assert_eq!(values[":used_bytes"], n(5_u64));
+        assert_eq!(update.condition.expression, "version = :expected");
+
+        let mut reserved = old.clone();
+        reserved.reservations.remove("users/alice/gone");
+        reserved
+            .reservations
+            .insert("users/alice/new".into(), reservation(3));
+        let AccountWrite::Update(update) = account_write(&user, &before, &reserved) else {
+            panic!("an update");
+        };
+        assert_eq!(
+            update.expression,
+            "SET version = :next, reservations.#r0 = :r0 REMOVE reservations.#d0"
+        );
+        let names = update.names.unwrap();
+        assert_eq!(names["#r0"], "users/alice/new");
+        assert_eq!(names["#d0"], "users/alice/gone");
+        assert_eq!(
+            update.condition.values.unwrap()[":r0"],
+            reservation_value(&reservation(3))
+        );
+    }
+
+    #[test]
+    fn changing_most_reservations_puts_the_whole_account_at_the_next_version() {
+        let user = UserId::parse("alice").unwrap();
+        let before = Versioned {
+            value: Account::new(),
+            version: Some(3),
+        };
+        let mut after = Account::new();
+        for i in 0..=MAX_CHANGED_RESERVATIONS as u64 {
+            after
+                .reservations
+                .insert(format!("users/alice/{i}"), reservation(i));
+        }
+        let AccountWrite::Put { item, condition } = account_write(&user, &before, &after) else {
+            panic!("a put of the whole account");
+        };
+        assert_eq!(condition.expression, "version = :expected");
+        assert_eq!(condition.values.unwrap()[":expected"], n(3_u64));
+        assert_eq!(account_from_item(&item).unwrap(), (after, 4));
     }
 
     #[test]
