@@ -72,6 +72,7 @@ pub trait AccountStore: Send + Sync + 'static {
     /// with [`StoreError::Conflict`], and a decision that could not have been
     /// taken on the stored account (a refusal) must be checked against
     /// [`AccountStore::load`].
+    ///
     /// The copy is shared, not copied: callers change a clone of it.
     async fn load_recent(&self, user: &UserId) -> Result<Arc<Versioned<Account>>, StoreError> {
         self.load(user).await.map(Arc::new)
