@@ -538,3 +538,82 @@ async fn a_sweep_costs_requests_per_due_object_not_per_object() {
     assert_eq!(counter.get() - before, 8 + 25 + 1 + 3);
     system.stop().await;
 }
+
+/// A sweep's write-back is one transaction; a row that changed since the
+/// plan cancels it, is left as it is, and the others are written in one
+/// more transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settlements_skip_a_row_that_changed_and_write_the_others_together() {
+    use stowage_lifecycle::{
+        adapters::dynamodb::DynamoProjection,
+        domain::projection::Verdict,
+        ports::{DueIndex, Projection, Settlement},
+    };
+
+    let stack = stowage_e2e::Stack::deploy().expect("stack deploys");
+    let table = stack.get("STOWAGE_LIFECYCLE_TABLE");
+    let rows: Vec<(String, ObjectRecord, i64)> = ["a", "b", "c"]
+        .iter()
+        .map(|name| {
+            (
+                format!("users/sam/{name}"),
+                standard_row(1 << 20, &format!("etag-{name}"), 1_700_000_000),
+                1_700_000_000,
+            )
+        })
+        .collect();
+    load_projection(table, &rows, 1).await;
+
+    let counter = RequestCounter::default();
+    let sdk = stowage_shared::aws::load().await;
+    let projection = DynamoProjection::new(
+        aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&sdk)
+                .interceptor(counter.clone())
+                .build(),
+        ),
+        table,
+    );
+    let tiered = |name: &str, from_etag: &str| Settlement::Tiered {
+        user: "sam".into(),
+        key: format!("users/sam/{name}"),
+        from_etag: from_etag.into(),
+        storage_class: "GLACIER_IR".into(),
+        etag: format!("copied-{name}"),
+        verdict: Verdict {
+            outcome: "tiered".into(),
+            reason: "cold".into(),
+            at: 1_800_000_000,
+            recheck_at: None,
+        },
+    };
+    // `b` was overwritten after the plan: its entity tag is no longer the
+    // one its copy was conditional on.
+    projection
+        .settle(&[
+            tiered("a", "etag-a"),
+            tiered("b", "etag-b-before"),
+            tiered("c", "etag-c"),
+        ])
+        .await
+        .expect("settled");
+    assert_eq!(counter.get(), 2, "the cancelled transaction and one more");
+
+    for (name, class, etag) in [
+        ("a", "GLACIER_IR", "copied-a"),
+        ("b", "STANDARD", "etag-b"),
+        ("c", "GLACIER_IR", "copied-c"),
+    ] {
+        let row = projection
+            .get("sam", &format!("users/sam/{name}"))
+            .await
+            .expect("row")
+            .expect("row exists")
+            .record;
+        assert_eq!(
+            (row.storage_class.as_str(), row.etag.as_deref()),
+            (class, Some(etag)),
+            "{name}"
+        );
+    }
+}

@@ -18,8 +18,8 @@ use aws_sdk_dynamodb::{
 };
 use stowage_events::sequencer::Sequencer;
 use stowage_shared::dynamo::{
-    Item, classify, classify_transaction, get_num, get_str, get_str_list, n, req_num, req_str, s,
-    str_list,
+    Cancelled, Item, classify, get_num, get_str, get_str_list, item_failure, n, req_num, req_str,
+    s, str_list, transact_groups,
 };
 
 use crate::{
@@ -34,6 +34,10 @@ pub const DUE_INDEX: &str = "due";
 pub const DUE_SHARDS: u32 = 8;
 /// Items in one `TransactWriteItems` request.
 const TRANSACTION_ITEMS: usize = 100;
+
+/// Transactions sent for one chunk of settlements before those still
+/// cancelled by other transactions are written one by one.
+const SETTLE_ATTEMPTS: usize = 3;
 /// Days a tombstone is kept: longer than the queue's retention.
 const TOMBSTONE_DAYS: i64 = 45;
 
@@ -409,30 +413,36 @@ impl DueIndex for DynamoProjection {
 
     async fn settle(&self, settlements: &[Settlement]) -> Result<(), StoreError> {
         for chunk in settlements.chunks(TRANSACTION_ITEMS) {
-            let items = chunk
+            let groups = chunk
                 .iter()
                 .map(|s| {
-                    Ok(TransactWriteItem::builder()
+                    let update = TransactWriteItem::builder()
                         .update(update_of(&self.table, s)?)
-                        .build())
+                        .build();
+                    Ok((s, vec![update]))
                 })
                 .collect::<Result<Vec<_>, StoreError>>()?;
-            let result = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items))
-                .send()
+            // A row that changed meanwhile cancels the lot: it is dropped
+            // (its object is looked at again), the others are sent again.
+            let outcomes =
+                transact_groups(
+                    &self.client,
+                    groups,
+                    SETTLE_ATTEMPTS,
+                    |reason| match reason {
+                        None | Some("TransactionConflict") => Cancelled::Retry,
+                        Some("ConditionalCheckFailed") => Cancelled::Done(Ok(())),
+                        Some(code) => Cancelled::Done(Err(item_failure(code))),
+                    },
+                )
                 .await;
-            match result.map_err(classify_transaction) {
-                Ok(_) => {}
-                // One row changed meanwhile and cancelled the lot: write
-                // the others one by one, dropping those whose row changed.
-                Err(StoreError::Conflict) => {
-                    for settlement in chunk {
-                        self.update_one(settlement).await?;
-                    }
+            for (settlement, outcome) in outcomes {
+                match outcome {
+                    Ok(()) => {}
+                    // Still cancelled by other transactions: one by one.
+                    Err(StoreError::Conflict) => self.update_one(settlement).await?,
+                    Err(error) => return Err(error),
                 }
-                Err(error) => return Err(error),
             }
         }
         Ok(())
