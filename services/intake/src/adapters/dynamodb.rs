@@ -131,16 +131,16 @@ impl DynamoAccountStore {
         after: &Account,
         grant: Option<&GrantRecord>,
     ) -> Result<(), StoreError> {
-        let write = account_write(user, before, after);
+        let write = account_write(&self.table, user, before, after)?;
         let Some(grant) = grant else {
             return match write {
-                AccountWrite::Put { item, condition } => self
+                AccountWrite::Put(put) => self
                     .client
                     .put_item()
-                    .table_name(&self.table)
-                    .set_item(Some(item))
-                    .condition_expression(condition.expression)
-                    .set_expression_attribute_values(condition.values)
+                    .table_name(put.table_name)
+                    .set_item(Some(put.item))
+                    .set_condition_expression(put.condition_expression)
+                    .set_expression_attribute_values(put.expression_attribute_values)
                     .send()
                     .await
                     .map(drop)
@@ -148,12 +148,12 @@ impl DynamoAccountStore {
                 AccountWrite::Update(update) => self
                     .client
                     .update_item()
-                    .table_name(&self.table)
-                    .key("pk", user_pk(user))
-                    .update_expression(update.expression)
-                    .condition_expression(update.condition.expression)
-                    .set_expression_attribute_names(update.names)
-                    .set_expression_attribute_values(update.condition.values)
+                    .table_name(update.table_name)
+                    .set_key(Some(update.key))
+                    .update_expression(update.update_expression)
+                    .set_condition_expression(update.condition_expression)
+                    .set_expression_attribute_names(update.expression_attribute_names)
+                    .set_expression_attribute_values(update.expression_attribute_values)
                     .send()
                     .await
                     .map(drop)
@@ -161,26 +161,8 @@ impl DynamoAccountStore {
             };
         };
         let account_item = match write {
-            AccountWrite::Put { item, condition } => TransactWriteItem::builder().put(
-                Put::builder()
-                    .table_name(&self.table)
-                    .set_item(Some(item))
-                    .condition_expression(condition.expression)
-                    .set_expression_attribute_values(condition.values)
-                    .build()
-                    .map_err(|e| StoreError::Other(e.into()))?,
-            ),
-            AccountWrite::Update(update) => TransactWriteItem::builder().update(
-                Update::builder()
-                    .table_name(&self.table)
-                    .key("pk", user_pk(user))
-                    .update_expression(update.expression)
-                    .condition_expression(update.condition.expression)
-                    .set_expression_attribute_names(update.names)
-                    .set_expression_attribute_values(update.condition.values)
-                    .build()
-                    .map_err(|e| StoreError::Other(e.into()))?,
-            ),
+            AccountWrite::Put(put) => TransactWriteItem::builder().put(put),
+            AccountWrite::Update(update) => TransactWriteItem::builder().update(update),
         };
         let grant_put = Put::builder()
             .table_name(&self.table)
@@ -330,48 +312,31 @@ fn grant_from_item(item: &Item) -> Result<GrantRecord, StoreError> {
     })
 }
 
-/// The condition that makes an account write safe: the stored version must
-/// still be the one read.
-struct VersionCondition {
-    expression: &'static str,
-    values: Option<HashMap<String, AttributeValue>>,
-}
-
-/// An update of what changed in an account since the version read.
-struct AccountUpdate {
-    expression: String,
-    /// `None` when the update names no reservation (DynamoDB refuses an
-    /// empty map).
-    names: Option<HashMap<String, String>>,
-    condition: VersionCondition,
-}
-
-/// How an account is written: whole, when it is new or much of it changed;
-/// otherwise as an update of what changed, so that a write's size follows
-/// the change rather than the account (which holds every outstanding
-/// reservation).
+/// How an account is written, conditioned on the version read: whole, when
+/// it is new or much of it changed; otherwise as an update of what changed,
+/// so that a write's size follows the change rather than the account (which
+/// holds every outstanding reservation).
 enum AccountWrite {
-    Put {
-        item: Item,
-        condition: VersionCondition,
-    },
-    Update(AccountUpdate),
+    Put(Put),
+    Update(Update),
 }
 
-fn account_write(user: &UserId, before: &Versioned<Account>, after: &Account) -> AccountWrite {
+fn account_write(
+    table: &str,
+    user: &UserId,
+    before: &Versioned<Account>,
+    after: &Account,
+) -> Result<AccountWrite, StoreError> {
+    let built = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Other(e.into());
     let Some(version) = before.version else {
-        return AccountWrite::Put {
-            item: account_to_item(user, after, 1),
-            condition: VersionCondition {
-                expression: "attribute_not_exists(pk)",
-                values: None,
-            },
-        };
+        return Put::builder()
+            .table_name(table)
+            .set_item(Some(account_to_item(user, after, 1)))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map(AccountWrite::Put)
+            .map_err(built);
     };
-    let mut values = HashMap::from([
-        (":expected".to_string(), n(version)),
-        (":next".to_string(), n(version + 1)),
-    ]);
     let changed: Vec<(&String, &Reservation)> = after
         .reservations
         .iter()
@@ -384,15 +349,20 @@ fn account_write(user: &UserId, before: &Versioned<Account>, after: &Account) ->
         .filter(|key| !after.reservations.contains_key(*key))
         .collect();
     if changed.len() + dropped.len() > MAX_CHANGED_RESERVATIONS {
-        return AccountWrite::Put {
-            item: account_to_item(user, after, version + 1),
-            condition: VersionCondition {
-                expression: "version = :expected",
-                values: Some(HashMap::from([(":expected".to_string(), n(version))])),
-            },
-        };
+        return Put::builder()
+            .table_name(table)
+            .set_item(Some(account_to_item(user, after, version + 1)))
+            .condition_expression("version = :expected")
+            .expression_attribute_values(":expected", n(version))
+            .build()
+            .map(AccountWrite::Put)
+            .map_err(built);
     }
     let old = &before.value;
+    let mut values = HashMap::from([
+        (":expected".to_string(), n(version)),
+        (":next".to_string(), n(version + 1)),
+    ]);
     let mut sets = vec!["version = :next".to_string()];
     let mut removes = Vec::new();
     let mut names = HashMap::new();
@@ -431,14 +401,17 @@ fn account_write(user: &UserId, before: &Versioned<Account>, after: &Account) ->
     if !removes.is_empty() {
         expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
     }
-    AccountWrite::Update(AccountUpdate {
-        expression,
-        names: (!names.is_empty()).then_some(names),
-        condition: VersionCondition {
-            expression: "version = :expected",
-            values: Some(values),
-        },
-    })
+    Update::builder()
+        .table_name(table)
+        .key("pk", user_pk(user))
+        .update_expression(expression)
+        .condition_expression("version = :expected")
+        // DynamoDB refuses an empty map of names.
+        .set_expression_attribute_names((!names.is_empty()).then_some(names))
+        .set_expression_attribute_values(Some(values))
+        .build()
+        .map(AccountWrite::Update)
+        .map_err(built)
 }
 
 #[async_trait]
@@ -590,12 +563,11 @@ mod tests {
             value: Account::new(),
             version: None,
         };
-        let AccountWrite::Put { item, condition } = account_write(&user, &before, &Account::new())
-        else {
+        let Ok(AccountWrite::Put(put)) = account_write("t", &user, &before, &Account::new()) else {
             panic!("a new account is put");
         };
-        assert_eq!(condition.expression, "attribute_not_exists(pk)");
-        assert_eq!(account_from_item(&item).unwrap(), (Account::new(), 1));
+        assert_eq!(put.condition_expression(), Some("attribute_not_exists(pk)"));
+        assert_eq!(account_from_item(put.item()).unwrap(), (Account::new(), 1));
     }
 
     #[test]
@@ -613,38 +585,38 @@ mod tests {
 
         let mut counted = old.clone();
         counted.used_bytes = 5;
-        let AccountWrite::Update(update) = account_write(&user, &before, &counted) else {
+        let Ok(AccountWrite::Update(update)) = account_write("t", &user, &before, &counted) else {
             panic!("an update");
         };
         assert_eq!(
-            update.expression,
+            update.update_expression(),
             "SET version = :next, used_bytes = :used_bytes"
         );
         // DynamoDB refuses an empty map of names.
-        assert_eq!(update.names, None);
-        let values = update.condition.values.unwrap();
+        assert_eq!(update.expression_attribute_names(), None);
+        let values = update.expression_attribute_values().unwrap();
         assert_eq!(values[":expected"], n(7_u64));
         assert_eq!(values[":next"], n(8_u64));
         assert_eq!(values[":used_bytes"], n(5_u64));
-        assert_eq!(update.condition.expression, "version = :expected");
+        assert_eq!(update.condition_expression(), Some("version = :expected"));
 
         let mut reserved = old.clone();
         reserved.reservations.remove("users/alice/gone");
         reserved
             .reservations
             .insert("users/alice/new".into(), reservation(3));
-        let AccountWrite::Update(update) = account_write(&user, &before, &reserved) else {
+        let Ok(AccountWrite::Update(update)) = account_write("t", &user, &before, &reserved) else {
             panic!("an update");
         };
         assert_eq!(
-            update.expression,
+            update.update_expression(),
             "SET version = :next, reservations.#r0 = :r0 REMOVE reservations.#d0"
         );
-        let names = update.names.unwrap();
+        let names = update.expression_attribute_names().unwrap();
         assert_eq!(names["#r0"], "users/alice/new");
         assert_eq!(names["#d0"], "users/alice/gone");
         assert_eq!(
-            update.condition.values.unwrap()[":r0"],
+            update.expression_attribute_values().unwrap()[":r0"],
             reservation_value(&reservation(3))
         );
     }
@@ -662,12 +634,15 @@ mod tests {
                 .reservations
                 .insert(format!("users/alice/{i}"), reservation(i));
         }
-        let AccountWrite::Put { item, condition } = account_write(&user, &before, &after) else {
+        let Ok(AccountWrite::Put(put)) = account_write("t", &user, &before, &after) else {
             panic!("a put of the whole account");
         };
-        assert_eq!(condition.expression, "version = :expected");
-        assert_eq!(condition.values.unwrap()[":expected"], n(3_u64));
-        assert_eq!(account_from_item(&item).unwrap(), (after, 4));
+        assert_eq!(put.condition_expression(), Some("version = :expected"));
+        assert_eq!(
+            put.expression_attribute_values().unwrap()[":expected"],
+            n(3_u64)
+        );
+        assert_eq!(account_from_item(put.item()).unwrap(), (after, 4));
     }
 
     #[test]
