@@ -21,7 +21,7 @@ use aws_sdk_dynamodb::{
 use stowage_events::TraceContext;
 use stowage_shared::dynamo::{
     Cancelled, Item, classify, classify_transaction, get_num, get_str, get_str_list, item_failure,
-    n, req_num, req_str, s, str_list, transact_groups,
+    n, query_all, req_num, req_str, s, scan_all, str_list, transact_groups,
 };
 
 use crate::{
@@ -427,20 +427,16 @@ impl DynamoLedgerStore {
 #[async_trait]
 impl LedgerRows for DynamoLedgerStore {
     async fn objects(&self, user: &str) -> Result<Vec<(String, ObjectRow, u64)>, StoreError> {
-        let items = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :obj)")
-            .expression_attribute_values(":pk", pk(user))
-            .expression_attribute_values(":obj", s("OBJ#"))
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| classify("Query", e))?;
+        let items = query_all(
+            self.client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :obj)")
+                .expression_attribute_values(":pk", pk(user))
+                .expression_attribute_values(":obj", s("OBJ#"))
+                .consistent_read(true),
+        )
+        .await?;
         items
             .iter()
             .map(|item| {
@@ -452,19 +448,15 @@ impl LedgerRows for DynamoLedgerStore {
     }
 
     async fn users(&self) -> Result<Vec<String>, StoreError> {
-        let items = self
-            .client
-            .scan()
-            .table_name(&self.table)
-            .filter_expression("sk = :usage")
-            .expression_attribute_values(":usage", s(USAGE_SK))
-            .projection_expression("pk")
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| classify("Scan", e))?;
+        let items = scan_all(
+            self.client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("sk = :usage")
+                .expression_attribute_values(":usage", s(USAGE_SK))
+                .projection_expression("pk"),
+        )
+        .await?;
         items
             .iter()
             .map(|item| Ok(req_str(item, "pk")?.trim_start_matches("USER#").to_string()))

@@ -18,8 +18,8 @@ use aws_sdk_dynamodb::{
 };
 use stowage_events::sequencer::Sequencer;
 use stowage_shared::dynamo::{
-    Cancelled, Item, classify, get_num, get_str, get_str_list, item_failure, n, req_num, req_str,
-    s, str_list, transact_groups,
+    Cancelled, Item, classify, get_num, get_str, get_str_list, item_failure, n, query_all, req_num,
+    req_str, s, str_list, transact_groups,
 };
 
 use crate::{
@@ -281,20 +281,16 @@ impl DynamoProjection {
     }
 
     async fn due_in_shard(&self, shard: String, until: i64) -> Result<Vec<DueObject>, StoreError> {
-        let items = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(DUE_INDEX)
-            .key_condition_expression("due_shard = :s AND due_at <= :t")
-            .expression_attribute_values(":s", s(&shard))
-            .expression_attribute_values(":t", n(until))
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| classify("Query", e))?;
+        let items = query_all(
+            self.client
+                .query()
+                .table_name(&self.table)
+                .index_name(DUE_INDEX)
+                .key_condition_expression("due_shard = :s AND due_at <= :t")
+                .expression_attribute_values(":s", s(&shard))
+                .expression_attribute_values(":t", n(until)),
+        )
+        .await?;
         items
             .iter()
             .map(|item| {
@@ -371,20 +367,16 @@ impl Projection for DynamoProjection {
     }
 
     async fn rows(&self, user: &str) -> Result<Vec<(String, Versioned, Option<i64>)>, StoreError> {
-        let items = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :obj)")
-            .expression_attribute_values(":pk", pk(user))
-            .expression_attribute_values(":obj", s("OBJ#"))
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| classify("Query", e))?;
+        let items = query_all(
+            self.client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :obj)")
+                .expression_attribute_values(":pk", pk(user))
+                .expression_attribute_values(":obj", s("OBJ#"))
+                .consistent_read(true),
+        )
+        .await?;
         items
             .iter()
             .map(|item| {
