@@ -459,6 +459,17 @@ impl System {
             .unwrap_or_else(|e| panic!("PutObject {key}: {e}"));
     }
 
+    /// `key`'s metadata in the stack's bucket; it must exist.
+    pub async fn head(&self, key: &str) -> aws_sdk_s3::operation::head_object::HeadObjectOutput {
+        self.s3
+            .head_object()
+            .bucket(self.stack.get("STOWAGE_BUCKET"))
+            .key(key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("HeadObject {key}: {e}"))
+    }
+
     /// Whether `key` exists in the bucket.
     pub async fn exists(&self, key: &str) -> bool {
         self.s3
@@ -872,6 +883,28 @@ pub fn standard_row(
         applied: vec![],
         verdict: None,
     }
+}
+
+/// Puts `data` at `key` in `bucket` (Standard) and answers its entity tag
+/// without quotes, for a projection row that matches the object.
+pub async fn put_for_etag(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    data: Vec<u8>,
+) -> String {
+    let put = s3
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(data.into())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("PutObject {key}: {e}"));
+    put.e_tag()
+        .unwrap_or_default()
+        .trim_matches('"')
+        .to_string()
 }
 
 /// Writes projection rows `(key, row, due_at)` straight to lifecycle's

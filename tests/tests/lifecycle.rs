@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use stowage_e2e::{
-    Parts, RequestCounter, System, counted_sweeper, eventually, load_projection, standard_row,
+    Parts, RequestCounter, System, counted_sweeper, eventually, load_projection, put_for_etag,
+    standard_row,
 };
 use stowage_events::{EventMeta, ObjectAccessedV1, TraceContext};
 use stowage_lifecycle::{
@@ -77,14 +78,7 @@ async fn cold_objects_are_tiered_while_recently_read_and_small_ones_stay() {
     let read = system.get(&token, "/v1/objects/cold.bin").await;
     assert_eq!(read.status, 200, "{}", read.body);
     // recent.bin is read on day 60, as intake would announce it.
-    let head = system
-        .s3
-        .head_object()
-        .bucket(&bucket)
-        .key(recent["key"].as_str().expect("key"))
-        .send()
-        .await
-        .expect("HeadObject");
+    let head = system.head(recent["key"].as_str().expect("key")).await;
     let sdk = stowage_shared::aws::load().await;
     EventBus::new(
         stowage_shared::aws::eventbridge(&sdk),
@@ -180,18 +174,7 @@ async fn cold_objects_are_tiered_while_recently_read_and_small_ones_stay() {
         table.ends_with("Tiered 2 object(s), 14.0 MiB, saving about $0.000265 a month; 1 skipped, 0 postponed, 0 changed since planned, 0 failed."),
         "{table}"
     );
-    let head = |key: &'static str| {
-        let s3 = system.s3.clone();
-        let bucket = bucket.clone();
-        async move {
-            s3.head_object()
-                .bucket(bucket)
-                .key(key)
-                .send()
-                .await
-                .expect("HeadObject")
-        }
-    };
+    let head = |key: &'static str| system.head(key);
     let cold_head = head("users/lena/cold.bin").await;
     assert_eq!(
         cold_head.storage_class().map(|c| c.as_str()),
@@ -312,14 +295,7 @@ async fn an_object_overwritten_between_plan_and_run_is_not_clobbered() {
     let report = sweeper.run(day_100, Some("omar")).await.expect("sweep");
     assert_eq!((report.tiered, report.changed), (0, 1), "{report:?}");
     assert_eq!(report.objects[0].outcome, "changed");
-    let head = system
-        .s3
-        .head_object()
-        .bucket(system.stack.get("STOWAGE_BUCKET"))
-        .key("users/omar/draft.bin")
-        .send()
-        .await
-        .expect("HeadObject");
+    let head = system.head("users/omar/draft.bin").await;
     assert_eq!(
         head.storage_class(),
         None,
@@ -371,7 +347,6 @@ fn restore_request(user: &str, key: &str) -> String {
 async fn a_restore_request_restores_the_owners_key_and_nobody_elses() {
     let system = System::start().await.expect("system starts");
     let token = system.token("rita");
-    let bucket = system.stack.get("STOWAGE_BUCKET").to_string();
     system
         .put_object("users/rita/old.bin", vec![3; 4096], "GLACIER")
         .await;
@@ -382,18 +357,8 @@ async fn a_restore_request_restores_the_owners_key_and_nobody_elses() {
         .capture("stowage.lifecycle", "ObjectRestored.v1")
         .await;
     let restore_header = |key: &'static str| {
-        let s3 = system.s3.clone();
-        let bucket = bucket.clone();
-        async move {
-            s3.head_object()
-                .bucket(bucket)
-                .key(key)
-                .send()
-                .await
-                .expect("HeadObject")
-                .restore()
-                .map(str::to_string)
-        }
+        let system = &system;
+        async move { system.head(key).await.restore().map(str::to_string) }
     };
 
     // Mallory asks for Rita's object: lifecycle refuses, whatever intake
@@ -461,20 +426,13 @@ async fn due_objects(
     let mut rows = Vec::new();
     for i in 0..count {
         let key = format!("users/{prefix}/due-{i}.bin");
-        let put = system
-            .s3
-            .put_object()
-            .bucket(system.stack.get("STOWAGE_BUCKET"))
-            .key(&key)
-            .body(vec![5u8; 1 << 20].into())
-            .send()
-            .await
-            .expect("PutObject");
-        let etag = put
-            .e_tag()
-            .unwrap_or_default()
-            .trim_matches('"')
-            .to_string();
+        let etag = put_for_etag(
+            &system.s3,
+            system.stack.get("STOWAGE_BUCKET"),
+            &key,
+            vec![5u8; 1 << 20],
+        )
+        .await;
         rows.push((
             key,
             standard_row(1 << 20, &etag, now - 91 * 86_400),

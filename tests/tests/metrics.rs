@@ -245,20 +245,13 @@ async fn sweeps_count_tiered_bytes_savings_and_decisions() {
         .expect("system starts");
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let bucket = system.stack.get("STOWAGE_BUCKET").to_string();
-    let put = system
-        .s3
-        .put_object()
-        .bucket(&bucket)
-        .key("users/vera/cold.bin")
-        .body(vec![1u8; 1 << 20].into())
-        .send()
-        .await
-        .expect("PutObject");
-    let etag = put
-        .e_tag()
-        .unwrap_or_default()
-        .trim_matches('"')
-        .to_string();
+    let etag = stowage_e2e::put_for_etag(
+        &system.s3,
+        &bucket,
+        "users/vera/cold.bin",
+        vec![1u8; 1 << 20],
+    )
+    .await;
     let rows = vec![
         (
             "users/vera/cold.bin".to_string(),

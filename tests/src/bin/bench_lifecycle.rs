@@ -9,7 +9,9 @@
 use std::time::Instant;
 
 use futures::StreamExt;
-use stowage_e2e::{RequestCounter, Stack, counted_sweeper, load_projection, standard_row};
+use stowage_e2e::{
+    RequestCounter, Stack, counted_sweeper, load_projection, put_for_etag, standard_row,
+};
 use time::OffsetDateTime;
 
 fn arg(name: &str, default: usize) -> usize {
@@ -42,19 +44,7 @@ async fn main() {
             let (s3, bucket) = (s3.clone(), bucket.clone());
             async move {
                 let key = format!("users/due{}/cold-{i}.bin", i % 10);
-                let put = s3
-                    .put_object()
-                    .bucket(&bucket)
-                    .key(&key)
-                    .body(vec![5u8; 1 << 20].into())
-                    .send()
-                    .await
-                    .expect("PutObject");
-                let etag = put
-                    .e_tag()
-                    .unwrap_or_default()
-                    .trim_matches('"')
-                    .to_string();
+                let etag = put_for_etag(&s3, &bucket, &key, vec![5u8; 1 << 20]).await;
                 (
                     key,
                     standard_row(1 << 20, &etag, now - 91 * 86_400),
