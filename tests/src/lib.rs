@@ -119,6 +119,23 @@ impl Stack {
         args
     }
 
+    /// Lifecycle's command line against this stack (program name first).
+    /// Tests sweep when they choose to, through `System::sweeper`.
+    pub fn lifecycle_args(&self) -> Vec<String> {
+        let mut args = self.args(
+            "stowage-lifecycle",
+            &[
+                ("bucket", "STOWAGE_BUCKET"),
+                ("s3-path-style", "STOWAGE_S3_PATH_STYLE"),
+                ("table", "STOWAGE_LIFECYCLE_TABLE"),
+                ("queue-url", "STOWAGE_LIFECYCLE_QUEUE_URL"),
+                ("event-bus", "STOWAGE_EVENT_BUS"),
+            ],
+        );
+        args.extend(["--wait-seconds", "1", "--sweep-interval-seconds", "0"].map(str::to_string));
+        args
+    }
+
     /// Command-line arguments for a service's settings parser.
     fn args(&self, binary: &str, pairs: &[(&str, &str)]) -> Vec<String> {
         std::iter::once(binary.to_string())
@@ -206,21 +223,10 @@ impl System {
 
         let ledger = ledger(&stack).await?;
 
-        let mut args = stack.args(
-            "stowage-lifecycle",
-            &[
-                ("bucket", "STOWAGE_BUCKET"),
-                ("s3-path-style", "STOWAGE_S3_PATH_STYLE"),
-                ("table", "STOWAGE_LIFECYCLE_TABLE"),
-                ("queue-url", "STOWAGE_LIFECYCLE_QUEUE_URL"),
-                ("event-bus", "STOWAGE_EVENT_BUS"),
-            ],
-        );
-        // Tests sweep when they choose to, through `System::sweeper`.
-        args.extend(["--wait-seconds", "1", "--sweep-interval-seconds", "0"].map(str::to_string));
-        let lifecycle =
-            stowage_lifecycle::App::build(stowage_lifecycle::Settings::try_parse_from(args)?)
-                .await?;
+        let lifecycle = stowage_lifecycle::App::build(stowage_lifecycle::Settings::try_parse_from(
+            stack.lifecycle_args(),
+        )?)
+        .await?;
 
         let mut tasks = vec![tokio::spawn({
             let stop = shutdown.clone();
@@ -528,19 +534,9 @@ impl System {
     /// A lifecycle service for this stack, not yet running: for tests that
     /// start and stop it themselves (with [`Parts::WITHOUT_LIFECYCLE`]).
     pub async fn lifecycle(&self) -> stowage_lifecycle::App {
-        let mut args = self.stack.args(
-            "stowage-lifecycle",
-            &[
-                ("bucket", "STOWAGE_BUCKET"),
-                ("s3-path-style", "STOWAGE_S3_PATH_STYLE"),
-                ("table", "STOWAGE_LIFECYCLE_TABLE"),
-                ("queue-url", "STOWAGE_LIFECYCLE_QUEUE_URL"),
-                ("event-bus", "STOWAGE_EVENT_BUS"),
-            ],
-        );
-        args.extend(["--wait-seconds", "1", "--sweep-interval-seconds", "0"].map(str::to_string));
         stowage_lifecycle::App::build(
-            stowage_lifecycle::Settings::try_parse_from(args).expect("lifecycle settings"),
+            stowage_lifecycle::Settings::try_parse_from(self.stack.lifecycle_args())
+                .expect("lifecycle settings"),
         )
         .await
         .expect("lifecycle builds")
