@@ -1,6 +1,10 @@
 use clap::Parser;
 use stowage_lifecycle::{App, Settings};
 
+/// jemalloc, for less CPU per request than glibc's malloc (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let telemetry = stowage_shared::telemetry::init("lifecycle");
