@@ -3,7 +3,7 @@
 //! as written, and two processes each keeping their own copy of an account
 //! never overwrite each other's writes.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use stowage_e2e::Stack;
 use stowage_intake::{
@@ -30,16 +30,15 @@ impl Dice {
 /// Adds or changes the reservation of one of a few hundred keys.
 fn reserve(account: &mut Account, dice: &mut Dice, step: u64) {
     let key = format!("users/u/{} file #{}", dice.below(90), dice.below(3));
-    let reservation = account
-        .reservations
-        .entry(key)
-        .or_insert_with(|| Reservation {
+    let reservation = Arc::make_mut(account.reservations.entry(key.into()).or_insert_with(|| {
+        Arc::new(Reservation {
             max_size: 0,
             held: 0,
             lapses_at: 0,
             revision: 0,
             grants: Vec::new(),
-        });
+        })
+    }));
     reservation.max_size = dice.below(1 << 40);
     reservation.held = dice.below(reservation.max_size + 1);
     reservation.lapses_at = i64::try_from(dice.below(1 << 33)).expect("fits");
@@ -59,7 +58,7 @@ fn change(account: &mut Account, dice: &mut Dice, step: u64) {
             }
         }
         4 => {
-            let keys: Vec<String> = account.reservations.keys().cloned().collect();
+            let keys: Vec<Arc<str>> = account.reservations.keys().cloned().collect();
             for key in keys {
                 if dice.below(10) < 9 {
                     account.reservations.remove(&key);
@@ -166,14 +165,14 @@ fn granted(user: &UserId, n: u64) -> (Account, GrantRecord) {
     };
     let mut account = Account::new();
     account.reservations.insert(
-        grant.key.clone(),
-        Reservation {
+        grant.key.as_str().into(),
+        Arc::new(Reservation {
             max_size: grant.max_size,
             held: grant.max_size,
             lapses_at: 1_800_001_000,
             revision: 0,
             grants: vec![grant.grant_id.clone()],
-        },
+        }),
     );
     (account, grant)
 }

@@ -42,7 +42,7 @@ impl UsageProjection {
             let grant = event.grant_id.map(|g| g.to_string()).or_else(|| {
                 account
                     .reservations
-                    .get(&event.key)
+                    .get(event.key.as_str())
                     .and_then(|r| r.grants.last().cloned())
             });
             let outcome = if !account.apply_usage(&report) {

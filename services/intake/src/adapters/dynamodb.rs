@@ -6,6 +6,7 @@
 //! - `GRANT#<id>`: one upload grant; expires by TTL a week after the grant.
 
 use std::{
+    cmp::Ordering,
     collections::{BTreeMap, HashMap},
     num::NonZeroUsize,
     sync::{Arc, Mutex, OnceLock},
@@ -211,7 +212,7 @@ fn account_to_item(user: &UserId, account: &Account, version: u64) -> Item {
     let reservations = account
         .reservations
         .iter()
-        .map(|(key, r)| (key.clone(), reservation_value(r)))
+        .map(|(key, r)| (key.to_string(), reservation_value(r)))
         .collect();
     let mut item = HashMap::from([
         ("pk".to_string(), user_pk(user)),
@@ -238,14 +239,14 @@ fn account_from_item(item: &Item) -> Result<(Account, u64), StoreError> {
                 )));
             };
             reservations.insert(
-                key.clone(),
-                Reservation {
+                key.as_str().into(),
+                Arc::new(Reservation {
                     max_size: req_num(r, "max")?,
                     held: req_num(r, "held")?,
                     lapses_at: req_num(r, "lapses")?,
                     revision: req_num(r, "rev")?,
                     grants: get_str_list(r, "grants")?,
-                },
+                }),
             );
         }
     }
@@ -337,17 +338,7 @@ fn account_write(
             .map(AccountWrite::Put)
             .map_err(built);
     };
-    let changed: Vec<(&String, &Reservation)> = after
-        .reservations
-        .iter()
-        .filter(|(key, r)| before.value.reservations.get(*key) != Some(*r))
-        .collect();
-    let dropped: Vec<&String> = before
-        .value
-        .reservations
-        .keys()
-        .filter(|key| !after.reservations.contains_key(*key))
-        .collect();
+    let (changed, dropped) = reservation_changes(&before.value.reservations, &after.reservations);
     if changed.len() + dropped.len() > MAX_CHANGED_RESERVATIONS {
         return Put::builder()
             .table_name(table)
@@ -390,12 +381,12 @@ fn account_write(
     }
     for (index, (key, reservation)) in changed.into_iter().enumerate() {
         sets.push(format!("reservations.#r{index} = :r{index}"));
-        names.insert(format!("#r{index}"), key.clone());
+        names.insert(format!("#r{index}"), key.to_string());
         values.insert(format!(":r{index}"), reservation_value(reservation));
     }
     for (index, key) in dropped.into_iter().enumerate() {
         removes.push(format!("reservations.#d{index}"));
-        names.insert(format!("#d{index}"), key.clone());
+        names.insert(format!("#d{index}"), key.to_string());
     }
     let mut expression = format!("SET {}", sets.join(", "));
     if !removes.is_empty() {
@@ -412,6 +403,41 @@ fn account_write(
         .build()
         .map(AccountWrite::Update)
         .map_err(built)
+}
+
+type Reservations = BTreeMap<Arc<str>, Arc<Reservation>>;
+
+/// The reservations `after` holds and `before` does not hold alike, and the
+/// keys only `before` holds: one pass over both maps in key order. A
+/// reservation the two share (a copy's unchanged entry) is the same
+/// allocation, so most of them compare by address.
+fn reservation_changes<'a>(
+    before: &'a Reservations,
+    after: &'a Reservations,
+) -> (Vec<(&'a str, &'a Reservation)>, Vec<&'a str>) {
+    let (mut changed, mut dropped) = (Vec::new(), Vec::new());
+    let (mut old, mut new) = (before.iter().peekable(), after.iter().peekable());
+    loop {
+        let order = match (old.peek(), new.peek()) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some((old_key, _)), Some((new_key, _))) => old_key.cmp(new_key),
+        };
+        match order {
+            Ordering::Less => dropped.extend(old.next().map(|(key, _)| &**key)),
+            Ordering::Greater => changed.extend(new.next().map(|(key, r)| (&**key, &**r))),
+            Ordering::Equal => {
+                if let (Some((_, was)), Some((key, r))) = (old.next(), new.next())
+                    && !Arc::ptr_eq(was, r)
+                    && was != r
+                {
+                    changed.push((&**key, &**r));
+                }
+            }
+        }
+    }
+    (changed, dropped)
 }
 
 #[async_trait]
@@ -533,27 +559,27 @@ mod tests {
         };
         account.reservations.insert(
             "users/alice/a b".into(),
-            Reservation {
+            Arc::new(Reservation {
                 max_size: 7,
                 held: 4,
                 lapses_at: -5,
                 revision: 2,
                 grants: vec!["g1".into(), "g2".into()],
-            },
+            }),
         );
         let (back, version) = account_from_item(&account_to_item(&user, &account, 9)).unwrap();
         assert_eq!(back, account);
         assert_eq!(version, 9);
     }
 
-    fn reservation(size: u64) -> Reservation {
-        Reservation {
+    fn reservation(size: u64) -> Arc<Reservation> {
+        Arc::new(Reservation {
             max_size: size,
             held: size,
             lapses_at: 1_800_000_000,
             revision: 0,
             grants: vec![format!("g{size}")],
-        }
+        })
     }
 
     #[test]
@@ -619,6 +645,34 @@ mod tests {
             update.expression_attribute_values().unwrap()[":r0"],
             reservation_value(&reservation(3))
         );
+
+        // Equal reservations held apart (as in an account read back) are no
+        // change; one changed under the same key is.
+        let mut reread = Account::new();
+        reread
+            .reservations
+            .insert("users/alice/gone".into(), reservation(1));
+        reread
+            .reservations
+            .insert("users/alice/same".into(), reservation(2));
+        let Ok(AccountWrite::Update(update)) = account_write("t", &user, &before, &reread) else {
+            panic!("an update");
+        };
+        assert_eq!(update.update_expression(), "SET version = :next");
+        let mut settled = reread.clone();
+        let same = settled.reservations.get_mut("users/alice/same").unwrap();
+        Arc::make_mut(same).held = 0;
+        let Ok(AccountWrite::Update(update)) = account_write("t", &user, &before, &settled) else {
+            panic!("an update");
+        };
+        assert_eq!(
+            update.update_expression(),
+            "SET version = :next, reservations.#r0 = :r0"
+        );
+        assert_eq!(
+            update.expression_attribute_names().unwrap()["#r0"],
+            "users/alice/same"
+        );
     }
 
     #[test]
@@ -632,7 +686,7 @@ mod tests {
         for i in 0..=MAX_CHANGED_RESERVATIONS as u64 {
             after
                 .reservations
-                .insert(format!("users/alice/{i}"), reservation(i));
+                .insert(format!("users/alice/{i}").into(), reservation(i));
         }
         let Ok(AccountWrite::Put(put)) = account_write("t", &user, &before, &after) else {
             panic!("a put of the whole account");

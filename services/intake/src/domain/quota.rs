@@ -13,7 +13,7 @@
 //! Callers persist an [`Account`] only if it has not changed since they read it
 //! (a version check), so these rules hold under any interleaving.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 /// One user's quota state as intake knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,8 +27,10 @@ pub struct Account {
     pub by_storage_class: BTreeMap<String, u64>,
     /// The ledger's revision of `used_bytes`; older reports are ignored.
     pub revision: u64,
-    /// Reservations by object key.
-    pub reservations: BTreeMap<String, Reservation>,
+    /// Reservations by object key. Keys and reservations are shared between
+    /// copies of an account: a grant copies the account it starts from, and
+    /// changes one reservation.
+    pub reservations: BTreeMap<Arc<str>, Arc<Reservation>>,
 }
 
 /// Bytes held back for the outstanding grants of one key.
@@ -139,16 +141,17 @@ impl Account {
             });
         }
         let revision = self.revision;
-        let entry = self
-            .reservations
-            .entry(request.key.to_string())
-            .or_insert_with(|| Reservation {
-                max_size: 0,
-                held: 0,
-                lapses_at: request.lapses_at,
-                revision,
-                grants: Vec::new(),
-            });
+        let entry = Arc::make_mut(self.reservations.entry(request.key.into()).or_insert_with(
+            || {
+                Arc::new(Reservation {
+                    max_size: 0,
+                    held: 0,
+                    lapses_at: request.lapses_at,
+                    revision,
+                    grants: Vec::new(),
+                })
+            },
+        ));
         entry.held += extra;
         entry.max_size = entry.max_size.max(request.size);
         entry.lapses_at = entry.lapses_at.max(request.lapses_at);
@@ -172,6 +175,7 @@ impl Account {
         if let Some(reservation) = self.reservations.get_mut(report.key)
             && report.revision > reservation.revision
         {
+            let reservation = Arc::make_mut(reservation);
             reservation.held = reservation
                 .max_size
                 .saturating_sub(report.object_size.unwrap_or(0));
