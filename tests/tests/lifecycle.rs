@@ -58,7 +58,7 @@ async fn cold_objects_are_tiered_while_recently_read_and_small_ones_stay() {
     system.put(&token, "cold.bin", vec![7; 2 << 20]).await;
     let recent = system.put(&token, "recent.bin", vec![8; 2 << 20]).await;
     system.put(&token, "tiny.txt", vec![9; 1000]).await;
-    // 12 MiB with metadata, copied in three parts below.
+    // 12 MiB with metadata and tags, copied in three parts below.
     system
         .s3
         .put_object()
@@ -66,6 +66,7 @@ async fn cold_objects_are_tiered_while_recently_read_and_small_ones_stay() {
         .key("users/lena/big.bin")
         .content_type("video/mp4")
         .metadata("origin", "camera")
+        .tagging("project=Trip%202026&owner%3Ateam=a%2Bb%3Dc%2Fd%40e")
         .body(vec![1u8; 12 << 20].into())
         .send()
         .await
@@ -198,6 +199,24 @@ async fn cold_objects_are_tiered_while_recently_read_and_small_ones_stay() {
             .and_then(|m| m.get("origin"))
             .map(String::as_str),
         Some("camera")
+    );
+    let tags = system
+        .s3
+        .get_object_tagging()
+        .bucket(&bucket)
+        .key("users/lena/big.bin")
+        .send()
+        .await
+        .expect("GetObjectTagging");
+    let mut tags: Vec<(&str, &str)> = tags
+        .tag_set()
+        .iter()
+        .map(|t| (t.key(), t.value()))
+        .collect();
+    tags.sort_unstable();
+    assert_eq!(
+        tags,
+        [("owner:team", "a+b=c/d@e"), ("project", "Trip 2026")]
     );
     assert_eq!(
         big.server_side_encryption().map(|e| e.as_str()),

@@ -7,7 +7,7 @@ use aws_sdk_s3::{
     error::{DisplayErrorContext, ProvideErrorMetadata, SdkError},
     types::{
         CompletedMultipartUpload, CompletedPart, GlacierJobParameters, MetadataDirective,
-        RestoreRequest, ServerSideEncryption, StorageClass, Tier,
+        RestoreRequest, ServerSideEncryption, StorageClass, Tag, Tier,
     },
 };
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -25,6 +25,30 @@ const COPY_SOURCE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'.')
     .remove(b'~');
+
+/// What a tag key or value keeps unencoded in the `x-amz-tagging` header
+/// (a URL query string): the unreserved characters.
+const TAG_PART: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Tags as the `x-amz-tagging` header of a PutObject or
+/// CreateMultipartUpload spells them: `key=value` pairs, each part
+/// percent-encoded, joined by `&`.
+fn tagging_header(tags: &[Tag]) -> String {
+    tags.iter()
+        .map(|tag| {
+            format!(
+                "{}={}",
+                utf8_percent_encode(tag.key(), TAG_PART),
+                utf8_percent_encode(tag.value(), TAG_PART)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
 
 /// [`Bucket`] on one S3 bucket.
 #[derive(Debug, Clone)]
@@ -122,6 +146,23 @@ impl S3Bucket {
                 .set_ssekms_key_id(key_id.clone()),
             Encryption::Unknown | Encryption::CustomerKey => create,
         };
+        // CopyObject copies tags by itself; a multipart upload is given them.
+        if head.tag_count().is_some_and(|count| count > 0) {
+            let tags = self
+                .client
+                .get_object_tagging()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| {
+                    CopyError::Other(anyhow::anyhow!(
+                        "GetObjectTagging {key}: {}",
+                        DisplayErrorContext(e)
+                    ))
+                })?;
+            create = create.tagging(tagging_header(tags.tag_set()));
+        }
         let upload = create.send().await.map_err(|e| {
             CopyError::Other(anyhow::anyhow!(
                 "CreateMultipartUpload {key}: {}",
@@ -335,5 +376,15 @@ mod tests {
             bucket.copy_source("users/a/x y+z%é.txt"),
             "b/users/a/x%20y%2Bz%25%C3%A9.txt"
         );
+    }
+
+    #[test]
+    fn tags_are_spelled_as_a_query_string() {
+        let tag = |key: &str, value: &str| Tag::builder().key(key).value(value).build().unwrap();
+        assert_eq!(
+            tagging_header(&[tag("project", "Trip 2026"), tag("owner:team", "a+b=c/d@é")]),
+            "project=Trip%202026&owner%3Ateam=a%2Bb%3Dc%2Fd%40%C3%A9"
+        );
+        assert_eq!(tagging_header(&[]), "");
     }
 }
