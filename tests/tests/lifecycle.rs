@@ -594,3 +594,87 @@ async fn settlements_skip_a_row_that_changed_and_write_the_others_together() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backfill_brings_objects_stored_before_lifecycle_knew_them_into_sweeps() {
+    // No lifecycle consumer runs: S3's events of these objects never reach
+    // the projection, as for objects stored before the service was deployed.
+    let system = System::start_parts(&[], Parts::INTAKE_ONLY)
+        .await
+        .expect("system starts");
+    let bucket = system.stack.get("STOWAGE_BUCKET");
+    let mut etags = Vec::new();
+    for (key, size) in [
+        ("users/nina/a.bin", 1 << 20),
+        ("users/nina/b.bin", 3 << 20),
+        ("users/olaf/c.bin", 1 << 20),
+        // Directly under users/: nobody's, never tiered.
+        ("users/stray.bin", 1 << 20),
+    ] {
+        etags.push((
+            key,
+            put_for_etag(&system.s3, bucket, key, vec![3; size]).await,
+        ));
+    }
+    let sweeper = system.sweeper(&[("tier-class", "GLACIER")]).await;
+    let day_100 = days_from_now(100);
+    let plan = sweeper.plan(day_100, None).await.expect("plan");
+    assert!(plan.objects.is_empty(), "nothing known yet: {plan:?}");
+
+    let pages = std::sync::atomic::AtomicUsize::new(0);
+    let nina = sweeper
+        .backfill(Some("nina"), |_| {
+            pages.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        })
+        .await
+        .expect("backfill");
+    assert_eq!(
+        (nina.listed, nina.added, nina.known, nina.gone),
+        (2, 2, 0, 0)
+    );
+    assert_eq!(pages.into_inner(), 1, "one page of keys");
+    let everyone = sweeper.backfill(None, |_| {}).await.expect("backfill");
+    assert_eq!((everyone.listed, everyone.added, everyone.known), (3, 1, 2));
+    let again = sweeper.backfill(None, |_| {}).await.expect("backfill");
+    assert_eq!((again.listed, again.added, again.known), (3, 0, 3));
+    assert_eq!(
+        stowctl::tier::backfill_summary(&again),
+        "Looked at 3 object(s): 0 added to the lifecycle projection, 3 known already, 0 deleted meanwhile."
+    );
+
+    // Due 90 days after their upload, with what S3 holds.
+    let plan = sweeper.plan(day_100, None).await.expect("plan");
+    assert_eq!(
+        keys(&plan),
+        ["users/nina/a.bin", "users/nina/b.bin", "users/olaf/c.bin"]
+    );
+    for object in &plan.objects {
+        let (_, etag) = etags.iter().find(|(k, _)| *k == object.key).expect("put");
+        assert_eq!(object.etag.as_deref(), Some(etag.as_str()));
+        assert_eq!(object.storage_class, "STANDARD");
+        assert_eq!(object.action, "tier", "{object:?}");
+    }
+    let b = plan.objects.iter().find(|o| o.key == "users/nina/b.bin");
+    assert_eq!(b.map(|o| o.size), Some(3 << 20));
+    let day_80 = sweeper.plan(days_from_now(80), None).await.expect("plan");
+    assert!(
+        day_80.objects.is_empty(),
+        "not due before day 90: {day_80:?}"
+    );
+
+    // A sweep tiers them, keeping their encryption.
+    let report = sweeper.run(day_100, None).await.expect("sweep");
+    assert_eq!((report.tiered, report.failed), (3, 0), "{report:?}");
+    let head = system.head("users/nina/b.bin").await;
+    assert_eq!(head.storage_class().map(|c| c.as_str()), Some("GLACIER"));
+    assert_eq!(
+        head.server_side_encryption().map(|e| e.as_str()),
+        Some("AES256")
+    );
+    assert_eq!(
+        system.head("users/stray.bin").await.storage_class(),
+        None,
+        "nobody's object stays"
+    );
+    system.stop().await;
+}

@@ -287,8 +287,6 @@ impl EventHandler {
         Ok("restored")
     }
 
-    /// Applies `observation` to `key`'s row with a conditional write,
-    /// re-reading on conflicts.
     async fn record(
         &self,
         user: &str,
@@ -296,35 +294,7 @@ impl EventHandler {
         observation: &Observation,
     ) -> Result<&'static str, Failure> {
         let days = self.policies.for_user(user).cold_after_days;
-        for attempt in 0..MAX_ATTEMPTS {
-            let current = self.projection.get(user, key).await?;
-            let record = match apply(current.as_ref().map(|c| &c.record), observation) {
-                Change::Apply(record) => *record,
-                Change::Duplicate => return Ok("duplicate"),
-                Change::Stale => return Ok("stale"),
-                Change::Unchanged => return Ok("unchanged"),
-            };
-            match self
-                .projection
-                .put(
-                    user,
-                    key,
-                    &record,
-                    record.due_at(days),
-                    current.map(|c| c.version),
-                )
-                .await
-            {
-                Ok(()) => return Ok("applied"),
-                Err(error) if error.is_retryable() => {
-                    tokio::time::sleep(Duration::from_millis(2 << attempt.min(6))).await;
-                }
-                Err(error) => return Err(error.into()),
-            }
-        }
-        Err(Failure::Transient(anyhow::anyhow!(
-            "the row of {key} kept changing"
-        )))
+        Ok(record(self.projection.as_ref(), user, key, observation, days).await?)
     }
 
     /// The key an event means. Unambiguous spellings are taken as they
@@ -353,6 +323,45 @@ impl EventHandler {
         }
         Ok(candidates.remove(0))
     }
+}
+
+/// Applies `observation` to `key`'s row with a conditional write,
+/// re-reading on conflicts, and indexes the row by the date it becomes due
+/// under a policy of `days`. Returns what happened: `applied`, `duplicate`,
+/// `stale` or `unchanged`.
+pub(crate) async fn record(
+    projection: &dyn Projection,
+    user: &str,
+    key: &str,
+    observation: &Observation,
+    days: u32,
+) -> anyhow::Result<&'static str> {
+    for attempt in 0..MAX_ATTEMPTS {
+        let current = projection.get(user, key).await?;
+        let record = match apply(current.as_ref().map(|c| &c.record), observation) {
+            Change::Apply(record) => *record,
+            Change::Duplicate => return Ok("duplicate"),
+            Change::Stale => return Ok("stale"),
+            Change::Unchanged => return Ok("unchanged"),
+        };
+        match projection
+            .put(
+                user,
+                key,
+                &record,
+                record.due_at(days),
+                current.map(|c| c.version),
+            )
+            .await
+        {
+            Ok(()) => return Ok("applied"),
+            Err(error) if error.is_retryable() => {
+                tokio::time::sleep(Duration::from_millis(2 << attempt.min(6))).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(anyhow::anyhow!("the row of {key} kept changing"))
 }
 
 impl Handler for EventHandler {

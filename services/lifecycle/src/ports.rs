@@ -95,6 +95,15 @@ pub struct ObjectHead {
     pub etag: Option<String>,
     pub storage_class: String,
     pub encryption: Encryption,
+    /// Unix seconds.
+    pub last_modified: Option<i64>,
+}
+
+/// One page of a bucket listing: keys, and where the next page starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyPage {
+    pub keys: Vec<String>,
+    pub next: Option<String>,
 }
 
 /// Why a copy did not happen.
@@ -126,6 +135,10 @@ pub enum RestoreStart {
 pub trait Bucket: Send + Sync + 'static {
     /// What S3 holds at `key`, if anything.
     async fn head(&self, key: &str) -> anyhow::Result<Option<ObjectHead>>;
+
+    /// Up to 1,000 keys under `prefix` in key order, from where `after`
+    /// (a previous page's `next`) left off.
+    async fn list(&self, prefix: &str, after: Option<String>) -> anyhow::Result<KeyPage>;
 
     /// Copies `key` onto itself in `class`, keeping its content type,
     /// metadata and encryption, only if its entity tag is still `etag`;

@@ -196,6 +196,20 @@ enum Tier {
         #[arg(long)]
         user: String,
     },
+    /// Bring objects stored before the lifecycle service knew of them (it was
+    /// deployed later, or its table was lost) into its projection, so that
+    /// sweeps consider them: lists the bucket under users/ and gives each
+    /// unknown object a row from HeadObject. Objects the service learnt of
+    /// from S3's events are left alone; safe to run while it runs, or again.
+    /// Needs s3:ListBucket, s3:GetObject and the lifecycle table.
+    Backfill {
+        /// Only this user's objects.
+        #[arg(long)]
+        user: Option<String>,
+        /// Print JSON instead of a sentence.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -541,6 +555,28 @@ async fn tier(command: Tier) -> anyhow::Result<bool> {
             let changed = sweeper.reindex(&user).await?;
             println!("Re-indexed {changed} object(s) of {user}.");
             Ok(true)
+        }
+        Tier::Backfill { user, json } => {
+            let bar = progress_bar(
+                json,
+                "{spinner} {msg} [{elapsed}]",
+                "listing the bucket".to_string(),
+            );
+            let report = sweeper
+                .backfill(user.as_deref(), |so_far| {
+                    if let Some(bar) = &bar {
+                        bar.set_message(format!(
+                            "{} object(s) looked at, {} added",
+                            so_far.listed, so_far.added
+                        ));
+                    }
+                })
+                .await
+                .context("the backfill failed (check the bucket, the lifecycle table and your credentials)")?;
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            print(&report, json, stowctl::tier::backfill_summary)
         }
     }
 }

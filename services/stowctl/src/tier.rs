@@ -1,10 +1,11 @@
 //! `stowctl tier`: what the next sweep would do (`plan`), doing it (`run`),
-//! and recomputing a user's due dates after their policy changed
-//! (`reindex`). The sweep is the lifecycle service's own
+//! recomputing a user's due dates after their policy changed (`reindex`),
+//! and bringing objects the service never heard of into its projection
+//! (`backfill`). The sweep is the lifecycle service's own
 //! ([`stowage_lifecycle::sweep::Sweeper`]), configured by the same
 //! `STOWAGE_*` variables.
 
-use stowage_lifecycle::sweep::{SweepReport, TierPlan};
+use stowage_lifecycle::sweep::{BackfillReport, SweepReport, TierPlan};
 
 /// A byte count the way people read it.
 pub fn bytes(n: u64) -> String {
@@ -24,6 +25,14 @@ pub fn bytes(n: u64) -> String {
 
 fn dollars(value: Option<f64>) -> String {
     value.map_or("-".to_string(), |v| format!("${v:.6}"))
+}
+
+/// What a backfill did, in a sentence.
+pub fn backfill_summary(report: &BackfillReport) -> String {
+    format!(
+        "Looked at {} object(s): {} added to the lifecycle projection, {} known already, {} deleted meanwhile.",
+        report.listed, report.added, report.known, report.gone
+    )
 }
 
 /// The plan as an operator reads it: one row per due object, then totals.

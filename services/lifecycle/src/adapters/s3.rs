@@ -15,7 +15,7 @@ use stowage_shared::aws;
 
 use crate::{
     domain::{policy::ArchiveClass, projection::Encryption},
-    ports::{Bucket, CopyError, ObjectHead, RestoreStart},
+    ports::{Bucket, CopyError, KeyPage, ObjectHead, RestoreStart},
 };
 
 /// What a copy source keeps unencoded besides letters and digits.
@@ -276,7 +276,38 @@ impl Bucket for S3Bucket {
                 head.ssekms_key_id(),
                 head.sse_customer_algorithm(),
             ),
+            last_modified: head.last_modified().map(|t| t.secs()),
         }))
+    }
+
+    async fn list(&self, prefix: &str, after: Option<String>) -> anyhow::Result<KeyPage> {
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .set_continuation_token(after)
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "ListObjectsV2 {}/{prefix}: {}",
+                    self.bucket,
+                    DisplayErrorContext(e)
+                )
+            })?;
+        Ok(KeyPage {
+            keys: page
+                .contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_string))
+                .collect(),
+            next: page
+                .is_truncated()
+                .unwrap_or(false)
+                .then(|| page.next_continuation_token().map(str::to_string))
+                .flatten(),
+        })
     }
 
     async fn copy_to_class(

@@ -8,7 +8,9 @@
 //! sequencer is a duplicate, and a deleted object keeps a tombstone so a
 //! late `Object Created` cannot bring it back (the ledger's rules). Reads
 //! carry no sequencer: the last access only ever moves forward, so a late or
-//! repeated `ObjectAccessed` changes nothing.
+//! repeated `ObjectAccessed` changes nothing. Objects found in the bucket by
+//! a backfill carry none either: they fill in keys no S3 event has reached,
+//! and any S3 event of the key outranks them.
 
 use std::cmp::Ordering;
 
@@ -142,6 +144,14 @@ pub enum Observation {
         size: u64,
         etag: Option<String>,
         storage_class: String,
+    },
+    /// A backfill found the object in the bucket, last modified at `at`.
+    Listed {
+        at: i64,
+        size: u64,
+        etag: Option<String>,
+        storage_class: String,
+        encryption: Encryption,
     },
     /// `RestoreRequested.v1`, once `RestoreObject` was called.
     RestoreRequested { at: i64, days: u32 },
@@ -292,6 +302,38 @@ pub fn apply(current: Option<&ObjectRecord>, observation: &Observation) -> Chang
             applied: Vec::new(),
             verdict: None,
         })),
+        (
+            Observation::Listed {
+                at,
+                size,
+                etag,
+                storage_class,
+                encryption,
+            },
+            current,
+        ) => {
+            // Only over nothing, or over a row known from reads alone.
+            if current.is_some_and(|row| !row.applied.is_empty() || !row.live) {
+                return Change::Unchanged;
+            }
+            let row = ObjectRecord {
+                live: true,
+                size: *size,
+                storage_class: storage_class.clone(),
+                etag: etag.clone(),
+                encryption: encryption.clone(),
+                created_at: *at,
+                last_access: current.and_then(|r| r.last_access),
+                restore: current.map_or(Restore::None, |r| r.restore.clone()),
+                sequencer: Sequencer::lowest(),
+                applied: Vec::new(),
+                verdict: current.and_then(|r| r.verdict.clone()),
+            };
+            if current == Some(&row) {
+                return Change::Unchanged;
+            }
+            Change::Apply(Box::new(row))
+        }
         (Observation::Accessed { at, .. }, Some(row)) => {
             if row.last_access.is_some_and(|last| last >= *at) {
                 return Change::Unchanged;
@@ -391,6 +433,59 @@ mod tests {
             panic!("a different event at the same sequencer applies");
         };
         assert_eq!(next.size, 20);
+    }
+
+    fn listed(at: i64, size: u64) -> Observation {
+        Observation::Listed {
+            at,
+            size,
+            etag: Some(format!("e{size}")),
+            storage_class: STANDARD.into(),
+            encryption: Encryption::Kms {
+                algorithm: "aws:kms".into(),
+                key_id: Some("k".into()),
+            },
+        }
+    }
+
+    #[test]
+    fn a_listed_object_fills_an_unknown_key_and_any_s3_event_outranks_it() {
+        let row = fold(&[listed(1_000, 30)]).unwrap();
+        assert!(row.live);
+        assert_eq!((row.size, row.created_at), (30, 1_000));
+        assert_eq!(row.due_at(90), Some(1_000 + 90 * DAY));
+        assert_eq!(row.sequencer, Sequencer::lowest());
+        assert_eq!(apply(Some(&row), &listed(1_000, 30)), Change::Unchanged);
+        // An S3 event of the key, even an old one, applies over it...
+        let Change::Apply(created) = apply(Some(&row), &created("01", 500, 20)) else {
+            panic!("an S3 event outranks a listing");
+        };
+        assert_eq!(created.size, 20);
+        let Change::Apply(deleted) = apply(
+            Some(&row),
+            &Observation::Deleted {
+                sequencer: seq("01"),
+            },
+        ) else {
+            panic!("a delete outranks a listing");
+        };
+        assert!(!deleted.live);
+        // ...and a listing never changes a row S3's events made.
+        assert_eq!(apply(Some(&created), &listed(2_000, 40)), Change::Unchanged);
+        assert_eq!(apply(Some(&deleted), &listed(2_000, 40)), Change::Unchanged);
+    }
+
+    #[test]
+    fn a_listing_completes_a_row_known_from_reads_and_keeps_the_last_read() {
+        let read = fold(&[accessed(5_000)]).unwrap();
+        assert_eq!(read.encryption, Encryption::Unknown);
+        let Change::Apply(row) = apply(Some(&read), &listed(1_000, 10)) else {
+            panic!("a listing completes a read-only row");
+        };
+        assert_eq!(row.created_at, 1_000);
+        assert_eq!(row.last_access, Some(5_000));
+        assert!(matches!(row.encryption, Encryption::Kms { .. }));
+        assert_eq!(row.due_at(30), Some(5_000 + 30 * DAY));
     }
 
     #[test]
