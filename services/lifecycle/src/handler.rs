@@ -287,6 +287,7 @@ impl EventHandler {
         Ok("restored")
     }
 
+    /// [`record`]s `observation` under the user's policy.
     async fn record(
         &self,
         user: &str,
