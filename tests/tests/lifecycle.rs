@@ -678,3 +678,56 @@ async fn a_backfill_brings_objects_stored_before_lifecycle_knew_them_into_sweeps
     );
     system.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reindexing_everything_follows_lowered_default_and_user_days() {
+    // No consumer runs: the projection is loaded directly.
+    let system = System::start_parts(&[], Parts::INTAKE_ONLY)
+        .await
+        .expect("system starts");
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let day = 86_400;
+    // 3,000 rows of 30 users indexed under 90 days: created 40 days ago,
+    // due in 50.
+    let rows: Vec<(String, ObjectRecord, i64)> = (0..3000)
+        .map(|i| {
+            (
+                format!("users/u{}/file-{i}.bin", i % 30),
+                standard_row(1 << 20, "e", now - 40 * day),
+                now + 50 * day,
+            )
+        })
+        .collect();
+    load_projection(system.stack.get("STOWAGE_LIFECYCLE_TABLE"), &rows, 4).await;
+    // Then the default is lowered to 30 days, and u0's to 60.
+    let sweeper = system
+        .sweeper(&[
+            ("tier-after-days", "30"),
+            ("tier-user-policies", "u0:days=60"),
+        ])
+        .await;
+    let today = OffsetDateTime::now_utc();
+    let plan = sweeper.plan(today, None).await.expect("plan");
+    assert!(plan.objects.is_empty(), "indexed at the old dates");
+
+    let pages = std::sync::atomic::AtomicUsize::new(0);
+    let changed = sweeper
+        .reindex_all(|_, _| {
+            pages.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        })
+        .await
+        .expect("reindex");
+    assert_eq!(changed, 3000);
+    assert!(
+        pages.into_inner() > 8,
+        "some shards take more than one page"
+    );
+    // Everyone else's are due 10 days ago; u0's in 20 days.
+    let plan = sweeper.plan(today, None).await.expect("plan");
+    assert_eq!(plan.objects.len(), 2900);
+    assert!(plan.objects.iter().all(|o| o.user != "u0"));
+    let later = sweeper.plan(days_from_now(21), None).await.expect("plan");
+    assert_eq!(later.objects.len(), 3000);
+    assert_eq!(sweeper.reindex_all(|_, _| {}).await.expect("reindex"), 0);
+    system.stop().await;
+}

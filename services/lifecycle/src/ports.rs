@@ -49,6 +49,16 @@ pub struct DueObject {
     pub row: Versioned,
 }
 
+/// Where a walk over the whole due index stands: a shard, and the last row
+/// read in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexCursor {
+    pub shard: u32,
+    /// User, key and due date of the last row read; `None` at the shard's
+    /// start.
+    pub after: Option<(String, String, i64)>,
+}
+
 /// What a sweep writes back for one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settlement {
@@ -81,6 +91,14 @@ pub trait DueIndex: Send + Sync + 'static {
     /// Every indexed object due at or before `until` (unix seconds). Its
     /// cost grows with the number returned, not with the table.
     async fn due(&self, until: i64) -> Result<Vec<DueObject>, StoreError>;
+
+    /// A page of every indexed row, whatever its date, shard after shard,
+    /// from `from` (`None`: the beginning). Returns the rows and where the
+    /// next page starts (`None` after the last).
+    async fn indexed(
+        &self,
+        from: Option<IndexCursor>,
+    ) -> Result<(Vec<DueObject>, Option<IndexCursor>), StoreError>;
 
     /// Writes the sweep's outcomes, many to a request. A settlement whose
     /// condition fails is dropped: the row changed meanwhile and the event

@@ -30,7 +30,10 @@ use crate::{
         projection::{Observation, Verdict},
     },
     handler::record,
-    ports::{Bucket, CopyError, DueIndex, DueObject, LifecyclePublisher, Projection, Settlement},
+    ports::{
+        Bucket, CopyError, DueIndex, DueObject, LifecyclePublisher, Projection, Settlement,
+        Versioned,
+    },
 };
 
 /// Objects a backfill looks at, at once.
@@ -501,24 +504,64 @@ impl Sweeper {
     /// number of days needs nothing: sweeps postpone objects that are not
     /// due yet). Reads every row of the user once. Returns the rows changed.
     pub async fn reindex(&self, user: &str) -> anyhow::Result<usize> {
-        let days = self.options.policies.for_user(user).cold_after_days;
         let mut changed = 0;
         for (key, row, indexed) in self.projection.rows(user).await? {
-            let due = row.record.due_at(days);
-            if due == indexed {
-                continue;
-            }
-            match self
-                .projection
-                .put(user, &key, &row.record, due, Some(row.version))
-                .await
-            {
-                Ok(()) => changed += 1,
-                // Changed meanwhile: that write computed the date afresh.
-                Err(error) if error.is_retryable() => {}
-                Err(error) => return Err(error.into()),
-            }
+            changed += usize::from(self.redate(user, &key, &row, indexed).await?);
         }
         Ok(changed)
+    }
+
+    /// Recomputes the due date of every indexed row under the policy in
+    /// force; needed after the default days (`STOWAGE_TIER_AFTER_DAYS`)
+    /// were lowered, or several users' at once. Only indexed rows can have
+    /// a date to change (the others are not candidates under any policy),
+    /// so it walks the due index, a page at a time, and writes only the
+    /// rows whose date changes. `progress` sees the rows read and changed
+    /// after each page. Returns the rows changed.
+    pub async fn reindex_all(&self, progress: impl Fn(usize, usize)) -> anyhow::Result<usize> {
+        let (mut read, mut changed) = (0, 0);
+        let mut from = None;
+        loop {
+            let (rows, next) = self.index.indexed(from).await?;
+            for due in &rows {
+                let row = &due.row;
+                changed += usize::from(
+                    self.redate(&due.user, &due.key, row, Some(due.due_at))
+                        .await?,
+                );
+            }
+            read += rows.len();
+            progress(read, changed);
+            match next {
+                Some(next) => from = Some(next),
+                None => return Ok(changed),
+            }
+        }
+    }
+
+    /// Writes `key`'s row again if the policy in force dates it otherwise
+    /// than `indexed`. True when it wrote.
+    async fn redate(
+        &self,
+        user: &str,
+        key: &str,
+        row: &Versioned,
+        indexed: Option<i64>,
+    ) -> anyhow::Result<bool> {
+        let days = self.options.policies.for_user(user).cold_after_days;
+        let due = row.record.due_at(days);
+        if due == indexed {
+            return Ok(false);
+        }
+        match self
+            .projection
+            .put(user, key, &row.record, due, Some(row.version))
+            .await
+        {
+            Ok(()) => Ok(true),
+            // Changed meanwhile: that write computed the date afresh.
+            Err(error) if error.is_retryable() => Ok(false),
+            Err(error) => Err(error.into()),
+        }
     }
 }

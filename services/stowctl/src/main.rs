@@ -189,12 +189,16 @@ enum Tier {
         #[arg(long)]
         json: bool,
     },
-    /// Recompute the due dates of USER's objects under the policy in force;
-    /// run it after lowering a user's days (STOWAGE_TIER_USER_POLICIES).
+    /// Recompute due dates under the policy in force: of USER's objects
+    /// after lowering their days (STOWAGE_TIER_USER_POLICIES), or of every
+    /// indexed object (--all) after lowering STOWAGE_TIER_AFTER_DAYS.
     Reindex {
         /// The user whose objects to re-index.
+        #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+        user: Option<String>,
+        /// Every object the due index holds, a page at a time.
         #[arg(long)]
-        user: String,
+        all: bool,
     },
     /// Bring objects stored before the lifecycle service knew of them (it was
     /// deployed later, or its table was lost) into its projection, so that
@@ -551,9 +555,33 @@ async fn tier(command: Tier) -> anyhow::Result<bool> {
             print(&report, json, stowctl::tier::report_table)?;
             Ok(report.failed == 0)
         }
-        Tier::Reindex { user } => {
+        Tier::Reindex {
+            user: Some(user), ..
+        } => {
             let changed = sweeper.reindex(&user).await?;
             println!("Re-indexed {changed} object(s) of {user}.");
+            Ok(true)
+        }
+        Tier::Reindex { user: None, .. } => {
+            let bar = progress_bar(
+                false,
+                "{spinner} {msg} [{elapsed}]",
+                "reading the due index".to_string(),
+            );
+            let changed = sweeper
+                .reindex_all(|read, changed| {
+                    if let Some(bar) = &bar {
+                        bar.set_message(format!(
+                            "{read} indexed object(s) read, {changed} re-dated"
+                        ));
+                    }
+                })
+                .await
+                .context("re-indexing failed (check the lifecycle table and your credentials)")?;
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            println!("Re-indexed {changed} object(s).");
             Ok(true)
         }
         Tier::Backfill { user, json } => {

@@ -24,7 +24,7 @@ use stowage_shared::dynamo::{
 
 use crate::{
     domain::projection::{Encryption, ObjectRecord, Restore, Verdict},
-    ports::{DueIndex, DueObject, Projection, Settlement, StoreError, Versioned},
+    ports::{DueIndex, DueObject, IndexCursor, Projection, Settlement, StoreError, Versioned},
 };
 
 /// The due index's name.
@@ -34,6 +34,10 @@ pub const DUE_INDEX: &str = "due";
 pub const DUE_SHARDS: u32 = 8;
 /// Items in one `TransactWriteItems` request.
 const TRANSACTION_ITEMS: usize = 100;
+
+/// Rows in one page of a walk over the whole due index: a page's writes
+/// follow its read closely, and progress shows.
+const INDEX_PAGE_ROWS: i32 = 250;
 
 /// Transactions sent for one chunk of settlements before those still
 /// cancelled by other transactions are written one by one.
@@ -188,6 +192,17 @@ fn record_from_item(item: &Item) -> Result<Versioned, StoreError> {
 }
 
 /// The user and key a row's primary key names.
+/// A row the due index returned.
+fn due_object(item: &Item) -> Result<DueObject, StoreError> {
+    let (user, key) = names(item)?;
+    Ok(DueObject {
+        user,
+        key,
+        due_at: req_num(item, "due_at")?,
+        row: record_from_item(item)?,
+    })
+}
+
 fn names(item: &Item) -> Result<(String, String), StoreError> {
     let user = req_str(item, "pk")?;
     let key = req_str(item, "sk")?;
@@ -291,18 +306,7 @@ impl DynamoProjection {
                 .expression_attribute_values(":t", n(until)),
         )
         .await?;
-        items
-            .iter()
-            .map(|item| {
-                let (user, key) = names(item)?;
-                Ok(DueObject {
-                    user,
-                    key,
-                    due_at: req_num(item, "due_at")?,
-                    row: record_from_item(item)?,
-                })
-            })
-            .collect()
+        items.iter().map(due_object).collect()
     }
 
     async fn update_one(&self, settlement: &Settlement) -> Result<(), StoreError> {
@@ -401,6 +405,57 @@ impl DueIndex for DynamoProjection {
             .collect();
         due.sort_by(|a, b| (a.due_at, &a.key).cmp(&(b.due_at, &b.key)));
         Ok(due)
+    }
+
+    async fn indexed(
+        &self,
+        from: Option<IndexCursor>,
+    ) -> Result<(Vec<DueObject>, Option<IndexCursor>), StoreError> {
+        let from = from.unwrap_or(IndexCursor {
+            shard: 0,
+            after: None,
+        });
+        let shard = s(format!("DUE#{}", from.shard));
+        let start = from.after.map(|(user, key, due_at)| {
+            HashMap::from([
+                ("pk".to_string(), pk(&user)),
+                ("sk".to_string(), sk(&key)),
+                ("due_shard".to_string(), shard.clone()),
+                ("due_at".to_string(), n(due_at)),
+            ])
+        });
+        let page = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(DUE_INDEX)
+            .key_condition_expression("due_shard = :s")
+            .expression_attribute_values(":s", shard)
+            .set_exclusive_start_key(start)
+            .limit(INDEX_PAGE_ROWS)
+            .send()
+            .await
+            .map_err(|e| classify("Query", e))?;
+        let rows = page
+            .items()
+            .iter()
+            .map(due_object)
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let next = match page.last_evaluated_key() {
+            Some(last) => {
+                let (user, key) = names(last)?;
+                Some(IndexCursor {
+                    shard: from.shard,
+                    after: Some((user, key, req_num(last, "due_at")?)),
+                })
+            }
+            None if from.shard + 1 < DUE_SHARDS => Some(IndexCursor {
+                shard: from.shard + 1,
+                after: None,
+            }),
+            _ => None,
+        };
+        Ok((rows, next))
     }
 
     async fn settle(&self, settlements: &[Settlement]) -> Result<(), StoreError> {
