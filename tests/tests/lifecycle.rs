@@ -679,25 +679,31 @@ async fn a_backfill_brings_objects_stored_before_lifecycle_knew_them_into_sweeps
     system.stop().await;
 }
 
+/// `count` rows of 1 MiB objects of users `u0`.. `u<users - 1>`, created 40
+/// days ago and indexed as due in `due_in_days`.
+fn cold_rows(count: usize, users: usize, due_in_days: i64) -> Vec<(String, ObjectRecord, i64)> {
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let day = 86_400;
+    (0..count)
+        .map(|i| {
+            (
+                format!("users/u{}/file-{i}.bin", i % users),
+                standard_row(1 << 20, "e", now - 40 * day),
+                now + due_in_days * day,
+            )
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reindexing_everything_follows_lowered_default_and_user_days() {
     // No consumer runs: the projection is loaded directly.
     let system = System::start_parts(&[], Parts::INTAKE_ONLY)
         .await
         .expect("system starts");
-    let now = OffsetDateTime::now_utc().unix_timestamp();
-    let day = 86_400;
     // 3,000 rows of 30 users indexed under 90 days: created 40 days ago,
     // due in 50.
-    let rows: Vec<(String, ObjectRecord, i64)> = (0..3000)
-        .map(|i| {
-            (
-                format!("users/u{}/file-{i}.bin", i % 30),
-                standard_row(1 << 20, "e", now - 40 * day),
-                now + 50 * day,
-            )
-        })
-        .collect();
+    let rows = cold_rows(3000, 30, 50);
     load_projection(system.stack.get("STOWAGE_LIFECYCLE_TABLE"), &rows, 4).await;
     // Then the default is lowered to 30 days, and u0's to 60.
     let sweeper = system
@@ -729,5 +735,64 @@ async fn reindexing_everything_follows_lowered_default_and_user_days() {
     let later = sweeper.plan(days_from_now(21), None).await.expect("plan");
     assert_eq!(later.objects.len(), 3000);
     assert_eq!(sweeper.reindex_all(|_, _| {}).await.expect("reindex"), 0);
+    system.stop().await;
+}
+
+/// What a lifecycle service with `flags` re-dates when it starts.
+async fn follow(system: &System, flags: &[(&str, &str)]) -> usize {
+    let sweeper = system.sweeper(flags).await;
+    sweeper.follow_policy().await.expect("follow the policy")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn due_dates_follow_a_policy_that_lowered_days() {
+    let system = System::start_parts(&[], Parts::INTAKE_ONLY)
+        .await
+        .expect("system starts");
+    // 60 rows of 3 users, created 40 days ago, indexed under 120 days.
+    let rows = cold_rows(60, 3, 80);
+    load_projection(system.stack.get("STOWAGE_LIFECYCLE_TABLE"), &rows, 4).await;
+    let today = OffsetDateTime::now_utc();
+
+    // The first time, the rows are taken to follow the policy in force.
+    const DAYS_120: &[(&str, &str)] = &[("tier-after-days", "120")];
+    assert_eq!(follow(&system, DAYS_120).await, 0);
+    assert_eq!(follow(&system, DAYS_120).await, 0);
+    // One user's days lowered: that user's rows alone.
+    const U1_30: &[(&str, &str)] = &[
+        ("tier-after-days", "120"),
+        ("tier-user-policies", "u1:days=30"),
+    ];
+    assert_eq!(follow(&system, U1_30).await, 20);
+    assert_eq!(follow(&system, U1_30).await, 0);
+    let plan = system
+        .sweeper(U1_30)
+        .await
+        .plan(today, None)
+        .await
+        .expect("plan");
+    let due = keys(&plan);
+    assert_eq!(due.len(), 20);
+    assert!(due.iter().all(|k| k.starts_with("users/u1/")), "{due:?}");
+
+    // The service, started with the default of 90 days (lowered from 120),
+    // dates every row by it.
+    let lifecycle = system.lifecycle().await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(lifecycle.run_until_stopped(stop.clone()));
+    let sweeper = system.sweeper(&[]).await;
+    eventually(
+        Duration::from_secs(30),
+        "every row due on day 50",
+        || async {
+            let before = sweeper.plan(days_from_now(49), None).await.expect("plan");
+            let after = sweeper.plan(days_from_now(51), None).await.expect("plan");
+            (before.objects.is_empty() && after.objects.len() == 60).then_some(())
+        },
+    )
+    .await;
+    stop.cancel();
+    running.await.expect("lifecycle stops");
+    assert_eq!(follow(&system, &[]).await, 0, "recorded by the service");
     system.stop().await;
 }

@@ -12,10 +12,9 @@ async fn main() -> anyhow::Result<()> {
     let once = settings.once;
     let app = App::build(settings).await?;
     if once {
-        let report = app
-            .sweeper()
-            .run(time::OffsetDateTime::now_utc(), None)
-            .await?;
+        let sweeper = app.sweeper();
+        sweeper.follow_policy().await?;
+        let report = sweeper.run(time::OffsetDateTime::now_utc(), None).await?;
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         tracing::info!("lifecycle consuming");

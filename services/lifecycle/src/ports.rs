@@ -7,7 +7,7 @@ use stowage_events::{ObjectRestoredV1, ObjectTieredV1};
 pub use stowage_shared::store::StoreError;
 
 use crate::domain::{
-    policy::ArchiveClass,
+    policy::{ArchiveClass, IndexedDays},
     projection::{Encryption, ObjectRecord, Verdict},
 };
 
@@ -38,6 +38,18 @@ pub trait Projection: Send + Sync + 'static {
     /// Every row of `user` with its key and the date it is indexed at, for
     /// re-indexing after a policy change.
     async fn rows(&self, user: &str) -> Result<Vec<(String, Versioned, Option<i64>)>, StoreError>;
+
+    /// The days the due index's dates were last brought in line with, and
+    /// the version a conditional write checks; `None` before the first time.
+    async fn indexed_days(&self) -> Result<Option<(IndexedDays, u64)>, StoreError>;
+
+    /// Records `days` as what the dates follow, only if the stored version
+    /// is still `before` (`None`: nothing stored).
+    async fn set_indexed_days(
+        &self,
+        days: &IndexedDays,
+        before: Option<u64>,
+    ) -> Result<(), StoreError>;
 }
 
 /// An object the due index returned.

@@ -114,8 +114,26 @@ impl App {
     }
 
     /// Consumes (and sweeps every interval, when configured) until
-    /// `shutdown`, then finishes the batch and the sweep in hand.
+    /// `shutdown`, then finishes the batch and the sweep in hand. First,
+    /// beside the consumer, brings the due dates in line with a policy that
+    /// lowered anyone's days ([`Sweeper::follow_policy`]).
     pub async fn run_until_stopped(self, shutdown: CancellationToken) {
+        let following = {
+            let sweeper = self.sweeper.clone();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                // Stopped, it is done again at the next start.
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    followed = sweeper.follow_policy() => if let Err(error) = followed {
+                        tracing::warn!(
+                            error = format!("{error:#}"),
+                            "due dates not brought in line with the policy; the next start tries again"
+                        );
+                    }
+                }
+            })
+        };
         let sweeps = self.interval.map(|interval| {
             let sweeper = self.sweeper.clone();
             let stop = shutdown.clone();
@@ -145,6 +163,7 @@ impl App {
             })
         });
         self.consumer.run(shutdown).await;
+        let _ = following.await;
         if let Some(sweeps) = sweeps {
             let _ = sweeps.await;
         }

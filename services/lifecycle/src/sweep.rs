@@ -26,13 +26,13 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use crate::{
     domain::{
         plan::{Action, CopyPlan, Decision, decide},
-        policy::Policies,
+        policy::{IndexedDays, Policies, Redating},
         projection::{Observation, Verdict},
     },
     handler::record,
     ports::{
         Bucket, CopyError, DueIndex, DueObject, LifecyclePublisher, Projection, Settlement,
-        Versioned,
+        StoreError, Versioned,
     },
 };
 
@@ -537,6 +537,53 @@ impl Sweeper {
                 None => return Ok(changed),
             }
         }
+    }
+
+    /// Brings the due index in line with the policy in force when it
+    /// lowered anyone's days since the last time: re-dates the rows of the
+    /// users whose days went down, or every indexed row when the default
+    /// went down (see [`IndexedDays::redating`]), then records the days the
+    /// dates now follow. The service does this when it starts; an
+    /// interrupted run is done again at the next start, and two instances
+    /// doing it at once write the same dates. The first time nothing is
+    /// re-dated: the rows are taken to follow the policy in force. Returns
+    /// the rows re-dated.
+    pub async fn follow_policy(&self) -> anyhow::Result<usize> {
+        let now = IndexedDays::of(&self.options.policies);
+        let stored = self.projection.indexed_days().await?;
+        if stored.as_ref().is_some_and(|(days, _)| *days == now) {
+            return Ok(0);
+        }
+        let redating = stored
+            .as_ref()
+            .map_or(Redating::Nothing, |(days, _)| days.redating(&now));
+        let changed = match &redating {
+            Redating::Nothing => 0,
+            Redating::Users(users) => {
+                let mut changed = 0;
+                for user in users {
+                    changed += self.reindex(user).await?;
+                }
+                changed
+            }
+            Redating::All => self.reindex_all(|_, _| {}).await?,
+        };
+        match self
+            .projection
+            .set_indexed_days(&now, stored.map(|(_, version)| version))
+            .await
+        {
+            // Another instance recorded them meanwhile.
+            Ok(()) | Err(StoreError::Conflict) => {}
+            Err(error) => return Err(error.into()),
+        }
+        tracing::info!(
+            ?redating,
+            changed,
+            default_days = now.default,
+            "due dates follow the tiering policy"
+        );
+        Ok(changed)
     }
 
     /// Writes `key`'s row again if the policy in force dates it otherwise

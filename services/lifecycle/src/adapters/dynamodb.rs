@@ -1,7 +1,8 @@
 //! The projection in the lifecycle table (`pk`, `sk`), one row per key:
 //! `USER#<id>` / `OBJ#<key>`, with the sequencer it last applied and `ver`,
 //! checked and incremented by every write. Deleted objects keep a tombstone
-//! that expires by TTL (`expires_at_epoch`).
+//! that expires by TTL (`expires_at_epoch`). One more row, `POLICY` /
+//! `INDEXED_DAYS`, holds the days the due dates follow.
 //!
 //! The due index is the sparse global secondary index `due`: only rows that
 //! a sweep should look at carry its keys, `due_shard` (`DUE#0` to `DUE#7`,
@@ -23,7 +24,10 @@ use stowage_shared::dynamo::{
 };
 
 use crate::{
-    domain::projection::{Encryption, ObjectRecord, Restore, Verdict},
+    domain::{
+        policy::IndexedDays,
+        projection::{Encryption, ObjectRecord, Restore, Verdict},
+    },
     ports::{DueIndex, DueObject, IndexCursor, Projection, Settlement, StoreError, Versioned},
 };
 
@@ -34,6 +38,10 @@ pub const DUE_INDEX: &str = "due";
 pub const DUE_SHARDS: u32 = 8;
 /// Items in one `TransactWriteItems` request.
 const TRANSACTION_ITEMS: usize = 100;
+
+/// The row holding the days the due index's dates follow.
+const POLICY_PK: &str = "POLICY";
+const INDEXED_DAYS_SK: &str = "INDEXED_DAYS";
 
 /// Rows in one page of a walk over the whole due index: a page's writes
 /// follow its read closely, and progress shows.
@@ -288,6 +296,27 @@ fn update_of(table: &str, settlement: &Settlement) -> Result<Update, StoreError>
 }
 
 impl DynamoProjection {
+    /// Puts `item` only if the stored row's `ver` is still `before`
+    /// (`None`: no row yet).
+    async fn put_versioned(&self, item: Item, before: Option<u64>) -> Result<(), StoreError> {
+        let request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item));
+        let request = match before {
+            Some(v) => request
+                .condition_expression("ver = :v")
+                .expression_attribute_values(":v", n(v)),
+            None => request.condition_expression("attribute_not_exists(pk)"),
+        };
+        request
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| classify("PutItem", e))
+    }
+
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self {
             client,
@@ -352,22 +381,55 @@ impl Projection for DynamoProjection {
         before: Option<u64>,
     ) -> Result<(), StoreError> {
         let version = before.map_or(1, |v| v + 1);
-        let request = self
+        self.put_versioned(record_item(user, key, record, due_at, version), before)
+            .await
+    }
+
+    async fn indexed_days(&self) -> Result<Option<(IndexedDays, u64)>, StoreError> {
+        let output = self
             .client
-            .put_item()
+            .get_item()
             .table_name(&self.table)
-            .set_item(Some(record_item(user, key, record, due_at, version)));
-        let request = match before {
-            Some(v) => request
-                .condition_expression("ver = :v")
-                .expression_attribute_values(":v", n(v)),
-            None => request.condition_expression("attribute_not_exists(pk)"),
-        };
-        request
+            .key("pk", s(POLICY_PK))
+            .key("sk", s(INDEXED_DAYS_SK))
+            .consistent_read(true)
             .send()
             .await
-            .map(drop)
-            .map_err(|e| classify("PutItem", e))
+            .map_err(|e| classify("GetItem", e))?;
+        let Some(item) = output.item else {
+            return Ok(None);
+        };
+        let mut users = std::collections::BTreeMap::new();
+        if let Some(AttributeValue::M(map)) = item.get("user_days") {
+            for user in map.keys() {
+                users.insert(user.clone(), req_num(map, user)?);
+            }
+        }
+        let days = IndexedDays {
+            default: req_num(&item, "default_days")?,
+            users,
+        };
+        Ok(Some((days, req_num(&item, "ver")?)))
+    }
+
+    async fn set_indexed_days(
+        &self,
+        days: &IndexedDays,
+        before: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let users = days
+            .users
+            .iter()
+            .map(|(user, days)| (user.clone(), n(*days)))
+            .collect();
+        let item = HashMap::from([
+            ("pk".to_string(), s(POLICY_PK)),
+            ("sk".to_string(), s(INDEXED_DAYS_SK)),
+            ("default_days".to_string(), n(days.default)),
+            ("user_days".to_string(), AttributeValue::M(users)),
+            ("ver".to_string(), n(before.map_or(1, |v| v + 1))),
+        ]);
+        self.put_versioned(item, before).await
     }
 
     async fn rows(&self, user: &str) -> Result<Vec<(String, Versioned, Option<i64>)>, StoreError> {

@@ -143,6 +143,66 @@ impl Policies {
     }
 }
 
+/// The days the due index's dates were computed with: the default and each
+/// user's own. Rows keep the date the policy in force gave them when they
+/// were written, so a policy that lowers anyone's days leaves their rows
+/// due later than it says until they are dated again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedDays {
+    pub default: u32,
+    pub users: BTreeMap<String, u32>,
+}
+
+/// Which rows a change of policy leaves dated too late.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redating {
+    /// None: no one's days went down.
+    Nothing,
+    /// These users' (their days went down, the default did not).
+    Users(Vec<String>),
+    /// Everyone's: the default went down.
+    All,
+}
+
+impl IndexedDays {
+    /// The days `policies` gives.
+    pub fn of(policies: &Policies) -> Self {
+        Self {
+            default: policies.default.cold_after_days,
+            users: policies
+                .overrides
+                .iter()
+                .filter_map(|(user, o)| Some((user.clone(), o.cold_after_days?)))
+                .collect(),
+        }
+    }
+
+    fn for_user(&self, user: &str) -> u32 {
+        self.users.get(user).copied().unwrap_or(self.default)
+    }
+
+    /// What rows dated under `self` need once `now` is in force.
+    pub fn redating(&self, now: &Self) -> Redating {
+        if now.default < self.default {
+            return Redating::All;
+        }
+        let users: Vec<String> = self
+            .users
+            .keys()
+            .chain(now.users.keys())
+            .filter(|user| now.for_user(user) < self.for_user(user))
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if users.is_empty() {
+            Redating::Nothing
+        } else {
+            Redating::Users(users)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +212,43 @@ mod tests {
         target: ArchiveClass::GlacierIr,
         min_size: 131_072,
     };
+
+    fn days(default: u32, overrides: &str) -> IndexedDays {
+        let policy = Policy {
+            cold_after_days: default,
+            ..DEFAULT
+        };
+        IndexedDays::of(&Policies::with_overrides(policy, overrides).unwrap())
+    }
+
+    #[test]
+    fn only_days_that_went_down_need_rows_dated_again() {
+        let before = days(90, "alice:days=30;bob:days=120;carol:class=GLACIER");
+        assert_eq!(
+            before.users,
+            BTreeMap::from([("alice".into(), 30), ("bob".into(), 120)]),
+            "an override without days follows the default"
+        );
+        assert_eq!(before.redating(&before), Redating::Nothing);
+        // Raised days need nothing: sweeps postpone what is not due yet.
+        assert_eq!(
+            before.redating(&days(100, "alice:days=40;bob:days=120")),
+            Redating::Nothing
+        );
+        assert_eq!(
+            before.redating(&days(90, "alice:days=10;bob:days=120;dan:days=60")),
+            Redating::Users(vec!["alice".into(), "dan".into()])
+        );
+        // Bob's override gone: he follows the default of 90, below his 120.
+        assert_eq!(
+            before.redating(&days(90, "alice:days=30")),
+            Redating::Users(vec!["bob".into()])
+        );
+        assert_eq!(
+            before.redating(&days(60, "alice:days=30;bob:days=120")),
+            Redating::All
+        );
+    }
 
     #[test]
     fn overrides_replace_only_the_fields_they_name() {
