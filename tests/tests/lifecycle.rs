@@ -616,11 +616,19 @@ async fn a_backfill_brings_objects_stored_before_lifecycle_knew_them_into_sweeps
             put_for_etag(&system.s3, bucket, key, vec![3; size]).await,
         ));
     }
-    let sweeper = system.sweeper(&[("tier-class", "GLACIER")]).await;
+    let counter = RequestCounter::default();
+    let sweeper = counted_sweeper(
+        &system.sweep_settings(&[("tier-class", "GLACIER")]),
+        &counter,
+    )
+    .await;
     let day_100 = days_from_now(100);
     let plan = sweeper.plan(day_100, None).await.expect("plan");
     assert!(plan.objects.is_empty(), "nothing known yet: {plan:?}");
 
+    // A listing, and per object a HeadObject, a read and, if added, a write.
+    let requests = |before: usize| counter.get() - before;
+    let before = counter.get();
     let pages = std::sync::atomic::AtomicUsize::new(0);
     let nina = sweeper
         .backfill(Some("nina"), |_| {
@@ -633,10 +641,15 @@ async fn a_backfill_brings_objects_stored_before_lifecycle_knew_them_into_sweeps
         (2, 2, 0, 0)
     );
     assert_eq!(pages.into_inner(), 1, "one page of keys");
+    assert_eq!(requests(before), 1 + 2 * 3);
+    let before = counter.get();
     let everyone = sweeper.backfill(None, |_| {}).await.expect("backfill");
     assert_eq!((everyone.listed, everyone.added, everyone.known), (3, 1, 2));
+    assert_eq!(requests(before), 1 + 3 * 2 + 1);
+    let before = counter.get();
     let again = sweeper.backfill(None, |_| {}).await.expect("backfill");
     assert_eq!((again.listed, again.added, again.known), (3, 0, 3));
+    assert_eq!(requests(before), 1 + 3 * 2);
     assert_eq!(
         stowctl::tier::backfill_summary(&again),
         "Looked at 3 object(s): 0 added to the lifecycle projection, 3 known already, 0 deleted meanwhile."
