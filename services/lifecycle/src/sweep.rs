@@ -577,8 +577,13 @@ impl Sweeper {
             Ok(()) | Err(StoreError::Conflict) => {}
             Err(error) => return Err(error.into()),
         }
+        let redated = match &redating {
+            Redating::Nothing => "nothing".to_string(),
+            Redating::Users(users) => format!("{} user(s)' rows", users.len()),
+            Redating::All => "every indexed row".to_string(),
+        };
         tracing::info!(
-            ?redating,
+            redated,
             changed,
             default_days = now.default,
             "due dates follow the tiering policy"
