@@ -2,6 +2,7 @@
 //! per concern.
 
 use async_trait::async_trait;
+use futures::stream::BoxStream;
 use stowage_events::{ObjectRestoredV1, ObjectTieredV1};
 
 pub use stowage_shared::store::StoreError;
@@ -61,16 +62,6 @@ pub struct DueObject {
     pub row: Versioned,
 }
 
-/// Where a walk over the whole due index stands: a shard, and the last row
-/// read in it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IndexCursor {
-    pub shard: u32,
-    /// User, key and due date of the last row read; `None` at the shard's
-    /// start.
-    pub after: Option<(String, String, i64)>,
-}
-
 /// What a sweep writes back for one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settlement {
@@ -104,13 +95,9 @@ pub trait DueIndex: Send + Sync + 'static {
     /// cost grows with the number returned, not with the table.
     async fn due(&self, until: i64) -> Result<Vec<DueObject>, StoreError>;
 
-    /// A page of every indexed row, whatever its date, shard after shard,
-    /// from `from` (`None`: the beginning). Returns the rows and where the
-    /// next page starts (`None` after the last).
-    async fn indexed(
-        &self,
-        from: Option<IndexCursor>,
-    ) -> Result<(Vec<DueObject>, Option<IndexCursor>), StoreError>;
+    /// Every indexed row, whatever its date, a page at a time, shard after
+    /// shard.
+    fn indexed(&self) -> BoxStream<'_, Result<Vec<DueObject>, StoreError>>;
 
     /// Writes the sweep's outcomes, many to a request. A settlement whose
     /// condition fails is dropped: the row changed meanwhile and the event

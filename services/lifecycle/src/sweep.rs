@@ -520,23 +520,19 @@ impl Sweeper {
     /// after each page. Returns the rows changed.
     pub async fn reindex_all(&self, progress: impl Fn(usize, usize)) -> anyhow::Result<usize> {
         let (mut read, mut changed) = (0, 0);
-        let mut from = None;
-        loop {
-            let (rows, next) = self.index.indexed(from).await?;
+        let mut pages = self.index.indexed();
+        while let Some(rows) = pages.next().await {
+            let rows = rows?;
             for due in &rows {
-                let row = &due.row;
                 changed += usize::from(
-                    self.redate(&due.user, &due.key, row, Some(due.due_at))
+                    self.redate(&due.user, &due.key, &due.row, Some(due.due_at))
                         .await?,
                 );
             }
             read += rows.len();
             progress(read, changed);
-            match next {
-                Some(next) => from = Some(next),
-                None => return Ok(changed),
-            }
         }
+        Ok(changed)
     }
 
     /// Brings the due index in line with the policy in force when it

@@ -17,6 +17,7 @@ use aws_sdk_dynamodb::{
     Client,
     types::{AttributeValue, TransactWriteItem, Update},
 };
+use futures::{StreamExt, stream::BoxStream};
 use stowage_events::sequencer::Sequencer;
 use stowage_shared::dynamo::{
     Cancelled, Item, classify, get_num, get_str, get_str_list, item_failure, n, query_all, req_num,
@@ -28,7 +29,7 @@ use crate::{
         policy::IndexedDays,
         projection::{Encryption, ObjectRecord, Restore, Verdict},
     },
-    ports::{DueIndex, DueObject, IndexCursor, Projection, Settlement, StoreError, Versioned},
+    ports::{DueIndex, DueObject, Projection, Settlement, StoreError, Versioned},
 };
 
 /// The due index's name.
@@ -469,55 +470,27 @@ impl DueIndex for DynamoProjection {
         Ok(due)
     }
 
-    async fn indexed(
-        &self,
-        from: Option<IndexCursor>,
-    ) -> Result<(Vec<DueObject>, Option<IndexCursor>), StoreError> {
-        let from = from.unwrap_or(IndexCursor {
-            shard: 0,
-            after: None,
-        });
-        let shard = s(format!("DUE#{}", from.shard));
-        let start = from.after.map(|(user, key, due_at)| {
-            HashMap::from([
-                ("pk".to_string(), pk(&user)),
-                ("sk".to_string(), sk(&key)),
-                ("due_shard".to_string(), shard.clone()),
-                ("due_at".to_string(), n(due_at)),
-            ])
-        });
-        let page = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(DUE_INDEX)
-            .key_condition_expression("due_shard = :s")
-            .expression_attribute_values(":s", shard)
-            .set_exclusive_start_key(start)
-            .limit(INDEX_PAGE_ROWS)
-            .send()
-            .await
-            .map_err(|e| classify("Query", e))?;
-        let rows = page
-            .items()
-            .iter()
-            .map(due_object)
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let next = match page.last_evaluated_key() {
-            Some(last) => {
-                let (user, key) = names(last)?;
-                Some(IndexCursor {
-                    shard: from.shard,
-                    after: Some((user, key, req_num(last, "due_at")?)),
+    fn indexed(&self) -> BoxStream<'_, Result<Vec<DueObject>, StoreError>> {
+        futures::stream::iter(0..DUE_SHARDS)
+            .map(move |shard| {
+                let pages = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .index_name(DUE_INDEX)
+                    .key_condition_expression("due_shard = :s")
+                    .expression_attribute_values(":s", s(format!("DUE#{shard}")))
+                    .into_paginator()
+                    .page_size(INDEX_PAGE_ROWS)
+                    .send();
+                futures::stream::unfold(pages, |mut pages| async move {
+                    let page = pages.next().await?.map_err(|e| classify("Query", e));
+                    let rows = page.and_then(|page| page.items().iter().map(due_object).collect());
+                    Some((rows, pages))
                 })
-            }
-            None if from.shard + 1 < DUE_SHARDS => Some(IndexCursor {
-                shard: from.shard + 1,
-                after: None,
-            }),
-            _ => None,
-        };
-        Ok((rows, next))
+            })
+            .flatten()
+            .boxed()
     }
 
     async fn settle(&self, settlements: &[Settlement]) -> Result<(), StoreError> {
