@@ -25,6 +25,26 @@ pub async fn query_all(
         .map_err(|e| classify("Query", e))
 }
 
+/// Every item of partition `pk` of `table` whose sort key `sk` starts with
+/// `sk_prefix`, strongly consistent, page after page.
+pub async fn query_partition(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    pk: AttributeValue,
+    sk_prefix: &str,
+) -> Result<Vec<Item>, StoreError> {
+    query_all(
+        client
+            .query()
+            .table_name(table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", pk)
+            .expression_attribute_values(":prefix", s(sk_prefix))
+            .consistent_read(true),
+    )
+    .await
+}
+
 /// Every item `scan` finds, page after page.
 pub async fn scan_all(
     scan: aws_sdk_dynamodb::operation::scan::builders::ScanFluentBuilder,

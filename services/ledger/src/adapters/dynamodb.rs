@@ -21,7 +21,7 @@ use aws_sdk_dynamodb::{
 use stowage_events::TraceContext;
 use stowage_shared::dynamo::{
     Cancelled, Item, classify, classify_transaction, get_num, get_str, get_str_list, item_failure,
-    n, query_all, req_num, req_str, s, scan_all, str_list, transact_groups,
+    n, query_partition, req_num, req_str, s, scan_all, str_list, transact_groups,
 };
 
 use crate::{
@@ -427,16 +427,7 @@ impl DynamoLedgerStore {
 #[async_trait]
 impl LedgerRows for DynamoLedgerStore {
     async fn objects(&self, user: &str) -> Result<Vec<(String, ObjectRow, u64)>, StoreError> {
-        let items = query_all(
-            self.client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :obj)")
-                .expression_attribute_values(":pk", pk(user))
-                .expression_attribute_values(":obj", s("OBJ#"))
-                .consistent_read(true),
-        )
-        .await?;
+        let items = query_partition(&self.client, &self.table, pk(user), "OBJ#").await?;
         items
             .iter()
             .map(|item| {

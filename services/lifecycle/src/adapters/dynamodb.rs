@@ -20,8 +20,8 @@ use aws_sdk_dynamodb::{
 use futures::{StreamExt, stream::BoxStream};
 use stowage_events::sequencer::Sequencer;
 use stowage_shared::dynamo::{
-    Cancelled, Item, classify, get_num, get_str, get_str_list, item_failure, n, query_all, req_num,
-    req_str, s, str_list, transact_groups,
+    Cancelled, Item, classify, get_num, get_str, get_str_list, item_failure, n, query_all,
+    query_partition, req_num, req_str, s, str_list, transact_groups,
 };
 
 use crate::{
@@ -434,16 +434,7 @@ impl Projection for DynamoProjection {
     }
 
     async fn rows(&self, user: &str) -> Result<Vec<(String, Versioned, Option<i64>)>, StoreError> {
-        let items = query_all(
-            self.client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :obj)")
-                .expression_attribute_values(":pk", pk(user))
-                .expression_attribute_values(":obj", s("OBJ#"))
-                .consistent_read(true),
-        )
-        .await?;
+        let items = query_partition(&self.client, &self.table, pk(user), "OBJ#").await?;
         items
             .iter()
             .map(|item| {
