@@ -92,6 +92,30 @@ pub struct ObjectRecord {
 }
 
 impl ObjectRecord {
+    /// A live object created at `at`, known from no S3 event yet (the
+    /// lowest sequencer), never read, restored or decided on.
+    fn new_object(
+        size: u64,
+        storage_class: &str,
+        etag: Option<&str>,
+        encryption: &Encryption,
+        at: i64,
+    ) -> Self {
+        Self {
+            live: true,
+            size,
+            storage_class: storage_class.to_string(),
+            etag: etag.map(str::to_string),
+            encryption: encryption.clone(),
+            created_at: at,
+            last_access: None,
+            restore: Restore::None,
+            sequencer: Sequencer::lowest(),
+            applied: Vec::new(),
+            verdict: None,
+        }
+    }
+
     /// When the object went cold: its last read, or its creation.
     pub fn cold_since(&self) -> i64 {
         self.last_access
@@ -228,17 +252,10 @@ pub fn apply(current: Option<&ObjectRecord>, observation: &Observation) -> Chang
                 encryption,
                 ..
             } => ObjectRecord {
-                live: true,
-                size: *size,
-                storage_class: storage_class.clone(),
-                etag: etag.clone(),
-                encryption: encryption.clone(),
-                created_at: *at,
                 last_access,
-                restore: Restore::None,
                 sequencer: sequencer.clone(),
                 applied,
-                verdict: None,
+                ..ObjectRecord::new_object(*size, storage_class, etag.as_deref(), encryption, *at)
             },
             Observation::ClassChanged {
                 at,
@@ -290,17 +307,14 @@ pub fn apply(current: Option<&ObjectRecord>, observation: &Observation) -> Chang
         ) => Change::Apply(Box::new(ObjectRecord {
             // Known only from the read until S3's event arrives; any S3
             // event of the key outranks this row.
-            live: true,
-            size: *size,
-            storage_class: storage_class.clone(),
-            etag: etag.clone(),
-            encryption: Encryption::Unknown,
-            created_at: *at,
             last_access: Some(*at),
-            restore: Restore::None,
-            sequencer: Sequencer::lowest(),
-            applied: Vec::new(),
-            verdict: None,
+            ..ObjectRecord::new_object(
+                *size,
+                storage_class,
+                etag.as_deref(),
+                &Encryption::Unknown,
+                *at,
+            )
         })),
         (
             Observation::Listed {
@@ -317,17 +331,10 @@ pub fn apply(current: Option<&ObjectRecord>, observation: &Observation) -> Chang
                 return Change::Unchanged;
             }
             let row = ObjectRecord {
-                live: true,
-                size: *size,
-                storage_class: storage_class.clone(),
-                etag: etag.clone(),
-                encryption: encryption.clone(),
-                created_at: *at,
                 last_access: current.and_then(|r| r.last_access),
                 restore: current.map_or(Restore::None, |r| r.restore.clone()),
-                sequencer: Sequencer::lowest(),
-                applied: Vec::new(),
                 verdict: current.and_then(|r| r.verdict.clone()),
+                ..ObjectRecord::new_object(*size, storage_class, etag.as_deref(), encryption, *at)
             };
             if current == Some(&row) {
                 return Change::Unchanged;
