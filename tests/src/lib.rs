@@ -467,24 +467,22 @@ impl System {
 
     /// `key`'s metadata in the stack's bucket; it must exist.
     pub async fn head(&self, key: &str) -> aws_sdk_s3::operation::head_object::HeadObjectOutput {
-        self.s3
-            .head_object()
-            .bucket(self.stack.get("STOWAGE_BUCKET"))
-            .key(key)
-            .send()
+        self.try_head(key)
             .await
-            .unwrap_or_else(|e| panic!("HeadObject {key}: {e}"))
+            .unwrap_or_else(|e| panic!("{e:#}"))
+            .unwrap_or_else(|| panic!("HeadObject {key}: no such key"))
     }
 
     /// Whether `key` exists in the bucket.
     pub async fn exists(&self, key: &str) -> bool {
-        self.s3
-            .head_object()
-            .bucket(self.stack.get("STOWAGE_BUCKET"))
-            .key(key)
-            .send()
-            .await
-            .is_ok()
+        matches!(self.try_head(key).await, Ok(Some(_)))
+    }
+
+    async fn try_head(
+        &self,
+        key: &str,
+    ) -> anyhow::Result<Option<aws_sdk_s3::operation::head_object::HeadObjectOutput>> {
+        stowage_shared::aws::head_object(&self.s3, self.stack.get("STOWAGE_BUCKET"), key).await
     }
 
     /// Deletes `key` from the stack's bucket, as a user's S3 client would.
