@@ -84,6 +84,12 @@ fn changed<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
         .is_some_and(|code| matches!(code, "PreconditionFailed" | "NoSuchKey" | "NotFound"))
 }
 
+/// A copy that failed for another reason than the object changing: `what`
+/// names the call and key.
+fn copy_failed<E: std::error::Error + Send + Sync + 'static>(what: &str, error: E) -> CopyError {
+    CopyError::Other(anyhow::anyhow!("{what}: {}", DisplayErrorContext(error)))
+}
+
 fn quoted(etag: &str) -> String {
     format!("\"{}\"", etag.trim_matches('"'))
 }
@@ -121,10 +127,7 @@ impl S3Bucket {
                 if changed(&e) || e.raw_response().is_some_and(|r| r.status().as_u16() == 412) {
                     CopyError::Changed
                 } else {
-                    CopyError::Other(anyhow::anyhow!(
-                        "HeadObject {key}: {}",
-                        DisplayErrorContext(e)
-                    ))
+                    copy_failed(&format!("HeadObject {key}"), e)
                 }
             })?;
         let mut create = self
@@ -155,20 +158,13 @@ impl S3Bucket {
                 .key(key)
                 .send()
                 .await
-                .map_err(|e| {
-                    CopyError::Other(anyhow::anyhow!(
-                        "GetObjectTagging {key}: {}",
-                        DisplayErrorContext(e)
-                    ))
-                })?;
+                .map_err(|e| copy_failed(&format!("GetObjectTagging {key}"), e))?;
             create = create.tagging(tagging_header(tags.tag_set()));
         }
-        let upload = create.send().await.map_err(|e| {
-            CopyError::Other(anyhow::anyhow!(
-                "CreateMultipartUpload {key}: {}",
-                DisplayErrorContext(e)
-            ))
-        })?;
+        let upload = create
+            .send()
+            .await
+            .map_err(|e| copy_failed(&format!("CreateMultipartUpload {key}"), e))?;
         let upload_id = upload.upload_id().unwrap_or_default().to_string();
         let result = self
             .copy_parts_and_complete(key, etag, &upload_id, parts)
@@ -216,10 +212,7 @@ impl S3Bucket {
                     if changed(&e) {
                         CopyError::Changed
                     } else {
-                        CopyError::Other(anyhow::anyhow!(
-                            "UploadPartCopy {key} part {number}: {}",
-                            DisplayErrorContext(e)
-                        ))
+                        copy_failed(&format!("UploadPartCopy {key} part {number}"), e)
                     }
                 })?;
             completed.push(
@@ -246,12 +239,7 @@ impl S3Bucket {
             )
             .send()
             .await
-            .map_err(|e| {
-                CopyError::Other(anyhow::anyhow!(
-                    "CompleteMultipartUpload {key}: {}",
-                    DisplayErrorContext(e)
-                ))
-            })?;
+            .map_err(|e| copy_failed(&format!("CompleteMultipartUpload {key}"), e))?;
         Ok(done
             .e_tag()
             .unwrap_or_default()
@@ -348,10 +336,7 @@ impl Bucket for S3Bucket {
                 .trim_matches('"')
                 .to_string()),
             Err(error) if changed(&error) => Err(CopyError::Changed),
-            Err(error) => Err(CopyError::Other(anyhow::anyhow!(
-                "CopyObject {key}: {}",
-                DisplayErrorContext(error)
-            ))),
+            Err(error) => Err(copy_failed(&format!("CopyObject {key}"), error)),
         }
     }
 
