@@ -692,12 +692,16 @@ async fn a_backfill_brings_objects_stored_before_lifecycle_knew_them_into_sweeps
     system.stop().await;
 }
 
-/// `count` rows of 1 MiB objects of users `u0`.. `u<users - 1>`, created 40
-/// days ago and indexed as due in `due_in_days`.
-fn cold_rows(count: usize, users: usize, due_in_days: i64) -> Vec<(String, ObjectRecord, i64)> {
+/// A stack without consumers whose projection holds `count` rows of 1 MiB
+/// objects of users `u0`.. `u<users - 1>`, created 40 days ago and indexed
+/// as due in `due_in_days`.
+async fn with_cold_rows(count: usize, users: usize, due_in_days: i64) -> System {
+    let system = System::start_parts(&[], Parts::INTAKE_ONLY)
+        .await
+        .expect("system starts");
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let day = 86_400;
-    (0..count)
+    let rows: Vec<(String, ObjectRecord, i64)> = (0..count)
         .map(|i| {
             (
                 format!("users/u{}/file-{i}.bin", i % users),
@@ -705,19 +709,16 @@ fn cold_rows(count: usize, users: usize, due_in_days: i64) -> Vec<(String, Objec
                 now + due_in_days * day,
             )
         })
-        .collect()
+        .collect();
+    load_projection(system.stack.get("STOWAGE_LIFECYCLE_TABLE"), &rows, 4).await;
+    system
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reindexing_everything_follows_lowered_default_and_user_days() {
-    // No consumer runs: the projection is loaded directly.
-    let system = System::start_parts(&[], Parts::INTAKE_ONLY)
-        .await
-        .expect("system starts");
     // 3,000 rows of 30 users indexed under 90 days: created 40 days ago,
     // due in 50.
-    let rows = cold_rows(3000, 30, 50);
-    load_projection(system.stack.get("STOWAGE_LIFECYCLE_TABLE"), &rows, 4).await;
+    let system = with_cold_rows(3000, 30, 50).await;
     // Then the default is lowered to 30 days, and u0's to 60.
     let sweeper = system
         .sweeper(&[
@@ -759,12 +760,8 @@ async fn follow(system: &System, flags: &[(&str, &str)]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn due_dates_follow_a_policy_that_lowered_days() {
-    let system = System::start_parts(&[], Parts::INTAKE_ONLY)
-        .await
-        .expect("system starts");
     // 60 rows of 3 users, created 40 days ago, indexed under 120 days.
-    let rows = cold_rows(60, 3, 80);
-    load_projection(system.stack.get("STOWAGE_LIFECYCLE_TABLE"), &rows, 4).await;
+    let system = with_cold_rows(60, 3, 80).await;
     let today = OffsetDateTime::now_utc();
 
     // The first time, the rows are taken to follow the policy in force.
