@@ -6,6 +6,7 @@
 //! The emulators are started by `make test` (`infra/local/stack.py run`),
 //! which exports their endpoints and the path of the deploy script.
 
+pub mod aws_stub;
 pub mod openapi;
 
 use std::{

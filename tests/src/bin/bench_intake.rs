@@ -11,6 +11,10 @@
 //!   latency percentiles, AWS requests per grant (counted in the emulators'
 //!   request logs), intake's CPU time per grant and its resident memory idle
 //!   and under the load (from `/proc` of the intake process).
+//! - `bench_intake load --stub <release stowage-intake>` (no emulators):
+//!   the same load with intake's AWS endpoints answered at once by
+//!   [`stowage_e2e::aws_stub`], so the figures are intake's own work when
+//!   its backend keeps up, requests counted by the stub.
 
 use std::{
     collections::BTreeMap,
@@ -28,7 +32,9 @@ use aws_sdk_s3::config::{Credentials, SharedCredentialsProvider};
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 use stowage_e2e::{
-    AUDIENCE, ISSUER, JWT_SECRET, Stack, emulator_requests, eventually, process_usage, token_with,
+    AUDIENCE, ISSUER, JWT_SECRET, Stack,
+    aws_stub::{AwsStub, StubOptions},
+    emulator_requests, eventually, process_usage, token_with,
 };
 use stowage_intake::{adapters::post_signer::PostSigner, domain::policy::UploadPolicy};
 use time::OffsetDateTime;
@@ -71,7 +77,96 @@ enum Command {
         /// Concurrent clients, each a user of its own on one keep-alive pool.
         #[arg(long, default_value_t = 64)]
         clients: usize,
+        /// Answer intake's AWS requests with the in-process stub instead of
+        /// the emulators.
+        #[arg(long)]
+        stub: bool,
+        /// With `--stub`: milliseconds the stub waits before each answer,
+        /// as a service across the network would.
+        #[arg(long, default_value_t = 0)]
+        stub_delay_ms: u64,
     },
+}
+
+/// What answers intake's AWS requests, and counts them.
+enum Backend {
+    Emulators { stack: Stack, logs: PathBuf },
+    Stub { stack: Stack, stub: AwsStub },
+}
+
+impl Backend {
+    async fn start(stub: bool, delay: Duration) -> Self {
+        if !stub {
+            let logs = PathBuf::from(
+                std::env::var("STOWAGE_EMULATOR_LOGS")
+                    .expect("run inside `stack.py run` (`make bench`), or pass --stub"),
+            );
+            let stack = Stack::deploy().expect("stack deploys");
+            return Self::Emulators { stack, logs };
+        }
+        let stub = AwsStub::start(StubOptions {
+            delay,
+            ..StubOptions::default()
+        })
+        .await
+        .expect("the stub starts");
+        let settings = [
+            ("STOWAGE_BUCKET", "stub-bucket"),
+            ("STOWAGE_S3_PUBLIC_URL", "http://127.0.0.1:9/stub-bucket"),
+            ("STOWAGE_S3_PATH_STYLE", "true"),
+            ("STOWAGE_INTAKE_TABLE", "stub-intake"),
+            ("STOWAGE_EVENT_BUS", "stub-bus"),
+            (
+                "STOWAGE_INTAKE_QUEUE_URL",
+                "http://127.0.0.1/000000000000/stub-intake",
+            ),
+        ];
+        let stack = Stack {
+            name: "stub".to_string(),
+            settings: settings
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        Self::Stub { stack, stub }
+    }
+
+    fn stack(&self) -> &Stack {
+        match self {
+            Self::Emulators { stack, .. } | Self::Stub { stack, .. } => stack,
+        }
+    }
+
+    /// Sends every AWS request of `command` here.
+    fn point(&self, command: &mut tokio::process::Command) {
+        if let Self::Stub { stub, .. } = self {
+            for service in ["DYNAMODB", "SQS", "EVENTBRIDGE", "S3"] {
+                command.env_remove(format!("AWS_ENDPOINT_URL_{service}"));
+            }
+            command
+                .env("AWS_ENDPOINT_URL", &stub.endpoint)
+                .env("AWS_REGION", "us-east-1")
+                .env("AWS_ACCESS_KEY_ID", "stub")
+                .env("AWS_SECRET_ACCESS_KEY", "stub")
+                .env_remove("AWS_PROFILE");
+        }
+    }
+
+    /// Requests answered so far by operation, where the backend tells.
+    fn operations(&self) -> BTreeMap<String, usize> {
+        match self {
+            Self::Emulators { .. } => BTreeMap::new(),
+            Self::Stub { stub, .. } => stub.requests(),
+        }
+    }
+
+    /// AWS requests answered so far.
+    fn requests(&self) -> usize {
+        match self {
+            Self::Emulators { logs, .. } => emulator_requests(logs),
+            Self::Stub { stub, .. } => stub.total_requests(),
+        }
+    }
 }
 
 /// The upload both signers sign: the policy intake makes for a grant of a
@@ -238,15 +333,18 @@ impl Outcomes {
 
 /// `count` grant requests, `tokens.len()` at a time: client `c` asks with
 /// `tokens[c]` for paths `<prefix>/file-<i>.bin` of `content_type` until
-/// `count` are answered; any answer but `expected` is a failure.
+/// `count` are answered; any answer but `expected` is a failure. With a
+/// `pace`, request `i` is sent no earlier than `i × pace` after the start.
 async fn grant_all(
     http: &reqwest::Client,
     url: &str,
     tokens: &[String],
     (prefix, content_type, expected): (&str, &'static str, u16),
     count: usize,
+    pace: Option<Duration>,
 ) -> Outcomes {
     let next = Arc::new(AtomicUsize::new(0));
+    let start = tokio::time::Instant::now();
     let tasks: Vec<_> = tokens
         .iter()
         .map(|token| {
@@ -258,6 +356,9 @@ async fn grant_all(
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= count {
                         return outcomes;
+                    }
+                    if let Some(pace) = pace {
+                        tokio::time::sleep_until(start + pace * i as u32).await;
                     }
                     let body = json!({
                         "path": format!("{prefix}/file-{i}.bin"),
@@ -292,14 +393,16 @@ async fn grant_all(
     all
 }
 
-async fn load(intake: &Path, logs: &Path, grants: usize, clients: usize) {
-    let stack = Stack::deploy().expect("stack deploys");
+async fn load(intake: &Path, backend: Backend, grants: usize, clients: usize) {
+    let stack = backend.stack();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
     let url = format!("http://127.0.0.1:{port}");
-    let mut child = tokio::process::Command::new(intake)
+    let mut command = tokio::process::Command::new(intake);
+    backend.point(&mut command);
+    let mut child = command
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--bucket", stack.get("STOWAGE_BUCKET")])
         .args(["--s3-public-url", stack.get("STOWAGE_S3_PUBLIC_URL")])
@@ -347,16 +450,33 @@ async fn load(intake: &Path, logs: &Path, grants: usize, clients: usize) {
     let tokens: Vec<String> = (0..clients)
         .map(|c| token_with(json!({ "sub": format!("bench{c}"), "exp": expires })))
         .collect();
-    let mut outcomes =
-        grant_all(&http, &url, &tokens, ("warmup", CONTENT_TYPE, 201), clients).await;
+    let mut outcomes = grant_all(
+        &http,
+        &url,
+        &tokens,
+        ("warmup", CONTENT_TYPE, 201),
+        clients,
+        None,
+    )
+    .await;
 
     let before = process_usage(pid);
-    let requests_before = emulator_requests(logs);
+    let requests_before = backend.requests();
+    let operations_before = backend.operations();
     let started = Instant::now();
-    let mut measured = grant_all(&http, &url, &tokens, ("bench", CONTENT_TYPE, 201), grants).await;
+    let mut measured = grant_all(
+        &http,
+        &url,
+        &tokens,
+        ("bench", CONTENT_TYPE, 201),
+        grants,
+        None,
+    )
+    .await;
     let elapsed = started.elapsed();
     let after = process_usage(pid);
-    let requests = emulator_requests(logs) - requests_before;
+    let requests = backend.requests() - requests_before;
+    let operations = backend.operations();
 
     // The same requests with a content type intake does not allow: served,
     // authenticated, rate-limited, parsed and refused (415) without any AWS
@@ -368,10 +488,28 @@ async fn load(intake: &Path, logs: &Path, grants: usize, clients: usize) {
         &tokens,
         ("refused", "application/x-not-allowed", 415),
         grants,
+        None,
     )
     .await;
     let refused_elapsed = started.elapsed();
     let refused_after = process_usage(pid);
+
+    // The same refused requests again, sent no faster than the grants were
+    // answered: what serving costs when requests arrive one by one at the
+    // rate the emulators allow, instead of back to back.
+    let pace = elapsed / grants as u32;
+    let started = Instant::now();
+    let paced = grant_all(
+        &http,
+        &url,
+        &tokens,
+        ("paced", "application/x-not-allowed", 415),
+        grants,
+        Some(pace),
+    )
+    .await;
+    let paced_elapsed = started.elapsed();
+    let paced_after = process_usage(pid);
     child.kill().await.expect("intake stops");
 
     let p50 = measured.percentile_ms(0.50);
@@ -393,18 +531,33 @@ async fn load(intake: &Path, logs: &Path, grants: usize, clients: usize) {
     for (failure, count) in &outcomes.failures {
         println!("- {count} × {failure}");
     }
+    for (operation, count) in &operations {
+        let count = count - operations_before.get(operation).unwrap_or(&0);
+        if count > 0 {
+            println!(
+                "- {operation}: {count} requests, {:.3} per grant",
+                count as f64 / grants as f64
+            );
+        }
+    }
     println!();
     println!(
         "| requests refused before any AWS request (415) | failed | requests/s | intake CPU µs per request |"
     );
     println!("| --- | --- | --- | --- |");
     println!(
-        "| {grants} | {} | {:.0} | {:.0} |",
+        "| {grants}, back to back | {} | {:.0} | {:.0} |",
         refused.failed(),
         grants as f64 / refused_elapsed.as_secs_f64(),
         refused_after.cpu_ns.saturating_sub(after.cpu_ns) as f64 / 1e3 / grants as f64,
     );
-    for (failure, count) in &refused.failures {
+    println!(
+        "| {grants}, at the grants' rate | {} | {:.0} | {:.0} |",
+        paced.failed(),
+        grants as f64 / paced_elapsed.as_secs_f64(),
+        paced_after.cpu_ns.saturating_sub(refused_after.cpu_ns) as f64 / 1e3 / grants as f64,
+    );
+    for (failure, count) in refused.failures.iter().chain(&paced.failures) {
         println!("- {count} × {failure}");
     }
 }
@@ -422,14 +575,13 @@ fn main() {
             intake,
             grants,
             clients,
-        } => {
-            let logs = PathBuf::from(
-                std::env::var("STOWAGE_EMULATOR_LOGS")
-                    .expect("run inside `stack.py run` (`make bench`)"),
-            );
-            tokio::runtime::Runtime::new()
-                .expect("tokio runtime")
-                .block_on(load(&intake, &logs, grants, clients));
-        }
+            stub,
+            stub_delay_ms,
+        } => tokio::runtime::Runtime::new()
+            .expect("tokio runtime")
+            .block_on(async {
+                let backend = Backend::start(stub, Duration::from_millis(stub_delay_ms)).await;
+                load(&intake, backend, grants, clients).await;
+            }),
     }
 }

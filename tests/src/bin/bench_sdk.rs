@@ -8,9 +8,9 @@
 //! needs only running emulators:
 //!
 //! ```sh
-//! cargo build --release -p stowage-shared --example bench_sdk
+//! cargo build --release -p stowage-e2e --bin bench_sdk
 //! .stowage/venv/localstack/bin/python infra/local/stack.py run --state .stowage/perf -- \
-//!     target/release/examples/bench_sdk [REQUESTS] [OPERATION...]
+//!     target/release/bench_sdk [REQUESTS] [OPERATION...]
 //! ```
 //!
 //! `REQUESTS` (default 2000) is the number of requests per operation;
@@ -19,9 +19,9 @@
 //! `info`).
 //!
 //! `bench_sdk --stub [--delay-us=MICROS] [--close] [REQUESTS] [OPERATION...]`
-//! needs no emulator: it serves
-//! every request itself with a fixed, valid answer on a keep-alive
-//! connection, and measures a child process that sends the requests to it.
+//! needs no emulator: it answers every request itself with
+//! [`stowage_e2e::aws_stub`], on a keep-alive connection, and measures a
+//! child process that sends the requests to it.
 //! The child's figures are then the cost of the SDK, hyper and the kernel's
 //! loopback alone, without the emulators' work on the same cores between
 //! every request and its answer. `--delay-us` makes the stub wait before
@@ -36,7 +36,7 @@
 //! services use.
 
 use std::{
-    fs, io,
+    fs,
     process::Stdio,
     time::{Duration, Instant},
 };
@@ -46,6 +46,7 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, TransactWriteItem,
 };
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
+use stowage_e2e::aws_stub::{AwsStub, StubOptions};
 
 const OPERATIONS: [&str; 4] = ["get-item", "transact-write", "send-message", "put-events"];
 const WARM_UP: usize = 50;
@@ -76,18 +77,9 @@ fn cpu() -> Cpu {
             .sum()
         })
         .unwrap_or(0);
-    let process_ns = fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let fields: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
-            let ticks =
-                fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-            Some(ticks * 10_000_000)
-        })
-        .unwrap_or(0);
     Cpu {
         threads_ns,
-        process_ns,
+        process_ns: stowage_e2e::process_usage(std::process::id()).cpu_ns,
     }
 }
 
@@ -262,87 +254,13 @@ async fn issue(
     Ok(())
 }
 
-/// The stub's answer to every request: an empty success for each
-/// operation (fields an operation does not know are ignored).
-const STUB_BODY: &str =
-    r#"{"QueueUrl":"http://127.0.0.1/000000000000/bench","FailedEntryCount":0,"Entries":[]}"#;
-
-/// The length of the first complete request in `buf`, if there is one.
-fn request_len(buf: &[u8]) -> Option<usize> {
-    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    let head = std::str::from_utf8(&buf[..head_end]).ok()?;
-    let body = head
-        .lines()
-        .filter_map(|line| line.split_once(':'))
-        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, value)| value.trim().parse::<usize>().ok())
-        .unwrap_or(0);
-    (buf.len() >= head_end + body).then_some(head_end + body)
-}
-
-async fn write_all(stream: &tokio::net::TcpStream, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        stream.writable().await?;
-        match stream.try_write(bytes) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// How the stub answers.
-#[derive(Debug, Default, Clone, Copy)]
-struct Stub {
-    /// Waits this long before each answer.
-    delay: Duration,
-    /// Answers `Connection: close` and closes, as the emulators do.
-    close: bool,
-}
-
-/// Answers every request on one connection with [`STUB_BODY`].
-async fn answer(stream: tokio::net::TcpStream, stub: Stub) -> io::Result<()> {
-    let response = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\n{}\r\n{STUB_BODY}",
-        STUB_BODY.len(),
-        if stub.close {
-            "connection: close\r\n"
-        } else {
-            ""
-        },
-    );
-    let mut buf = Vec::with_capacity(16 * 1024);
-    let mut chunk = vec![0u8; 16 * 1024];
-    loop {
-        while let Some(len) = request_len(&buf) {
-            buf.drain(..len);
-            if !stub.delay.is_zero() {
-                tokio::time::sleep(stub.delay).await;
-            }
-            write_all(&stream, response.as_bytes()).await?;
-            if stub.close {
-                return Ok(());
-            }
-        }
-        stream.readable().await?;
-        match stream.try_read(&mut chunk) {
-            Ok(0) => return Ok(()),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// Serves the stub and runs this program against it in a child process,
 /// whose output is the result.
-async fn run_stub(stub: Stub, args: Vec<String>) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let endpoint = format!("http://{}", listener.local_addr()?);
-    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+async fn run_stub(stub: StubOptions, args: Vec<String>) -> anyhow::Result<()> {
+    let stub = AwsStub::start(stub).await?;
+    let status = tokio::process::Command::new(std::env::current_exe()?)
         .args(args)
-        .env("AWS_ENDPOINT_URL", &endpoint)
+        .env("AWS_ENDPOINT_URL", &stub.endpoint)
         .env_remove("AWS_ENDPOINT_URL_DYNAMODB")
         .env_remove("AWS_PROFILE")
         .env("AWS_REGION", "us-east-1")
@@ -350,26 +268,16 @@ async fn run_stub(stub: Stub, args: Vec<String>) -> anyhow::Result<()> {
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .stdout(Stdio::inherit())
         .kill_on_drop(true)
-        .spawn()?;
-    loop {
-        tokio::select! {
-            status = child.wait() => {
-                anyhow::ensure!(status?.success(), "the measured process failed");
-                return Ok(());
-            }
-            accepted = listener.accept() => {
-                let (stream, _) = accepted?;
-                stream.set_nodelay(true)?;
-                tokio::spawn(answer(stream, stub));
-            }
-        }
-    }
+        .status()
+        .await?;
+    anyhow::ensure!(status.success(), "the measured process failed");
+    Ok(())
 }
 
 /// The command line: flags first, then `REQUESTS` and operations.
 #[derive(Debug, Default)]
 struct Options {
-    stub: Option<Stub>,
+    stub: Option<StubOptions>,
     current_thread: bool,
     concurrency: usize,
     requests: usize,
