@@ -1,10 +1,13 @@
 //! Publishes Stowage events to the event bus.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use stowage_events::StowageEvent;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::{
+    sync::{mpsc, oneshot},
+    task::JoinSet,
+};
 
 /// Entries per `PutEvents` request, EventBridge's limit.
 pub const MAX_ENTRIES: usize = 10;
@@ -59,14 +62,16 @@ impl EventBus {
     }
 
     /// The same bus, with [`EventBus::publish`] calls made at the same time
-    /// by concurrent callers sharing `PutEvents` requests: at most
-    /// `in_flight` requests are out at once, and each carries every entry
-    /// that arrived while the previous ones were out, up to [`MAX_ENTRIES`].
-    /// A caller alone is sent at once, so coalescing adds no wait; under load
-    /// it divides the requests, and their CPU, by up to ten. Each caller still
-    /// learns its own entry's fate. Must be called within a Tokio runtime:
-    /// the requests are sent by a task that ends when the last clone of the
-    /// returned bus is dropped and every entry handed to it is answered.
+    /// by concurrent callers sharing `PutEvents` requests of up to
+    /// [`MAX_ENTRIES`] entries. A full request goes out as soon as fewer than
+    /// `in_flight` are out; one with fewer entries only when none is out, so
+    /// that under load entries gather while a request is out instead of
+    /// each going alone. A caller alone is sent at once, so coalescing adds
+    /// no wait; under load it divides the requests, and their CPU, by up to
+    /// ten. Each caller still learns its own entry's fate. Must be called
+    /// within a Tokio runtime: the requests are sent by a task that ends when
+    /// the last clone of the returned bus is dropped and every entry handed
+    /// to it is answered.
     pub fn coalescing(self, in_flight: usize) -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
         let direct = Self {
@@ -82,36 +87,46 @@ impl EventBus {
 
     /// Sends the entries handed to a coalescing bus.
     async fn coalesce(self, mut receiver: mpsc::UnboundedReceiver<Pending>, in_flight: usize) {
-        let slots = Arc::new(Semaphore::new(in_flight));
+        let mut out = JoinSet::new();
+        let mut batch: Vec<Pending> = Vec::with_capacity(MAX_ENTRIES);
+        let mut open = true;
         loop {
-            // Waiting for a free slot first lets entries gather meanwhile.
-            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-                return;
-            };
-            let Some(first) = receiver.recv().await else {
-                return;
-            };
-            let mut batch = vec![first];
-            while batch.len() < MAX_ENTRIES {
+            while open && batch.len() < MAX_ENTRIES {
                 match receiver.try_recv() {
                     Ok(pending) => batch.push(pending),
-                    Err(_) => break,
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => open = false,
                 }
             }
-            let bus = self.clone();
-            tokio::spawn(async move {
-                let (entries, fates): (Vec<_>, Vec<_>) =
-                    batch.into_iter().map(|p| (p.entry, p.fate)).unzip();
-                let mut results: Vec<Result<(), PublishError>> =
-                    entries.iter().map(|_| Ok(())).collect();
-                bus.put(entries.into_iter().enumerate().collect(), &mut results)
-                    .await;
-                for (fate, result) in fates.into_iter().zip(results) {
-                    // A caller that stopped waiting has nobody to tell.
-                    let _ = fate.send(result);
-                }
-                drop(slot);
-            });
+            let worth_sending = batch.len() == MAX_ENTRIES || out.is_empty() || !open;
+            if !batch.is_empty() && out.len() < in_flight && worth_sending {
+                let batch = std::mem::replace(&mut batch, Vec::with_capacity(MAX_ENTRIES));
+                out.spawn(self.clone().send_coalesced(batch));
+                continue;
+            }
+            if !open && batch.is_empty() && out.is_empty() {
+                return;
+            }
+            tokio::select! {
+                pending = receiver.recv(), if open && batch.len() < MAX_ENTRIES => match pending {
+                    Some(pending) => batch.push(pending),
+                    None => open = false,
+                },
+                Some(_) = out.join_next(), if !out.is_empty() => {}
+            }
+        }
+    }
+
+    /// Sends one shared request and tells each entry's caller its fate.
+    async fn send_coalesced(self, batch: Vec<Pending>) {
+        let (entries, fates): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|p| (p.entry, p.fate)).unzip();
+        let mut results: Vec<Result<(), PublishError>> = entries.iter().map(|_| Ok(())).collect();
+        self.put(entries.into_iter().enumerate().collect(), &mut results)
+            .await;
+        for (fate, result) in fates.into_iter().zip(results) {
+            // A caller that stopped waiting has nobody to tell.
+            let _ = fate.send(result);
         }
     }
 

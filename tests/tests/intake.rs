@@ -655,3 +655,103 @@ async fn publishes_at_the_same_time_share_put_events_requests() {
     assert_eq!(counter.get(), 5);
     system.stop().await;
 }
+
+/// Lets every other task on this current-thread runtime run until it waits.
+async fn let_others_run() {
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Holds the stub's answers and makes request 0 with `make`; once it is
+/// out, makes requests 1 to 5 one at a time, each handed over and looked at
+/// before the next while slots are free, and checks that none went out
+/// meanwhile. Then releases the answers and waits for every request.
+async fn first_out_then_five(
+    stub: &stowage_e2e::aws_stub::AwsStub,
+    make: impl Fn(usize) -> tokio::task::JoinHandle<()>,
+) {
+    stub.hold();
+    let mut made = vec![make(0)];
+    eventually(Duration::from_secs(10), "the first request", || async {
+        (stub.total_requests() == 1).then_some(())
+    })
+    .await;
+    for i in 1..=5 {
+        made.push(make(i));
+        let_others_run().await;
+    }
+    assert_eq!(stub.total_requests(), 1, "the five wait for the first");
+    stub.release();
+    for outcome in futures::future::join_all(made).await {
+        outcome.expect("request made");
+    }
+}
+
+/// While a shared `PutEvents` is out, events published meanwhile wait for
+/// it and then go together, instead of each taking a free slot alone.
+#[tokio::test(flavor = "current_thread")]
+async fn events_published_while_a_put_events_is_out_go_together() {
+    let stub = stowage_e2e::aws_stub::AwsStub::start(Default::default())
+        .await
+        .expect("stub starts");
+    let bus = stowage_shared::publisher::EventBus::new(
+        stowage_shared::aws::eventbridge(&stub.sdk_config()),
+        "stub-bus",
+    )
+    .coalescing(4);
+    first_out_then_five(&stub, |i| {
+        let bus = bus.clone();
+        let event = stowage_events::UploadGrantedV1 {
+            meta: stowage_events::EventMeta::new("gathered", Default::default()),
+            grant_id: uuid::Uuid::new_v4(),
+            key: format!("users/gathered/f{i}"),
+            max_size: 10,
+            content_type: "text/plain".to_string(),
+            expires_at: time::OffsetDateTime::now_utc(),
+        };
+        tokio::spawn(async move { bus.publish(&event).await.expect("published") })
+    })
+    .await;
+    assert_eq!(
+        stub.requests().get("AWSEvents.PutEvents"),
+        Some(&2),
+        "the first alone, then the five together"
+    );
+}
+
+/// While a shared grant transaction is out, grants of other users made
+/// meanwhile wait for it and then share the next transaction.
+#[tokio::test(flavor = "current_thread")]
+async fn grants_made_while_a_transaction_is_out_share_the_next() {
+    use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+    let stub = stowage_e2e::aws_stub::AwsStub::start(Default::default())
+        .await
+        .expect("stub starts");
+    let writes = stowage_intake::adapters::grant_writes::GrantWrites::start(
+        stowage_shared::aws::dynamodb(&stub.sdk_config()),
+    );
+    first_out_then_five(&stub, |i| {
+        let (writes, user) = (writes.clone(), format!("u{i}"));
+        let put = |sk: &str| {
+            TransactWriteItem::builder()
+                .put(
+                    Put::builder()
+                        .table_name("stub-intake")
+                        .item("pk", AttributeValue::S(format!("USER#{user}")))
+                        .item("sk", AttributeValue::S(sk.to_string()))
+                        .build()
+                        .expect("a put"),
+                )
+                .build()
+        };
+        let items = [put("ACCOUNT"), put("GRANT#1")];
+        tokio::spawn(async move { writes.write(&user, items).await.expect("written") })
+    })
+    .await;
+    assert_eq!(
+        stub.requests().get("DynamoDB_20120810.TransactWriteItems"),
+        Some(&2),
+        "the first alone, then the five together"
+    );
+}

@@ -22,8 +22,9 @@ use crate::{
     settings::Settings,
 };
 
-/// `PutEvents` requests intake keeps out at once; events published by
-/// concurrent requests meanwhile share the next ones, ten to a request.
+/// Full `PutEvents` requests (ten events) intake keeps out at once; a
+/// request with fewer goes only when none is out, so events published by
+/// concurrent requests meanwhile share the next one.
 const PUBLISH_IN_FLIGHT: usize = 4;
 
 /// The token verifier the settings describe: exactly one of a JWKS URL and

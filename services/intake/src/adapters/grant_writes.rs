@@ -11,21 +11,23 @@
 //! race never fails another user's grant.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::Arc;
 
 use aws_sdk_dynamodb::{Client, types::TransactWriteItem};
 use stowage_shared::dynamo::{Cancelled, item_failure, transact_groups};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::{
+    sync::{mpsc, oneshot},
+    task::JoinSet,
+};
 
 use crate::ports::StoreError;
 
 /// Grants per transaction (two items each; DynamoDB allows 100 items).
 pub const MAX_GRANTS_PER_TRANSACTION: usize = 16;
 
-/// Transactions out at once; grants arriving meanwhile share the next ones.
-/// Two rather than one, so that one slow transaction does not hold up every
-/// grant; more made transactions smaller and the grant path dearer (1.6×
-/// the requests per grant with four under 64 concurrent clients).
+/// Transactions out at once. A full transaction goes out as soon as fewer
+/// are out; one with fewer grants only when none is out, so that under load
+/// grants gather while a transaction is out instead of each going alone, and
+/// one slow transaction does not hold up every grant.
 const IN_FLIGHT: usize = 2;
 
 /// One grant's items waiting for a transaction, and where its fate goes.
@@ -76,54 +78,60 @@ impl GrantWrites {
 }
 
 async fn run(client: Client, mut receiver: mpsc::UnboundedReceiver<Pending>) {
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-    // Grants that met another grant of the same user in a transaction; they
-    // go first into the next one, in their order.
-    let mut deferred: VecDeque<Pending> = VecDeque::new();
+    let mut out = JoinSet::new();
+    // Grants received and not yet sent, in the order they came.
+    let mut waiting: VecDeque<Pending> = VecDeque::new();
     let mut open = true;
     loop {
-        // Waiting for a free slot first lets grants gather meanwhile.
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-            return;
-        };
-        let first = match deferred.pop_front() {
-            Some(pending) => pending,
-            None if open => match receiver.recv().await {
-                Some(pending) => pending,
-                None => return,
-            },
-            None => return,
-        };
-        let mut users = HashSet::from([first.user.clone()]);
-        let mut batch = vec![first];
-        let mut later = VecDeque::new();
-        while batch.len() < MAX_GRANTS_PER_TRANSACTION {
-            let next = match deferred.pop_front() {
-                Some(pending) => pending,
-                None if open => match receiver.try_recv() {
-                    Ok(pending) => pending,
-                    Err(mpsc::error::TryRecvError::Empty) => break,
-                    Err(mpsc::error::TryRecvError::Disconnected) => {
-                        open = false;
-                        break;
-                    }
-                },
-                None => break,
-            };
-            if users.insert(next.user.clone()) {
-                batch.push(next);
-            } else {
-                later.push_back(next);
+        while open {
+            match receiver.try_recv() {
+                Ok(pending) => waiting.push_back(pending),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => open = false,
             }
         }
-        later.extend(deferred.drain(..));
-        deferred = later;
-        let client = client.clone();
-        tokio::spawn(async move {
-            commit(&client, batch).await;
-            drop(slot);
-        });
+        if !waiting.is_empty() && out.len() < IN_FLIGHT {
+            let batch = next_batch(&mut waiting);
+            if batch.len() == MAX_GRANTS_PER_TRANSACTION || out.is_empty() || !open {
+                let client = client.clone();
+                out.spawn(async move { commit(&client, batch).await });
+                continue;
+            }
+            // Not worth a transaction yet: back in front, each user's grants
+            // still in their order.
+            for pending in batch.into_iter().rev() {
+                waiting.push_front(pending);
+            }
+        }
+        if !open && waiting.is_empty() && out.is_empty() {
+            return;
+        }
+        tokio::select! {
+            pending = receiver.recv(), if open => match pending {
+                Some(pending) => waiting.push_back(pending),
+                None => open = false,
+            },
+            Some(_) = out.join_next(), if !out.is_empty() => {}
+        }
     }
+}
+
+/// Takes the next transaction's grants from `waiting`: the first waiting
+/// grant of each user, up to [`MAX_GRANTS_PER_TRANSACTION`]. The others
+/// stay, in their order.
+fn next_batch(waiting: &mut VecDeque<Pending>) -> Vec<Pending> {
+    let mut users = HashSet::new();
+    let mut batch = Vec::new();
+    let mut rest = VecDeque::with_capacity(waiting.len());
+    for pending in waiting.drain(..) {
+        if batch.len() < MAX_GRANTS_PER_TRANSACTION && users.insert(pending.user.clone()) {
+            batch.push(pending);
+        } else {
+            rest.push_back(pending);
+        }
+    }
+    *waiting = rest;
+    batch
 }
 
 /// Commits `batch`, sending again without them while grants fail their
