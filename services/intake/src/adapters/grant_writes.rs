@@ -90,7 +90,10 @@ async fn run(client: Client, mut receiver: mpsc::UnboundedReceiver<Pending>) {
                 Err(mpsc::error::TryRecvError::Disconnected) => open = false,
             }
         }
-        if !waiting.is_empty() && out.len() < IN_FLIGHT {
+        // Fewer waiting grants than a full transaction holds can only fill
+        // one with room left.
+        let may_fill = waiting.len() >= MAX_GRANTS_PER_TRANSACTION;
+        if !waiting.is_empty() && out.len() < IN_FLIGHT && (may_fill || out.is_empty() || !open) {
             let batch = next_batch(&mut waiting);
             if batch.len() == MAX_GRANTS_PER_TRANSACTION || out.is_empty() || !open {
                 let client = client.clone();
@@ -140,7 +143,7 @@ async fn commit(client: &Client, batch: Vec<Pending>) {
     let attempts = batch.len();
     let groups = batch
         .into_iter()
-        .map(|p| (p.fate, p.items.to_vec()))
+        .map(|p| (p.fate, Vec::from(p.items)))
         .collect();
     // Each round drops at least the grant whose item failed.
     let outcomes = transact_groups(client, groups, attempts, |reason| match reason {
