@@ -39,6 +39,8 @@ bench: bench-ledger bench-intake bench-lifecycle
 bench-ledger: emulators
 	cargo build --release -p stowage-ledger -p stowage-e2e --bins
 	$(STACK) run --state $(STATE)/bench -- target/release/bench_ledger target/release/stowage-ledger
+	target/release/bench_ledger --stub target/release/stowage-ledger
+	target/release/bench_ledger --stub --stub-delay-ms 10 target/release/stowage-ledger
 
 bench-intake: emulators
 	cargo build --release -p stowage-intake -p stowage-e2e --bins

@@ -3,18 +3,22 @@
 //! measure what a process spends on its own side of a request, without the
 //! emulators' work on the same cores.
 //!
-//! Answers: `PutEvents` accepts every entry it was sent, `ReceiveMessage`
-//! holds the long poll for the asked `WaitTimeSeconds` and returns no
-//! message, `GetQueueAttributes` returns no attribute, `CreateQueue` and
-//! `GetQueueUrl` a queue URL; every other operation `{}`, which the SDK reads
-//! as an empty success (an item not found, a transaction written).
+//! Answers: `PutEvents` accepts every entry it was sent; `ReceiveMessage`
+//! returns up to the asked number of the messages given to
+//! [`AwsStub::enqueue`] (one queue, whatever the URL), or holds the long
+//! poll for the asked `WaitTimeSeconds` and returns none; `DeleteMessage`
+//! and `DeleteMessageBatch` remove received messages (a received message is
+//! never delivered again: there is no visibility timeout);
+//! `GetQueueAttributes` returns no attribute, `CreateQueue` and
+//! `GetQueueUrl` a queue URL; every other operation `{}`, which the SDK
+//! reads as an empty success (no item found, a transaction written).
 //!
 //! Requests are counted when they arrive; [`AwsStub::hold`] keeps every
 //! answer back until [`AwsStub::release`], so a test can act while requests
 //! are known to be out.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap, VecDeque},
     io,
     sync::{Arc, Mutex},
     time::Duration,
@@ -46,7 +50,17 @@ pub struct AwsStub {
     pub endpoint: String,
     requests: Arc<Mutex<BTreeMap<String, usize>>>,
     held: watch::Sender<bool>,
+    queue: Arc<Mutex<Queue>>,
     server: JoinHandle<()>,
+}
+
+/// The one queue's messages: waiting to be received, and received but not
+/// deleted, by receipt handle.
+#[derive(Debug, Default)]
+struct Queue {
+    ready: VecDeque<(String, String)>,
+    received: HashMap<String, String>,
+    sent: u64,
 }
 
 #[derive(Clone)]
@@ -54,6 +68,7 @@ struct Stub {
     options: StubOptions,
     requests: Arc<Mutex<BTreeMap<String, usize>>>,
     held: watch::Sender<bool>,
+    queue: Arc<Mutex<Queue>>,
 }
 
 impl AwsStub {
@@ -63,10 +78,12 @@ impl AwsStub {
         let endpoint = format!("http://{}", listener.local_addr()?);
         let requests = Arc::new(Mutex::new(BTreeMap::new()));
         let held = watch::Sender::new(false);
+        let queue = Arc::new(Mutex::new(Queue::default()));
         let app = Router::new().fallback(answer).with_state(Stub {
             options,
             requests: Arc::clone(&requests),
             held: held.clone(),
+            queue: Arc::clone(&queue),
         });
         let server = tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, app).await {
@@ -77,8 +94,41 @@ impl AwsStub {
             endpoint,
             requests,
             held,
+            queue,
             server,
         })
+    }
+
+    /// Sends every AWS request of the child process `command` starts here,
+    /// with test credentials.
+    pub fn point(&self, command: &mut tokio::process::Command) {
+        for service in ["DYNAMODB", "SQS", "EVENTBRIDGE", "S3"] {
+            command.env_remove(format!("AWS_ENDPOINT_URL_{service}"));
+        }
+        command
+            .env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "stub")
+            .env("AWS_SECRET_ACCESS_KEY", "stub")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE");
+    }
+
+    /// Puts messages with these bodies on the queue, in order.
+    pub fn enqueue(&self, bodies: impl IntoIterator<Item = String>) {
+        let mut queue = self.queue.lock().expect("stub queue");
+        for body in bodies {
+            queue.sent += 1;
+            let id = format!("stub-message-{}", queue.sent);
+            queue.ready.push_back((id, body));
+        }
+    }
+
+    /// Messages on the queue: waiting to be received, and received but not
+    /// yet deleted.
+    pub fn queued(&self) -> (usize, usize) {
+        let queue = self.queue.lock().expect("stub queue");
+        (queue.ready.len(), queue.received.len())
     }
 
     /// Keeps every answer back, those of requests already waiting included,
@@ -149,9 +199,37 @@ async fn answer(State(stub): State<Stub>, headers: HeaderMap, body: Bytes) -> Re
             json!({ "FailedEntryCount": 0, "Entries": entries })
         }
         "ReceiveMessage" => {
-            let wait = request["WaitTimeSeconds"].as_u64().unwrap_or(0).min(20);
-            tokio::time::sleep(Duration::from_secs(wait)).await;
+            let messages = receive(&stub.queue, &request);
+            if messages.is_empty() {
+                let wait = request["WaitTimeSeconds"].as_u64().unwrap_or(0).min(20);
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+                json!({})
+            } else {
+                json!({ "Messages": messages })
+            }
+        }
+        "DeleteMessage" => {
+            let handle = request["ReceiptHandle"].as_str().unwrap_or("");
+            stub.queue
+                .lock()
+                .expect("stub queue")
+                .received
+                .remove(handle);
             json!({})
+        }
+        "DeleteMessageBatch" => {
+            let mut queue = stub.queue.lock().expect("stub queue");
+            let deleted: Vec<Value> = request["Entries"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|entry| {
+                    let handle = entry["ReceiptHandle"].as_str().unwrap_or("");
+                    queue.received.remove(handle);
+                    json!({ "Id": entry["Id"] })
+                })
+                .collect();
+            json!({ "Successful": deleted, "Failed": [] })
         }
         "GetQueueAttributes" => json!({ "Attributes": {} }),
         "CreateQueue" | "GetQueueUrl" => {
@@ -173,4 +251,38 @@ async fn answer(State(stub): State<Stub>, headers: HeaderMap, body: Bytes) -> Re
             .insert(header::CONNECTION, "close".parse().expect("a header value"));
     }
     response
+}
+
+/// Takes up to the asked number of waiting messages off the queue, as
+/// `ReceiveMessage` answers them.
+fn receive(queue: &Mutex<Queue>, request: &Value) -> Vec<Value> {
+    let wanted = request["MaxNumberOfMessages"]
+        .as_u64()
+        .unwrap_or(1)
+        .clamp(1, 10) as usize;
+    let sent_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let mut queue = queue.lock().expect("stub queue");
+    let count = wanted.min(queue.ready.len());
+    queue
+        .ready
+        .drain(..count)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|(id, body)| {
+            let handle = format!("{id}-handle");
+            let message = json!({
+                "MessageId": id,
+                "ReceiptHandle": handle,
+                "Body": body,
+                "Attributes": {
+                    "ApproximateReceiveCount": "1",
+                    "SentTimestamp": sent_at.to_string(),
+                },
+            });
+            queue.received.insert(handle, id);
+            message
+        })
+        .collect()
 }

@@ -140,15 +140,7 @@ impl Backend {
     /// Sends every AWS request of `command` here.
     fn point(&self, command: &mut tokio::process::Command) {
         if let Self::Stub { stub, .. } = self {
-            for service in ["DYNAMODB", "SQS", "EVENTBRIDGE", "S3"] {
-                command.env_remove(format!("AWS_ENDPOINT_URL_{service}"));
-            }
-            command
-                .env("AWS_ENDPOINT_URL", &stub.endpoint)
-                .env("AWS_REGION", "us-east-1")
-                .env("AWS_ACCESS_KEY_ID", "stub")
-                .env("AWS_SECRET_ACCESS_KEY", "stub")
-                .env_remove("AWS_PROFILE");
+            stub.point(command);
         }
     }
 

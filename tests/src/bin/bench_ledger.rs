@@ -8,8 +8,14 @@
 //!
 //! Run with `make bench` (it builds the release ledger and starts the
 //! emulators). Prints a Markdown table.
+//!
+//! `bench_ledger --stub [--stub-delay-ms N] <ledger>` needs no emulator:
+//! the same messages, on the queue of [`stowage_e2e::aws_stub`], which
+//! answers every request of the ledger at once (or after N ms), so the
+//! figures are the ledger's own work when its backend keeps up.
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     process::Stdio,
     time::{Duration, Instant},
@@ -17,8 +23,13 @@ use std::{
 
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, SendMessageBatchRequestEntry};
+use clap::Parser;
 use serde_json::json;
-use stowage_e2e::{Stack, emulator_requests, eventually, process_usage, queue_depth};
+use stowage_e2e::{
+    Stack,
+    aws_stub::{AwsStub, StubOptions},
+    emulator_requests, eventually, process_usage, queue_depth,
+};
 use stowage_ledger::{domain::usage::Usage, ledger::usage_changed};
 use stowage_shared::publisher::EventBus;
 
@@ -80,6 +91,47 @@ async fn fill(sqs: &aws_sdk_sqs::Client, queue: &str, bodies: Vec<String>) {
     }
 }
 
+/// The `count` messages of a run: with `grants`, half of them are
+/// uploads' `UploadGranted.v1` and half the uploads, each grant 5 messages
+/// before its upload, as browser uploads produce them; otherwise every
+/// message is an upload.
+fn messages(bucket: &str, grants: bool, count: usize) -> Vec<String> {
+    if grants {
+        (0..count / 2 + 5)
+            .flat_map(|i| {
+                let grant = (i < count / 2).then(|| grant_event(i));
+                let upload = i.checked_sub(5).map(|j| s3_event(bucket, j));
+                grant.into_iter().chain(upload)
+            })
+            .collect()
+    } else {
+        (0..count).map(|i| s3_event(bucket, i)).collect()
+    }
+}
+
+/// Messages per run on the stub: enough for the CPU time, counted by the
+/// kernel in 10 ms ticks, to be read to about 1%.
+const STUB_MESSAGES: usize = 20_000;
+
+/// Starts the ledger with `command` on `[bucket, table, queue URL, event
+/// bus]` and `workers` workers, polling an empty queue every second.
+fn ledger(
+    mut command: tokio::process::Command,
+    [bucket, table, queue, bus]: [&str; 4],
+    workers: usize,
+) -> tokio::process::Child {
+    command
+        .args(["--bucket", bucket, "--s3-path-style", "true"])
+        .args(["--table", table, "--queue-url", queue])
+        .args(["--event-bus", bus, "--wait-seconds", "1"])
+        .args(["--workers", &workers.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ledger starts")
+}
+
 struct Run {
     workers: usize,
     per_second: f64,
@@ -88,57 +140,31 @@ struct Run {
     peak_rss_mb: f64,
 }
 
-/// Runs the ledger over `EVENTS` messages: with `grants`, half of them are
-/// uploads' `UploadGranted.v1` and half the uploads, each grant shortly
-/// before its upload, as a browser upload produces them; otherwise every
-/// message is an upload.
+/// Runs the ledger over `EVENTS` [`messages`] on the emulators.
 async fn run_ledger(binary: &Path, logs: &Path, workers: usize, grants: bool) -> Run {
     let stack = Stack::deploy().expect("stack deploys");
     let sdk = stowage_shared::aws::load().await;
     let sqs = stowage_shared::aws::sqs(&sdk);
     let queue = stack.get("STOWAGE_LEDGER_QUEUE_URL").to_string();
-    let bucket = stack.get("STOWAGE_BUCKET");
-    let bodies = if grants {
-        // Grants run 5 ahead of their uploads.
-        (0..EVENTS / 2 + 5)
-            .flat_map(|i| {
-                let grant = (i < EVENTS / 2).then(|| grant_event(i));
-                let upload = i.checked_sub(5).map(|j| s3_event(bucket, j));
-                grant.into_iter().chain(upload)
-            })
-            .collect()
-    } else {
-        (0..EVENTS).map(|i| s3_event(bucket, i)).collect()
-    };
-    fill(&sqs, &queue, bodies).await;
+    fill(
+        &sqs,
+        &queue,
+        messages(stack.get("STOWAGE_BUCKET"), grants, EVENTS),
+    )
+    .await;
 
     let before = emulator_requests(logs);
     let started = Instant::now();
-    let mut ledger = tokio::process::Command::new(binary)
-        .args([
-            "--bucket",
+    let mut ledger = ledger(
+        tokio::process::Command::new(binary),
+        [
             stack.get("STOWAGE_BUCKET"),
-            "--s3-path-style",
-            "true",
-        ])
-        .args([
-            "--table",
             stack.get("STOWAGE_LEDGER_TABLE"),
-            "--queue-url",
             &queue,
-        ])
-        .args([
-            "--event-bus",
             stack.get("STOWAGE_EVENT_BUS"),
-            "--wait-seconds",
-            "1",
-        ])
-        .args(["--workers", &workers.to_string()])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("ledger starts");
+        ],
+        workers,
+    );
     let pid = ledger.id().expect("pid");
     eventually(
         Duration::from_secs(900),
@@ -162,6 +188,117 @@ async fn run_ledger(binary: &Path, logs: &Path, workers: usize, grants: bool) ->
         requests_per_event: requests as f64 / EVENTS as f64,
         cpu_us_per_event: usage.cpu_ns as f64 / 1_000.0 / EVENTS as f64,
         peak_rss_mb: usage.peak_rss_kb as f64 / 1024.0,
+    }
+}
+
+/// Runs the ledger over `STUB_MESSAGES` [`messages`] with every AWS
+/// request answered by `stub`, measured from when it first polls the empty
+/// queue; also returns the requests per message by operation.
+async fn run_ledger_on_stub(
+    binary: &Path,
+    stub: &AwsStub,
+    workers: usize,
+    grants: bool,
+) -> (Run, BTreeMap<String, f64>) {
+    const RECEIVE: &str = "AmazonSQS.ReceiveMessage";
+    let receives = stub.requests().get(RECEIVE).copied().unwrap_or(0);
+    let mut command = tokio::process::Command::new(binary);
+    stub.point(&mut command);
+    let mut ledger = ledger(
+        command,
+        [
+            "stub-bucket",
+            "stub-ledger",
+            "http://127.0.0.1/000000000000/stub-ledger",
+            "stub-bus",
+        ],
+        workers,
+    );
+    let pid = ledger.id().expect("pid");
+    eventually(Duration::from_secs(60), "the ledger to poll", || async {
+        (stub.requests().get(RECEIVE).copied().unwrap_or(0) > receives).then_some(())
+    })
+    .await;
+    let (idle, before) = (process_usage(pid), stub.requests());
+    let started = Instant::now();
+    stub.enqueue(messages("stub-bucket", grants, STUB_MESSAGES));
+    eventually(
+        Duration::from_secs(300),
+        "the ledger to apply every message",
+        || async { (stub.queued() == (0, 0)).then_some(()) },
+    )
+    .await;
+    let elapsed = started.elapsed();
+    let usage = process_usage(pid);
+    ledger.kill().await.expect("ledger stops");
+    let per_message = |n: usize| n as f64 / STUB_MESSAGES as f64;
+    let by_operation: BTreeMap<String, f64> = stub
+        .requests()
+        .into_iter()
+        .map(|(operation, count)| {
+            let count = count - before.get(&operation).unwrap_or(&0);
+            (operation, per_message(count))
+        })
+        .filter(|(_, per)| *per > 0.0)
+        .collect();
+    let run = Run {
+        workers,
+        per_second: STUB_MESSAGES as f64 / elapsed.as_secs_f64(),
+        requests_per_event: by_operation.values().sum(),
+        cpu_us_per_event: per_message(usage.cpu_ns.saturating_sub(idle.cpu_ns) as usize) / 1_000.0,
+        peak_rss_mb: usage.peak_rss_kb as f64 / 1024.0,
+    };
+    (run, by_operation)
+}
+
+/// The ledger on the stub, answering at once or after `delay`: the
+/// ledger's own work when its backend keeps up.
+async fn on_stub(binary: &Path, delay: Duration) {
+    let stub = AwsStub::start(StubOptions {
+        delay,
+        ..StubOptions::default()
+    })
+    .await
+    .expect("the stub starts");
+    println!(
+        "| workers | messages | messages/s | AWS requests per message | ledger CPU µs per message | ledger peak RSS |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- |");
+    let mut operations = Vec::new();
+    for grants in [false, true] {
+        for workers in [1, 4] {
+            let (run, by_operation) = run_ledger_on_stub(binary, &stub, workers, grants).await;
+            println!(
+                "| {} | {} | {:.0} | {:.2} | {:.0} | {:.1} MB |",
+                run.workers,
+                if grants {
+                    "uploads with their grants"
+                } else {
+                    "uploads"
+                },
+                run.per_second,
+                run.requests_per_event,
+                run.cpu_us_per_event,
+                run.peak_rss_mb
+            );
+            operations.push((workers, grants, by_operation));
+        }
+    }
+    println!();
+    for (workers, grants, by_operation) in operations {
+        let per: Vec<String> = by_operation
+            .iter()
+            .map(|(operation, n)| format!("{operation} {n:.3}"))
+            .collect();
+        println!(
+            "- {workers} worker(s), {}: {}",
+            if grants {
+                "uploads with grants"
+            } else {
+                "uploads"
+            },
+            per.join(", ")
+        );
     }
 }
 
@@ -401,14 +538,29 @@ async fn raw_request_set(workers: usize) -> f64 {
     done as f64 / (finished - started).as_secs_f64()
 }
 
+/// Ledger throughput, requests, CPU and memory; `make bench` runs it.
+#[derive(Debug, Parser)]
+struct Cli {
+    /// The release `stowage-ledger` binary.
+    ledger: PathBuf,
+    /// Answer the ledger's AWS requests with the in-process stub instead of
+    /// the emulators.
+    #[arg(long)]
+    stub: bool,
+    /// With `--stub`: milliseconds the stub waits before each answer.
+    #[arg(long, default_value_t = 0)]
+    stub_delay_ms: u64,
+}
+
 #[tokio::main]
 async fn main() {
-    let logs =
-        PathBuf::from(std::env::var("STOWAGE_EMULATOR_LOGS").expect("run with `make bench`"));
-    let binary = PathBuf::from(
-        std::env::args()
-            .nth(1)
-            .expect("usage: bench_ledger <path to release stowage-ledger>"),
+    let cli = Cli::parse();
+    let binary = cli.ledger;
+    if cli.stub {
+        return on_stub(&binary, Duration::from_millis(cli.stub_delay_ms)).await;
+    }
+    let logs = PathBuf::from(
+        std::env::var("STOWAGE_EMULATOR_LOGS").expect("run with `make bench`, or pass --stub"),
     );
     println!(
         "| workers | events/s | raw transactions/s | ledger / raw | raw request set, events/s | ledger / raw set | AWS requests per event | ledger CPU µs per event | ledger peak RSS |"

@@ -258,14 +258,10 @@ async fn issue(
 /// whose output is the result.
 async fn run_stub(stub: StubOptions, args: Vec<String>) -> anyhow::Result<()> {
     let stub = AwsStub::start(stub).await?;
-    let status = tokio::process::Command::new(std::env::current_exe()?)
+    let mut child = tokio::process::Command::new(std::env::current_exe()?);
+    stub.point(&mut child);
+    let status = child
         .args(args)
-        .env("AWS_ENDPOINT_URL", &stub.endpoint)
-        .env_remove("AWS_ENDPOINT_URL_DYNAMODB")
-        .env_remove("AWS_PROFILE")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
         .stdout(Stdio::inherit())
         .kill_on_drop(true)
         .status()
