@@ -7,6 +7,8 @@
 //! - [`telemetry`]: logs, OTLP export of traces and metrics, and the trace
 //!   context events carry from producer to consumer.
 //! - [`publisher`]: puts Stowage events on the event bus.
+//! - [`batching`]: sends what concurrent callers hand over in shared
+//!   requests.
 //! - [`dynamo`]: DynamoDB item and error helpers.
 //! - [`consumer`]: the SQS consumer loop (long polling, batch deletes,
 //!   backoff, workers, graceful shutdown).
@@ -15,6 +17,7 @@
 //! - [`shutdown`]: a cancellation token tripped by SIGINT or SIGTERM.
 
 pub mod aws;
+pub mod batching;
 pub mod consumer;
 pub mod dynamo;
 pub mod pricing;

@@ -4,10 +4,7 @@ use std::time::Duration;
 
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use stowage_events::StowageEvent;
-use tokio::{
-    sync::{mpsc, oneshot},
-    task::JoinSet,
-};
+use tokio::sync::{mpsc, oneshot};
 
 /// Entries per `PutEvents` request, EventBridge's limit.
 pub const MAX_ENTRIES: usize = 10;
@@ -63,10 +60,9 @@ impl EventBus {
 
     /// The same bus, with [`EventBus::publish`] calls made at the same time
     /// by concurrent callers sharing `PutEvents` requests of up to
-    /// [`MAX_ENTRIES`] entries. A full request goes out as soon as fewer than
-    /// `in_flight` are out; one with fewer entries only when none is out, so
-    /// that under load entries gather while a request is out instead of
-    /// each going alone. A caller alone is sent at once, so coalescing adds
+    /// [`MAX_ENTRIES`] entries, at most `in_flight` full ones out at once
+    /// ([`crate::batching::send_in_batches`]). A caller alone is sent at
+    /// once, so coalescing adds
     /// no wait; under load it divides the requests, and their CPU, by up to
     /// ten. Each caller still learns its own entry's fate. Must be called
     /// within a Tokio runtime: the requests are sent by a task that ends when
@@ -78,42 +74,17 @@ impl EventBus {
             coalescer: None,
             ..self
         };
-        tokio::spawn(direct.clone().coalesce(receiver, in_flight.max(1)));
+        let bus = direct.clone();
+        tokio::spawn(crate::batching::send_in_batches(
+            receiver,
+            in_flight,
+            MAX_ENTRIES,
+            crate::batching::first(MAX_ENTRIES),
+            move |batch| bus.clone().send_coalesced(batch),
+        ));
         Self {
             coalescer: Some(sender),
             ..direct
-        }
-    }
-
-    /// Sends the entries handed to a coalescing bus.
-    async fn coalesce(self, mut receiver: mpsc::UnboundedReceiver<Pending>, in_flight: usize) {
-        let mut out = JoinSet::new();
-        let mut batch: Vec<Pending> = Vec::with_capacity(MAX_ENTRIES);
-        let mut open = true;
-        loop {
-            while open && batch.len() < MAX_ENTRIES {
-                match receiver.try_recv() {
-                    Ok(pending) => batch.push(pending),
-                    Err(mpsc::error::TryRecvError::Empty) => break,
-                    Err(mpsc::error::TryRecvError::Disconnected) => open = false,
-                }
-            }
-            let worth_sending = batch.len() == MAX_ENTRIES || out.is_empty() || !open;
-            if !batch.is_empty() && out.len() < in_flight && worth_sending {
-                let batch = std::mem::replace(&mut batch, Vec::with_capacity(MAX_ENTRIES));
-                out.spawn(self.clone().send_coalesced(batch));
-                continue;
-            }
-            if !open && batch.is_empty() && out.is_empty() {
-                return;
-            }
-            tokio::select! {
-                pending = receiver.recv(), if open && batch.len() < MAX_ENTRIES => match pending {
-                    Some(pending) => batch.push(pending),
-                    None => open = false,
-                },
-                Some(_) = out.join_next(), if !out.is_empty() => {}
-            }
         }
     }
 

@@ -13,21 +13,20 @@
 use std::collections::{HashSet, VecDeque};
 
 use aws_sdk_dynamodb::{Client, types::TransactWriteItem};
-use stowage_shared::dynamo::{Cancelled, item_failure, transact_groups};
-use tokio::{
-    sync::{mpsc, oneshot},
-    task::JoinSet,
+use stowage_shared::{
+    batching::send_in_batches,
+    dynamo::{Cancelled, item_failure, transact_groups},
 };
+use tokio::sync::{mpsc, oneshot};
 
 use crate::ports::StoreError;
 
 /// Grants per transaction (two items each; DynamoDB allows 100 items).
 pub const MAX_GRANTS_PER_TRANSACTION: usize = 16;
 
-/// Transactions out at once. A full transaction goes out as soon as fewer
-/// are out; one with fewer grants only when none is out, so that under load
-/// grants gather while a transaction is out instead of each going alone, and
-/// one slow transaction does not hold up every grant.
+/// Full transactions out at once (one with room left goes only when none
+/// is, see [`send_in_batches`]): more than one, so that one slow
+/// transaction does not hold up every grant.
 const IN_FLIGHT: usize = 2;
 
 /// One grant's items waiting for a transaction, and where its fate goes.
@@ -51,7 +50,16 @@ impl GrantWrites {
     /// Tokio runtime.
     pub fn start(client: Client) -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(run(client, receiver));
+        tokio::spawn(send_in_batches(
+            receiver,
+            IN_FLIGHT,
+            MAX_GRANTS_PER_TRANSACTION,
+            next_batch,
+            move |batch| {
+                let client = client.clone();
+                async move { commit(&client, batch).await }
+            },
+        ));
         Self { sender }
     }
 
@@ -74,48 +82,6 @@ impl GrantWrites {
                 "the grant's transaction was abandoned"
             )))
         })
-    }
-}
-
-async fn run(client: Client, mut receiver: mpsc::UnboundedReceiver<Pending>) {
-    let mut out = JoinSet::new();
-    // Grants received and not yet sent, in the order they came.
-    let mut waiting: VecDeque<Pending> = VecDeque::new();
-    let mut open = true;
-    loop {
-        while open {
-            match receiver.try_recv() {
-                Ok(pending) => waiting.push_back(pending),
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => open = false,
-            }
-        }
-        // Fewer waiting grants than a full transaction holds can only fill
-        // one with room left.
-        let may_fill = waiting.len() >= MAX_GRANTS_PER_TRANSACTION;
-        if !waiting.is_empty() && out.len() < IN_FLIGHT && (may_fill || out.is_empty() || !open) {
-            let batch = next_batch(&mut waiting);
-            if batch.len() == MAX_GRANTS_PER_TRANSACTION || out.is_empty() || !open {
-                let client = client.clone();
-                out.spawn(async move { commit(&client, batch).await });
-                continue;
-            }
-            // Not worth a transaction yet: back in front, each user's grants
-            // still in their order.
-            for pending in batch.into_iter().rev() {
-                waiting.push_front(pending);
-            }
-        }
-        if !open && waiting.is_empty() && out.is_empty() {
-            return;
-        }
-        tokio::select! {
-            pending = receiver.recv(), if open => match pending {
-                Some(pending) => waiting.push_back(pending),
-                None => open = false,
-            },
-            Some(_) = out.join_next(), if !out.is_empty() => {}
-        }
     }
 }
 
