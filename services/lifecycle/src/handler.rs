@@ -295,7 +295,8 @@ impl EventHandler {
         observation: &Observation,
     ) -> Result<&'static str, Failure> {
         let days = self.policies.for_user(user).cold_after_days;
-        Ok(record(self.projection.as_ref(), user, key, observation, days).await?)
+        let recorded = record(self.projection.as_ref(), user, key, observation, days).await?;
+        Ok(recorded.label())
     }
 
     /// The key an event means. Unambiguous spellings are taken as they
@@ -326,24 +327,44 @@ impl EventHandler {
     }
 }
 
+/// What [`record`] did with an observation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recorded {
+    Applied,
+    Duplicate,
+    Stale,
+    Unchanged,
+}
+
+impl Recorded {
+    /// The outcome as logs and metrics name it.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Duplicate => "duplicate",
+            Self::Stale => "stale",
+            Self::Unchanged => "unchanged",
+        }
+    }
+}
+
 /// Applies `observation` to `key`'s row with a conditional write,
 /// re-reading on conflicts, and indexes the row by the date it becomes due
-/// under a policy of `days`. Returns what happened: `applied`, `duplicate`,
-/// `stale` or `unchanged`.
+/// under a policy of `days`.
 pub(crate) async fn record(
     projection: &dyn Projection,
     user: &str,
     key: &str,
     observation: &Observation,
     days: u32,
-) -> anyhow::Result<&'static str> {
+) -> anyhow::Result<Recorded> {
     for attempt in 0..MAX_ATTEMPTS {
         let current = projection.get(user, key).await?;
         let record = match apply(current.as_ref().map(|c| &c.record), observation) {
             Change::Apply(record) => *record,
-            Change::Duplicate => return Ok("duplicate"),
-            Change::Stale => return Ok("stale"),
-            Change::Unchanged => return Ok("unchanged"),
+            Change::Duplicate => return Ok(Recorded::Duplicate),
+            Change::Stale => return Ok(Recorded::Stale),
+            Change::Unchanged => return Ok(Recorded::Unchanged),
         };
         match projection
             .put(
@@ -355,7 +376,7 @@ pub(crate) async fn record(
             )
             .await
         {
-            Ok(()) => return Ok("applied"),
+            Ok(()) => return Ok(Recorded::Applied),
             Err(error) if error.is_retryable() => {
                 tokio::time::sleep(Duration::from_millis(2 << attempt.min(6))).await;
             }

@@ -29,7 +29,7 @@ use crate::{
         policy::{IndexedDays, Policies, Redating},
         projection::{Observation, Verdict},
     },
-    handler::record,
+    handler::{Recorded, record},
     ports::{
         Bucket, CopyError, DueIndex, DueObject, LifecyclePublisher, Projection, Settlement,
         StoreError, Versioned,
@@ -492,8 +492,8 @@ impl Sweeper {
         let days = self.options.policies.for_user(user).cold_after_days;
         Ok(
             match record(self.projection.as_ref(), user, key, &observation, days).await? {
-                "applied" => Found::Added,
-                _ => Found::Known,
+                Recorded::Applied => Found::Added,
+                Recorded::Duplicate | Recorded::Stale | Recorded::Unchanged => Found::Known,
             },
         )
     }
