@@ -200,7 +200,6 @@ fn record_from_item(item: &Item) -> Result<Versioned, StoreError> {
     })
 }
 
-/// The user and key a row's primary key names.
 /// A row the due index returned.
 fn due_object(item: &Item) -> Result<DueObject, StoreError> {
     let (user, key) = names(item)?;
@@ -212,6 +211,7 @@ fn due_object(item: &Item) -> Result<DueObject, StoreError> {
     })
 }
 
+/// The user and key a row's primary key names.
 fn names(item: &Item) -> Result<(String, String), StoreError> {
     let user = req_str(item, "pk")?;
     let key = req_str(item, "sk")?;

@@ -18,14 +18,6 @@ use crate::{
     ports::{Bucket, CopyError, KeyPage, ObjectHead, RestoreStart},
 };
 
-/// What a copy source keeps unencoded besides letters and digits.
-const COPY_SOURCE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'/')
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
-
 /// What a tag key or value keeps unencoded in the `x-amz-tagging` header
 /// (a URL query string): the unreserved characters.
 const TAG_PART: &AsciiSet = &NON_ALPHANUMERIC
@@ -33,6 +25,10 @@ const TAG_PART: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'.')
     .remove(b'~');
+
+/// What a copy source keeps unencoded: the unreserved characters and the
+/// path's slashes.
+const COPY_SOURCE: &AsciiSet = &TAG_PART.remove(b'/');
 
 /// Tags as the `x-amz-tagging` header of a PutObject or
 /// CreateMultipartUpload spells them: `key=value` pairs, each part
