@@ -27,7 +27,7 @@ use super::grant_writes::GrantWrites;
 use crate::{
     domain::{
         keys::UserId,
-        quota::{Account, Reservation},
+        quota::{Account, Reservation, Reservations},
     },
     ports::{AccountStore, GrantRecord, GrantState, StoreError, Versioned},
 };
@@ -404,8 +404,6 @@ fn account_write(
         .map(AccountWrite::Update)
         .map_err(built)
 }
-
-type Reservations = BTreeMap<Arc<str>, Arc<Reservation>>;
 
 /// The reservations `after` holds and `before` does not hold alike, and the
 /// keys only `before` holds: one pass over both maps in key order. A

@@ -30,8 +30,11 @@ pub struct Account {
     /// Reservations by object key. Keys and reservations are shared between
     /// copies of an account: a grant copies the account it starts from, and
     /// changes one reservation.
-    pub reservations: BTreeMap<Arc<str>, Arc<Reservation>>,
+    pub reservations: Reservations,
 }
+
+/// An account's reservations by object key.
+pub type Reservations = BTreeMap<Arc<str>, Arc<Reservation>>;
 
 /// Bytes held back for the outstanding grants of one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
