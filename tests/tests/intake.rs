@@ -603,6 +603,18 @@ async fn concurrent_grants_each_publish_their_upload_granted_once() {
     system.stop().await;
 }
 
+/// `UploadGranted.v1` of `user`'s file number `i`.
+fn granted(user: &str, i: usize) -> stowage_events::UploadGrantedV1 {
+    stowage_events::UploadGrantedV1 {
+        meta: stowage_events::EventMeta::new(user, Default::default()),
+        grant_id: uuid::Uuid::new_v4(),
+        key: format!("users/{user}/f{i}"),
+        max_size: 10,
+        content_type: "text/plain".to_string(),
+        expires_at: time::OffsetDateTime::now_utc(),
+    }
+}
+
 /// A coalescing bus sends the events of callers publishing at the same time
 /// together, ten to a request, and each still arrives once.
 #[tokio::test(flavor = "current_thread")]
@@ -620,16 +632,8 @@ async fn publishes_at_the_same_time_share_put_events_requests() {
     let bus =
         stowage_shared::publisher::EventBus::new(client, system.stack.get("STOWAGE_EVENT_BUS"))
             .coalescing(1);
-    let sent: Vec<stowage_events::UploadGrantedV1> = (0..40)
-        .map(|i| stowage_events::UploadGrantedV1 {
-            meta: stowage_events::EventMeta::new("coalesced", Default::default()),
-            grant_id: uuid::Uuid::new_v4(),
-            key: format!("users/coalesced/f{i}"),
-            max_size: 10,
-            content_type: "text/plain".to_string(),
-            expires_at: time::OffsetDateTime::now_utc(),
-        })
-        .collect();
+    let sent: Vec<stowage_events::UploadGrantedV1> =
+        (0..40).map(|i| granted("coalesced", i)).collect();
     // Every caller hands over its event before the bus sends any request.
     let results = futures::future::join_all(sent.iter().map(|event| bus.publish(event))).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
@@ -702,14 +706,7 @@ async fn events_published_while_a_put_events_is_out_go_together() {
     .coalescing(4);
     first_out_then_five(&stub, |i| {
         let bus = bus.clone();
-        let event = stowage_events::UploadGrantedV1 {
-            meta: stowage_events::EventMeta::new("gathered", Default::default()),
-            grant_id: uuid::Uuid::new_v4(),
-            key: format!("users/gathered/f{i}"),
-            max_size: 10,
-            content_type: "text/plain".to_string(),
-            expires_at: time::OffsetDateTime::now_utc(),
-        };
+        let event = granted("gathered", i);
         tokio::spawn(async move { bus.publish(&event).await.expect("published") })
     })
     .await;
