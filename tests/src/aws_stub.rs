@@ -162,6 +162,19 @@ impl AwsStub {
         self.requests.lock().expect("stub counts").clone()
     }
 
+    /// Requests received since `before` (an earlier [`AwsStub::requests`]),
+    /// by operation; operations with none left out.
+    pub fn requests_since(&self, before: &BTreeMap<String, usize>) -> BTreeMap<String, usize> {
+        self.requests()
+            .into_iter()
+            .map(|(operation, count)| {
+                let count = count - before.get(&operation).copied().unwrap_or(0);
+                (operation, count)
+            })
+            .filter(|(_, count)| *count > 0)
+            .collect()
+    }
+
     /// Requests received so far, all operations.
     pub fn total_requests(&self) -> usize {
         self.requests.lock().expect("stub counts").values().sum()

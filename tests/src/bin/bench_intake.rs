@@ -152,6 +152,15 @@ impl Backend {
         }
     }
 
+    /// Requests answered since `before` (an earlier
+    /// [`Backend::operations`]), by operation, where the backend tells.
+    fn operations_since(&self, before: &BTreeMap<String, usize>) -> BTreeMap<String, usize> {
+        match self {
+            Self::Emulators { .. } => BTreeMap::new(),
+            Self::Stub { stub, .. } => stub.requests_since(before),
+        }
+    }
+
     /// AWS requests answered so far.
     fn requests(&self) -> usize {
         match self {
@@ -468,7 +477,7 @@ async fn load(intake: &Path, backend: Backend, grants: usize, clients: usize) {
     let elapsed = started.elapsed();
     let after = process_usage(pid);
     let requests = backend.requests() - requests_before;
-    let operations = backend.operations();
+    let operations = backend.operations_since(&operations_before);
 
     // The same requests with a content type intake does not allow: served,
     // authenticated, rate-limited, parsed and refused (415) without any AWS
@@ -524,13 +533,10 @@ async fn load(intake: &Path, backend: Backend, grants: usize, clients: usize) {
         println!("- {count} × {failure}");
     }
     for (operation, count) in &operations {
-        let count = count - operations_before.get(operation).unwrap_or(&0);
-        if count > 0 {
-            println!(
-                "- {operation}: {count} requests, {:.3} per grant",
-                count as f64 / grants as f64
-            );
-        }
+        println!(
+            "- {operation}: {count} requests, {:.3} per grant",
+            *count as f64 / grants as f64
+        );
     }
     println!();
     println!(

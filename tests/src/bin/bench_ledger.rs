@@ -233,13 +233,9 @@ async fn run_ledger_on_stub(
     ledger.kill().await.expect("ledger stops");
     let per_message = |n: usize| n as f64 / STUB_MESSAGES as f64;
     let by_operation: BTreeMap<String, f64> = stub
-        .requests()
+        .requests_since(&before)
         .into_iter()
-        .map(|(operation, count)| {
-            let count = count - before.get(&operation).unwrap_or(&0);
-            (operation, per_message(count))
-        })
-        .filter(|(_, per)| *per > 0.0)
+        .map(|(operation, count)| (operation, per_message(count)))
         .collect();
     let run = Run {
         workers,
