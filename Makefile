@@ -48,6 +48,7 @@ bench-intake: emulators
 	$(STACK) run --state $(STATE)/bench -- target/release/bench_intake load target/release/stowage-intake
 	target/release/bench_intake load --stub target/release/stowage-intake
 	target/release/bench_intake load --stub --stub-delay-ms 10 target/release/stowage-intake
+	target/release/bench_intake load --stub --stub-delay-ms 140 target/release/stowage-intake
 
 bench-lifecycle: emulators
 	cargo build --release -p stowage-e2e --bin bench_lifecycle

@@ -10,11 +10,17 @@
 //!   concurrent clients ask it for upload grants; prints grants per second,
 //!   latency percentiles, AWS requests per grant (counted in the emulators'
 //!   request logs), intake's CPU time per grant and its resident memory idle
-//!   and under the load (from `/proc` of the intake process).
+//!   and under the load (from `/proc` of the intake process). Then requests
+//!   that make no AWS request: grants of a refused content type (415) back
+//!   to back and at the rate the grants were answered, and health checks at
+//!   that rate.
 //! - `bench_intake load --stub <release stowage-intake>` (no emulators):
 //!   the same load with intake's AWS endpoints answered at once by
 //!   [`stowage_e2e::aws_stub`], so the figures are intake's own work when
-//!   its backend keeps up, requests counted by the stub.
+//!   its backend keeps up, requests counted by the stub. With
+//!   `--stub-delay-ms` it waits that long before each answer: about 140 ms
+//!   brings the rate down to the emulators', without their work on the same
+//!   cores.
 
 use std::{
     collections::BTreeMap,
@@ -332,15 +338,52 @@ impl Outcomes {
     }
 }
 
-/// `count` grant requests, `tokens.len()` at a time: client `c` asks with
-/// `tokens[c]` for paths `<prefix>/file-<i>.bin` of `content_type` until
-/// `count` are answered; any answer but `expected` is a failure. With a
-/// `pace`, request `i` is sent no earlier than `i × pace` after the start.
-async fn grant_all(
+/// What each request of a batch asks.
+#[derive(Debug, Clone, Copy)]
+enum Ask {
+    /// `POST /v1/uploads` for `<prefix>/file-<i>.bin` of `content_type`.
+    Grant {
+        prefix: &'static str,
+        content_type: &'static str,
+    },
+    /// `GET /healthz`: a request intake answers without any work of its own.
+    Health,
+}
+
+impl Ask {
+    fn request(
+        self,
+        http: &reqwest::Client,
+        url: &str,
+        token: &str,
+        i: usize,
+    ) -> reqwest::RequestBuilder {
+        match self {
+            Self::Grant {
+                prefix,
+                content_type,
+            } => http
+                .post(format!("{url}/v1/uploads"))
+                .bearer_auth(token)
+                .json(&json!({
+                    "path": format!("{prefix}/file-{i}.bin"),
+                    "size": 1_000 + i % 1_000,
+                    "content_type": content_type,
+                })),
+            Self::Health => http.get(format!("{url}/healthz")),
+        }
+    }
+}
+
+/// `count` requests, `tokens.len()` at a time: client `c` sends `ask` with
+/// `tokens[c]` until `count` are answered; any answer but `expected` is a
+/// failure. With a `pace`, request `i` is sent no earlier than `i × pace`
+/// after the start.
+async fn send_all(
     http: &reqwest::Client,
     url: &str,
     tokens: &[String],
-    (prefix, content_type, expected): (&str, &'static str, u16),
+    (ask, expected): (Ask, u16),
     count: usize,
     pace: Option<Duration>,
 ) -> Outcomes {
@@ -350,7 +393,7 @@ async fn grant_all(
         .iter()
         .map(|token| {
             let (http, token, next) = (http.clone(), token.clone(), Arc::clone(&next));
-            let (url, prefix) = (format!("{url}/v1/uploads"), prefix.to_string());
+            let url = url.to_string();
             tokio::spawn(async move {
                 let mut outcomes = Outcomes::default();
                 loop {
@@ -361,14 +404,9 @@ async fn grant_all(
                     if let Some(pace) = pace {
                         tokio::time::sleep_until(start + pace * i as u32).await;
                     }
-                    let body = json!({
-                        "path": format!("{prefix}/file-{i}.bin"),
-                        "size": 1_000 + i % 1_000,
-                        "content_type": content_type,
-                    });
+                    let request = ask.request(&http, &url, &token, i);
                     let started = Instant::now();
-                    let answer = match http.post(&url).bearer_auth(&token).json(&body).send().await
-                    {
+                    let answer = match request.send().await {
                         Ok(response) => {
                             let status = response.status();
                             match response.bytes().await {
@@ -451,11 +489,17 @@ async fn load(intake: &Path, backend: Backend, grants: usize, clients: usize) {
     let tokens: Vec<String> = (0..clients)
         .map(|c| token_with(json!({ "sub": format!("bench{c}"), "exp": expires })))
         .collect();
-    let mut outcomes = grant_all(
+    let mut outcomes = send_all(
         &http,
         &url,
         &tokens,
-        ("warmup", CONTENT_TYPE, 201),
+        (
+            Ask::Grant {
+                prefix: "warmup",
+                content_type: CONTENT_TYPE,
+            },
+            201,
+        ),
         clients,
         None,
     )
@@ -465,11 +509,17 @@ async fn load(intake: &Path, backend: Backend, grants: usize, clients: usize) {
     let requests_before = backend.requests();
     let operations_before = backend.operations();
     let started = Instant::now();
-    let mut measured = grant_all(
+    let mut measured = send_all(
         &http,
         &url,
         &tokens,
-        ("bench", CONTENT_TYPE, 201),
+        (
+            Ask::Grant {
+                prefix: "bench",
+                content_type: CONTENT_TYPE,
+            },
+            201,
+        ),
         grants,
         None,
     )
@@ -483,11 +533,17 @@ async fn load(intake: &Path, backend: Backend, grants: usize, clients: usize) {
     // authenticated, rate-limited, parsed and refused (415) without any AWS
     // request, which is the part of a grant's cost that is intake's alone.
     let started = Instant::now();
-    let refused = grant_all(
+    let refused = send_all(
         &http,
         &url,
         &tokens,
-        ("refused", "application/x-not-allowed", 415),
+        (
+            Ask::Grant {
+                prefix: "refused",
+                content_type: "application/x-not-allowed",
+            },
+            415,
+        ),
         grants,
         None,
     )
@@ -500,17 +556,30 @@ async fn load(intake: &Path, backend: Backend, grants: usize, clients: usize) {
     // rate the emulators allow, instead of back to back.
     let pace = elapsed / grants as u32;
     let started = Instant::now();
-    let paced = grant_all(
+    let paced = send_all(
         &http,
         &url,
         &tokens,
-        ("paced", "application/x-not-allowed", 415),
+        (
+            Ask::Grant {
+                prefix: "paced",
+                content_type: "application/x-not-allowed",
+            },
+            415,
+        ),
         grants,
         Some(pace),
     )
     .await;
     let paced_elapsed = started.elapsed();
     let paced_after = process_usage(pid);
+
+    // Health checks at the same pace: what a request costs that intake
+    // answers without any work of its own, at this rate on this machine.
+    let started = Instant::now();
+    let health = send_all(&http, &url, &tokens, (Ask::Health, 200), grants, Some(pace)).await;
+    let health_elapsed = started.elapsed();
+    let health_after = process_usage(pid);
     child.kill().await.expect("intake stops");
 
     let p50 = measured.percentile_ms(0.50);
@@ -540,22 +609,33 @@ async fn load(intake: &Path, backend: Backend, grants: usize, clients: usize) {
     }
     println!();
     println!(
-        "| requests refused before any AWS request (415) | failed | requests/s | intake CPU µs per request |"
+        "| requests making no AWS request | failed | requests/s | intake CPU µs per request |"
     );
     println!("| --- | --- | --- | --- |");
     println!(
-        "| {grants}, back to back | {} | {:.0} | {:.0} |",
+        "| {grants} refused (415), back to back | {} | {:.0} | {:.0} |",
         refused.failed(),
         grants as f64 / refused_elapsed.as_secs_f64(),
         refused_after.cpu_ns.saturating_sub(after.cpu_ns) as f64 / 1e3 / grants as f64,
     );
     println!(
-        "| {grants}, at the grants' rate | {} | {:.0} | {:.0} |",
+        "| {grants} refused (415), at the grants' rate | {} | {:.0} | {:.0} |",
         paced.failed(),
         grants as f64 / paced_elapsed.as_secs_f64(),
         paced_after.cpu_ns.saturating_sub(refused_after.cpu_ns) as f64 / 1e3 / grants as f64,
     );
-    for (failure, count) in refused.failures.iter().chain(&paced.failures) {
+    println!(
+        "| {grants} health checks (`GET /healthz`), at the grants' rate | {} | {:.0} | {:.0} |",
+        health.failed(),
+        grants as f64 / health_elapsed.as_secs_f64(),
+        health_after.cpu_ns.saturating_sub(paced_after.cpu_ns) as f64 / 1e3 / grants as f64,
+    );
+    for (failure, count) in refused
+        .failures
+        .iter()
+        .chain(&paced.failures)
+        .chain(&health.failures)
+    {
         println!("- {count} × {failure}");
     }
 }
