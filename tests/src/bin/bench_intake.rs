@@ -529,57 +529,48 @@ async fn load(intake: &Path, backend: Backend, grants: usize, clients: usize) {
     let requests = backend.requests() - requests_before;
     let operations = backend.operations_since(&operations_before);
 
-    // The same requests with a content type intake does not allow: served,
-    // authenticated, rate-limited, parsed and refused (415) without any AWS
-    // request, which is the part of a grant's cost that is intake's alone.
-    let started = Instant::now();
-    let refused = send_all(
-        &http,
-        &url,
-        &tokens,
+    // Requests that make no AWS request. The grants' requests with a
+    // content type intake does not allow: served, authenticated,
+    // rate-limited, parsed and refused (415), which is the part of a grant's
+    // cost that is intake's alone; first back to back, then no faster than
+    // the grants were answered, as requests arrive one by one at the rate
+    // the emulators allow. Then health checks at that pace: what a request
+    // costs that intake answers without any work of its own, at this rate
+    // on this machine.
+    let refused = |prefix| {
         (
             Ask::Grant {
-                prefix: "refused",
+                prefix,
                 content_type: "application/x-not-allowed",
             },
             415,
-        ),
-        grants,
-        None,
-    )
-    .await;
-    let refused_elapsed = started.elapsed();
-    let refused_after = process_usage(pid);
-
-    // The same refused requests again, sent no faster than the grants were
-    // answered: what serving costs when requests arrive one by one at the
-    // rate the emulators allow, instead of back to back.
+        )
+    };
     let pace = elapsed / grants as u32;
-    let started = Instant::now();
-    let paced = send_all(
-        &http,
-        &url,
-        &tokens,
+    let mut light = Vec::new();
+    for (what, ask, pace) in [
+        ("refused (415), back to back", refused("refused"), None),
         (
-            Ask::Grant {
-                prefix: "paced",
-                content_type: "application/x-not-allowed",
-            },
-            415,
+            "refused (415), at the grants' rate",
+            refused("paced"),
+            Some(pace),
         ),
-        grants,
-        Some(pace),
-    )
-    .await;
-    let paced_elapsed = started.elapsed();
-    let paced_after = process_usage(pid);
-
-    // Health checks at the same pace: what a request costs that intake
-    // answers without any work of its own, at this rate on this machine.
-    let started = Instant::now();
-    let health = send_all(&http, &url, &tokens, (Ask::Health, 200), grants, Some(pace)).await;
-    let health_elapsed = started.elapsed();
-    let health_after = process_usage(pid);
+        (
+            "health checks (`GET /healthz`), at the grants' rate",
+            (Ask::Health, 200),
+            Some(pace),
+        ),
+    ] {
+        let (before, started) = (process_usage(pid), Instant::now());
+        let outcomes = send_all(&http, &url, &tokens, ask, grants, pace).await;
+        let (elapsed, after) = (started.elapsed(), process_usage(pid));
+        light.push((
+            what,
+            outcomes,
+            elapsed,
+            after.cpu_ns.saturating_sub(before.cpu_ns),
+        ));
+    }
     child.kill().await.expect("intake stops");
 
     let p50 = measured.percentile_ms(0.50);
@@ -612,29 +603,17 @@ async fn load(intake: &Path, backend: Backend, grants: usize, clients: usize) {
         "| requests making no AWS request | failed | requests/s | intake CPU µs per request |"
     );
     println!("| --- | --- | --- | --- |");
-    println!(
-        "| {grants} refused (415), back to back | {} | {:.0} | {:.0} |",
-        refused.failed(),
-        grants as f64 / refused_elapsed.as_secs_f64(),
-        refused_after.cpu_ns.saturating_sub(after.cpu_ns) as f64 / 1e3 / grants as f64,
-    );
-    println!(
-        "| {grants} refused (415), at the grants' rate | {} | {:.0} | {:.0} |",
-        paced.failed(),
-        grants as f64 / paced_elapsed.as_secs_f64(),
-        paced_after.cpu_ns.saturating_sub(refused_after.cpu_ns) as f64 / 1e3 / grants as f64,
-    );
-    println!(
-        "| {grants} health checks (`GET /healthz`), at the grants' rate | {} | {:.0} | {:.0} |",
-        health.failed(),
-        grants as f64 / health_elapsed.as_secs_f64(),
-        health_after.cpu_ns.saturating_sub(paced_after.cpu_ns) as f64 / 1e3 / grants as f64,
-    );
-    for (failure, count) in refused
-        .failures
+    for (what, outcomes, elapsed, cpu_ns) in &light {
+        println!(
+            "| {grants} {what} | {} | {:.0} | {:.0} |",
+            outcomes.failed(),
+            grants as f64 / elapsed.as_secs_f64(),
+            *cpu_ns as f64 / 1e3 / grants as f64,
+        );
+    }
+    for (failure, count) in light
         .iter()
-        .chain(&paced.failures)
-        .chain(&health.failures)
+        .flat_map(|(_, outcomes, ..)| &outcomes.failures)
     {
         println!("- {count} × {failure}");
     }
