@@ -1,7 +1,8 @@
 //! A stand-in for the JSON APIs of DynamoDB, SQS and EventBridge that
-//! answers every request at once with an empty success, for benchmarks that
-//! measure what a process spends on its own side of a request, without the
-//! emulators' work on the same cores.
+//! answers every request with an empty success, at once or after
+//! [`StubOptions::delay`], for benchmarks that measure what a process spends
+//! on its own side of a request, without the emulators' work on the same
+//! cores.
 //!
 //! Answers: `PutEvents` accepts every entry it was sent; `ReceiveMessage`
 //! returns up to the asked number of the messages given to
@@ -18,7 +19,7 @@
 //! are known to be out.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, HashSet, VecDeque},
     io,
     sync::{Arc, Mutex},
     time::Duration,
@@ -54,12 +55,12 @@ pub struct AwsStub {
     server: JoinHandle<()>,
 }
 
-/// The one queue's messages: waiting to be received, and received but not
-/// deleted, by receipt handle.
+/// The one queue's messages: waiting to be received (id and body), and the
+/// receipt handles of those received but not deleted.
 #[derive(Debug, Default)]
 struct Queue {
     ready: VecDeque<(String, String)>,
-    received: HashMap<String, String>,
+    received: HashSet<String>,
     sent: u64,
 }
 
@@ -277,12 +278,12 @@ fn receive(queue: &Mutex<Queue>, request: &Value) -> Vec<Value> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     let mut queue = queue.lock().expect("stub queue");
-    let count = wanted.min(queue.ready.len());
-    queue
-        .ready
+    let Queue {
+        ready, received, ..
+    } = &mut *queue;
+    let count = wanted.min(ready.len());
+    ready
         .drain(..count)
-        .collect::<Vec<_>>()
-        .into_iter()
         .map(|(id, body)| {
             let handle = format!("{id}-handle");
             let message = json!({
@@ -294,7 +295,7 @@ fn receive(queue: &Mutex<Queue>, request: &Value) -> Vec<Value> {
                     "SentTimestamp": sent_at.to_string(),
                 },
             });
-            queue.received.insert(handle, id);
+            received.insert(handle);
             message
         })
         .collect()
