@@ -241,10 +241,21 @@ async fn run_ledger_on_stub(
         workers,
         per_second: STUB_MESSAGES as f64 / elapsed.as_secs_f64(),
         requests_per_event: by_operation.values().sum(),
-        cpu_us_per_event: per_message(usage.cpu_ns.saturating_sub(idle.cpu_ns) as usize) / 1_000.0,
+        cpu_us_per_event: usage.cpu_ns.saturating_sub(idle.cpu_ns) as f64
+            / 1e3
+            / STUB_MESSAGES as f64,
         peak_rss_mb: usage.peak_rss_kb as f64 / 1024.0,
     };
     (run, by_operation)
+}
+
+/// What a run's queue holds.
+fn kind(grants: bool) -> &'static str {
+    if grants {
+        "uploads with their grants"
+    } else {
+        "uploads"
+    }
 }
 
 /// The ledger on the stub, answering at once or after `delay`: the
@@ -267,11 +278,7 @@ async fn on_stub(binary: &Path, delay: Duration) {
             println!(
                 "| {} | {} | {:.0} | {:.2} | {:.0} | {:.1} MB |",
                 run.workers,
-                if grants {
-                    "uploads with their grants"
-                } else {
-                    "uploads"
-                },
+                kind(grants),
                 run.per_second,
                 run.requests_per_event,
                 run.cpu_us_per_event,
@@ -288,11 +295,7 @@ async fn on_stub(binary: &Path, delay: Duration) {
             .collect();
         println!(
             "- {workers} worker(s), {}: {}",
-            if grants {
-                "uploads with grants"
-            } else {
-                "uploads"
-            },
+            kind(grants),
             per.join(", ")
         );
     }
