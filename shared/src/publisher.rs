@@ -62,12 +62,11 @@ impl EventBus {
     /// by concurrent callers sharing `PutEvents` requests of up to
     /// [`MAX_ENTRIES`] entries, at most `in_flight` full ones out at once
     /// ([`crate::batching::send_in_batches`]). A caller alone is sent at
-    /// once, so coalescing adds
-    /// no wait; under load it divides the requests, and their CPU, by up to
-    /// ten. Each caller still learns its own entry's fate. Must be called
-    /// within a Tokio runtime: the requests are sent by a task that ends when
-    /// the last clone of the returned bus is dropped and every entry handed
-    /// to it is answered.
+    /// once, so coalescing adds no wait; under load it divides the requests,
+    /// and their CPU, by up to ten. Each caller still learns its own entry's
+    /// fate. Must be called within a Tokio runtime: the requests are sent by
+    /// a task that ends when the last clone of the returned bus is dropped
+    /// and every entry handed to it is answered.
     pub fn coalescing(self, in_flight: usize) -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
         let direct = Self {
