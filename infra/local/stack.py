@@ -180,6 +180,10 @@ class Emulators:
                 "SQS_ENDPOINT_STRATEGY": "path",
                 "DISABLE_EVENTS": "1",
                 "SKIP_SSL_CERT_DOWNLOAD": "1",
+                # LocalStack's own calls between its services (EventBridge
+                # delivering to SQS, S3 notifying EventBridge) go straight
+                # to its gateway instead of over HTTP to itself.
+                "IN_MEMORY_CLIENT": "1",
             }
         )
         self._spawn(
