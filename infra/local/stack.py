@@ -209,7 +209,9 @@ class Emulators:
         return self.env
 
     def _spawn(self, argv, env, logfile):
-        out = open(logfile, "ab")
+        # Each start begins its logs afresh: they describe this run only, and
+        # do not grow from one run to the next.
+        out = open(logfile, "wb")
         process = subprocess.Popen(
             argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
