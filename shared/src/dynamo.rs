@@ -192,6 +192,25 @@ pub fn cancellation_reasons(
     })
 }
 
+/// The first reason among each group's items, for groups of `sizes` items
+/// laid end to end in `reasons` (as [`cancellation_reasons`] gives them).
+/// Every group reads its own items only, whichever of them failed.
+fn first_reason_per_group(
+    reasons: Vec<Option<String>>,
+    sizes: impl IntoIterator<Item = usize>,
+) -> Vec<Option<String>> {
+    let mut reasons = reasons.into_iter();
+    sizes
+        .into_iter()
+        .map(|size| {
+            reasons
+                .by_ref()
+                .take(size)
+                .fold(None, |first, reason| first.or(reason))
+        })
+        .collect()
+}
+
 /// What becomes of one group of items when DynamoDB cancels the
 /// transaction that carried it.
 #[derive(Debug)]
@@ -243,10 +262,9 @@ pub async fn transact_groups<T>(
             );
             return done;
         };
-        let mut reasons = reasons.into_iter();
+        let firsts = first_reason_per_group(reasons, groups.iter().map(|(_, items)| items.len()));
         let mut again = Vec::new();
-        for (group, items) in groups {
-            let first = reasons.by_ref().take(items.len()).flatten().next();
+        for ((group, items), first) in groups.into_iter().zip(firsts) {
             match judge(first.as_deref()) {
                 Cancelled::Retry => again.push((group, items)),
                 Cancelled::Done(outcome) => done.push((group, outcome)),
@@ -300,4 +318,52 @@ pub fn classify_transaction(
         }
     }
     classify("TransactWriteItems", err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reasons(codes: &[Option<&str>]) -> Vec<Option<String>> {
+        codes.iter().map(|c| c.map(str::to_string)).collect()
+    }
+
+    #[test]
+    fn each_group_is_judged_on_its_own_items() {
+        // Three groups of two items: the first fails on its first item, the
+        // second on its second, the third not at all.
+        let firsts = first_reason_per_group(
+            reasons(&[
+                Some("ConditionalCheckFailed"),
+                None,
+                None,
+                Some("ThrottlingError"),
+                None,
+                None,
+            ]),
+            [2, 2, 2],
+        );
+        assert_eq!(
+            firsts,
+            reasons(&[
+                Some("ConditionalCheckFailed"),
+                Some("ThrottlingError"),
+                None
+            ])
+        );
+    }
+
+    #[test]
+    fn a_group_takes_the_first_of_several_reasons() {
+        let firsts = first_reason_per_group(
+            reasons(&[
+                None,
+                Some("ValidationError"),
+                Some("ConditionalCheckFailed"),
+                None,
+            ]),
+            [3, 1],
+        );
+        assert_eq!(firsts, reasons(&[Some("ValidationError"), None]));
+    }
 }
