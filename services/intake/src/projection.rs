@@ -1,6 +1,8 @@
 //! Keeps each account's committed bytes in step with the ledger: applies
 //! `UsageChanged.v1` events from intake's queue. Events may arrive twice or
-//! out of order; the per-user `revision` makes applying them idempotent.
+//! out of order; the per-user `revision` makes applying them idempotent, and
+//! [`Account::apply_usage`](crate::domain::quota::Account::apply_usage) keeps
+//! reservations on the safe side when they do.
 
 use std::{sync::Arc, time::Duration};
 

@@ -49,7 +49,7 @@ impl UsageReport {
             reserved_keys: account
                 .reservations
                 .values()
-                .filter(|r| r.lapses_at > now && r.held > 0)
+                .filter(|r| r.lapses_at > now && account.held(r) > 0)
                 .count(),
             by_storage_class: account.by_storage_class.clone(),
             estimated_monthly_cost_usd: prices.monthly_total(

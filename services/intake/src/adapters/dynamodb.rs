@@ -7,7 +7,7 @@
 
 use std::{
     cmp::Ordering,
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     num::NonZeroUsize,
     sync::{Arc, Mutex, OnceLock},
 };
@@ -226,7 +226,33 @@ fn account_to_item(user: &UserId, account: &Account, version: u64) -> Item {
     if let Some(quota) = account.quota_override {
         item.insert("quota_bytes".to_string(), n(quota));
     }
+    if !account.missing.is_empty() {
+        item.insert("missing".to_string(), missing_value(account));
+    }
     item
+}
+
+/// The account's missing revisions as a number set (which DynamoDB does not
+/// allow empty: an account missing none has no such attribute).
+fn missing_value(account: &Account) -> AttributeValue {
+    AttributeValue::Ns(account.missing.iter().map(u64::to_string).collect())
+}
+
+fn missing_from_item(item: &Item) -> Result<BTreeSet<u64>, StoreError> {
+    match item.get("missing") {
+        None => Ok(BTreeSet::new()),
+        Some(AttributeValue::Ns(values)) => values
+            .iter()
+            .map(|v| {
+                v.parse().map_err(|_| {
+                    StoreError::Other(anyhow::anyhow!("missing revision {v} is not a number"))
+                })
+            })
+            .collect(),
+        Some(_) => Err(StoreError::Other(anyhow::anyhow!(
+            "missing revisions are not a number set"
+        ))),
+    }
 }
 
 fn account_from_item(item: &Item) -> Result<(Account, u64), StoreError> {
@@ -262,6 +288,7 @@ fn account_from_item(item: &Item) -> Result<(Account, u64), StoreError> {
         object_count: get_num(item, "object_count")?.unwrap_or(0),
         by_storage_class,
         revision: get_num(item, "revision")?.unwrap_or(0),
+        missing: missing_from_item(item)?,
         reservations,
     };
     Ok((account, req_num(item, "version")?))
@@ -373,6 +400,13 @@ fn account_write(
     }
     if old.by_storage_class != after.by_storage_class {
         set("by_class", classes_value(after));
+    }
+    if old.missing != after.missing {
+        if after.missing.is_empty() {
+            removes.push("missing".to_string());
+        } else {
+            set("missing", missing_value(after));
+        }
     }
     match after.quota_override {
         Some(quota) if old.quota_override != Some(quota) => set("quota_bytes", n(quota)),
@@ -553,6 +587,7 @@ mod tests {
             object_count: 1,
             by_storage_class: BTreeMap::from([("STANDARD".into(), 2), ("GLACIER".into(), 1)]),
             revision: 4,
+            missing: BTreeSet::from([2, 3]),
             ..Account::new()
         };
         account.reservations.insert(
@@ -670,6 +705,40 @@ mod tests {
         assert_eq!(
             update.expression_attribute_names().unwrap()["#r0"],
             "users/alice/same"
+        );
+    }
+
+    #[test]
+    fn missing_revisions_are_set_while_there_are_any_and_removed_after() {
+        let user = UserId::parse("alice").unwrap();
+        let before = Versioned {
+            value: Account::new(),
+            version: Some(2),
+        };
+        let mut waiting = Account::new();
+        waiting.missing.insert(4);
+        let Ok(AccountWrite::Update(update)) = account_write("t", &user, &before, &waiting) else {
+            panic!("an update");
+        };
+        assert_eq!(
+            update.update_expression(),
+            "SET version = :next, missing = :missing"
+        );
+        assert_eq!(
+            update.expression_attribute_values().unwrap()[":missing"],
+            AttributeValue::Ns(vec!["4".into()])
+        );
+        let before = Versioned {
+            value: waiting,
+            version: Some(3),
+        };
+        let Ok(AccountWrite::Update(update)) = account_write("t", &user, &before, &Account::new())
+        else {
+            panic!("an update");
+        };
+        assert_eq!(
+            update.update_expression(),
+            "SET version = :next REMOVE missing"
         );
     }
 

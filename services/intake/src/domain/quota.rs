@@ -13,7 +13,10 @@
 //! Callers persist an [`Account`] only if it has not changed since they read it
 //! (a version check), so these rules hold under any interleaving.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 /// One user's quota state as intake knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,8 +28,11 @@ pub struct Account {
     pub object_count: u64,
     /// `used_bytes` split by S3 storage class.
     pub by_storage_class: BTreeMap<String, u64>,
-    /// The ledger's revision of `used_bytes`; older reports are ignored.
+    /// The ledger's revision of `used_bytes`; older reports change no total.
     pub revision: u64,
+    /// Revisions below `revision` whose reports have not arrived yet and
+    /// may still matter to a reservation (see [`Account::apply_usage`]).
+    pub missing: BTreeSet<u64>,
     /// Reservations by object key. Keys and reservations are shared between
     /// copies of an account: a grant copies the account it starts from, and
     /// changes one reservation.
@@ -42,12 +48,14 @@ pub struct Reservation {
     /// Largest size any live grant for this key allows.
     pub max_size: u64,
     /// What the key may still add to usage: `max_size` minus the object's
-    /// size as last reported.
+    /// size at `revision`. It counts only while no report of a later
+    /// revision is missing; until then the whole `max_size` does (see
+    /// [`Account::held`]).
     pub held: u64,
     /// Unix time after which the reservation no longer counts: the last
     /// grant's expiry plus the settle window.
     pub lapses_at: i64,
-    /// Ledger revision that last set `held`.
+    /// Ledger revision of the key's size that `held` leaves out.
     pub revision: u64,
     /// The grants this reservation covers, newest last.
     pub grants: Vec<String>,
@@ -66,6 +74,9 @@ pub enum Refusal {
     /// The user already has the maximum number of outstanding grants.
     TooManyGrants { limit: usize },
 }
+
+/// Missing revisions an account waits for before it gives up on them.
+pub const MAX_MISSING: usize = 64;
 
 /// A reservation request for one grant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +97,7 @@ impl Account {
             object_count: 0,
             by_storage_class: BTreeMap::new(),
             revision: 0,
+            missing: BTreeSet::new(),
             reservations: BTreeMap::new(),
         }
     }
@@ -95,18 +107,45 @@ impl Account {
         self.quota_override.unwrap_or(default_quota)
     }
 
+    /// What `reservation` holds back: `held`, unless a report of a revision
+    /// after the key's size it knows is still missing, in which case the key
+    /// may have shrunk since and its whole `max_size` counts.
+    pub fn held(&self, reservation: &Reservation) -> u64 {
+        match self.missing.last() {
+            Some(&missing) if missing > reservation.revision => reservation.max_size,
+            _ => reservation.held,
+        }
+    }
+
     /// Bytes held by reservations that have not lapsed at `now`.
     pub fn reserved_bytes(&self, now: i64) -> u64 {
         self.reservations
             .values()
             .filter(|r| r.lapses_at > now)
-            .map(|r| r.held)
+            .map(|r| self.held(r))
             .sum()
     }
 
     /// Drops the reservations that lapsed before `now`.
     pub fn prune(&mut self, now: i64) {
         self.reservations.retain(|_, r| r.lapses_at > now);
+        self.forget_missing();
+    }
+
+    /// Forgets the missing revisions no reservation can learn from: those
+    /// not after every reservation's own revision (a reservation made later
+    /// starts at the account's revision).
+    fn forget_missing(&mut self) {
+        if self.missing.is_empty() {
+            return;
+        }
+        let oldest = self.reservations.values().map(|r| r.revision).min();
+        match oldest {
+            Some(oldest) => {
+                self.missing = self.missing.split_off(&(oldest + 1));
+            }
+            None => self.missing.clear(),
+        }
     }
 
     /// Reserves room for a grant, or says why not. On refusal the account is
@@ -164,16 +203,39 @@ impl Account {
 
     /// Applies the ledger's report that `key` changed at `revision`, leaving
     /// the user with `used_bytes` and `object_count`, and the key holding
-    /// `object_size` bytes (`None` when deleted). Reports older than what was
-    /// already applied change nothing. Returns true when anything changed.
+    /// `object_size` bytes (`None` when deleted). Returns true when anything
+    /// changed.
+    ///
+    /// Totals come from the newest report only. A reservation leaves out
+    /// what its key stores, and that must be the key's size at the revision
+    /// of `used_bytes`: had the key shrunk in a report not seen yet,
+    /// `used_bytes` would no longer count the bytes the reservation leaves
+    /// out. The ledger counts one revision per change, so the revisions a
+    /// report skips are kept as missing, and a reservation whose key's size
+    /// is older than a missing revision holds its whole `max_size` until the
+    /// reports in between arrive. Beyond [`MAX_MISSING`] revisions missing,
+    /// they are given up on: every other reservation is set to its whole
+    /// size, and the late reports change nothing.
     pub fn apply_usage(&mut self, report: &UsageReport<'_>) -> bool {
-        let mut changed = false;
         if report.revision > self.revision {
+            let skipped = report.revision - self.revision - 1;
+            if usize::try_from(skipped).map_or(true, |s| s + self.missing.len() > MAX_MISSING) {
+                self.missing.clear();
+                for reservation in self.reservations.values_mut() {
+                    let max_size = reservation.max_size;
+                    if reservation.held < max_size {
+                        Arc::make_mut(reservation).held = max_size;
+                    }
+                }
+            } else {
+                self.missing.extend(self.revision + 1..report.revision);
+            }
             self.revision = report.revision;
             self.used_bytes = report.used_bytes;
             self.object_count = report.object_count;
             self.by_storage_class.clone_from(report.by_storage_class);
-            changed = true;
+        } else if !self.missing.remove(&report.revision) {
+            return false;
         }
         if let Some(reservation) = self.reservations.get_mut(report.key)
             && report.revision > reservation.revision
@@ -183,9 +245,9 @@ impl Account {
                 .max_size
                 .saturating_sub(report.object_size.unwrap_or(0));
             reservation.revision = report.revision;
-            changed = true;
         }
-        changed
+        self.forget_missing();
+        true
     }
 }
 
@@ -331,16 +393,150 @@ mod tests {
         assert_eq!(account, before);
     }
 
+    fn report<'a>(
+        revision: u64,
+        used_bytes: u64,
+        key: &'a str,
+        object_size: Option<u64>,
+        classes: &'a BTreeMap<String, u64>,
+    ) -> UsageReport<'a> {
+        UsageReport {
+            revision,
+            used_bytes,
+            object_count: 1,
+            by_storage_class: classes,
+            key,
+            object_size,
+        }
+    }
+
+    #[test]
+    fn a_late_report_of_a_key_does_not_lower_its_reservation() {
+        let classes = BTreeMap::new();
+        let mut account = Account::new();
+        account
+            .reserve(&request("g1", "k", 50), 0, 100, 100)
+            .unwrap();
+        account
+            .reserve(&request("g2", "l", 1), 0, 100, 100)
+            .unwrap();
+        // The ledger saw k uploaded (1), then deleted (2), then l uploaded
+        // (3); report 2 is still on its way when 3 arrives.
+        assert!(account.apply_usage(&report(1, 50, "k", Some(50), &classes)));
+        assert_eq!(account.reserved_bytes(0), 1);
+        assert!(account.apply_usage(&report(3, 1, "l", Some(1), &classes)));
+        // k may hold nothing now, and its policy can still add 50 bytes.
+        assert_eq!((account.used_bytes, account.reserved_bytes(0)), (1, 50));
+        assert_eq!(
+            account.reserve(&request("g3", "m", 50), 0, 100, 100),
+            Err(Refusal::QuotaExceeded {
+                used_bytes: 1,
+                reserved_bytes: 50,
+                quota_bytes: 100,
+                requested: 50
+            })
+        );
+        // Report 2 arrives last: it gives k's size after report 1, and no
+        // total (those of report 3 are newer).
+        assert!(account.apply_usage(&report(2, 0, "k", None, &classes)));
+        assert!(account.missing.is_empty());
+        assert_eq!((account.used_bytes, account.reserved_bytes(0)), (1, 50));
+        // Delivered again, it changes nothing.
+        let before = account.clone();
+        assert!(!account.apply_usage(&report(2, 0, "k", None, &classes)));
+        assert_eq!(account, before);
+        // The next report of k itself gives its size again.
+        assert!(account.apply_usage(&report(4, 31, "k", Some(30), &classes)));
+        assert_eq!(account.reserved_bytes(0), 20);
+    }
+
+    #[test]
+    fn reservations_are_exact_again_once_the_missing_reports_arrive() {
+        let classes = BTreeMap::new();
+        let mut account = Account::new();
+        account
+            .reserve(&request("g1", "k", 50), 0, 100, 100)
+            .unwrap();
+        account
+            .reserve(&request("g2", "l", 10), 0, 100, 100)
+            .unwrap();
+        // k uploaded with 40 bytes (1), then l with 5 (2); 2 arrives first.
+        account.apply_usage(&report(2, 45, "l", Some(5), &classes));
+        assert_eq!((account.used_bytes, account.reserved_bytes(0)), (45, 55));
+        account.apply_usage(&report(1, 40, "k", Some(40), &classes));
+        assert_eq!((account.used_bytes, account.reserved_bytes(0)), (45, 15));
+        assert!(account.missing.is_empty());
+    }
+
+    #[test]
+    fn too_many_missing_reports_are_given_up_on() {
+        let classes = BTreeMap::new();
+        let mut account = Account::new();
+        account
+            .reserve(&request("g1", "k", 50), 0, 100, 100)
+            .unwrap();
+        account
+            .reserve(&request("g2", "l", 10), 0, 100, 100)
+            .unwrap();
+        account.apply_usage(&report(1, 40, "k", Some(40), &classes));
+        assert_eq!(account.reserved_bytes(0), 20);
+        let far = 2 + MAX_MISSING as u64 + 1;
+        account.apply_usage(&report(far, 45, "l", Some(5), &classes));
+        assert!(account.missing.is_empty());
+        // k may have shrunk in the reports given up on.
+        assert_eq!((account.used_bytes, account.reserved_bytes(0)), (45, 55));
+        let before = account.clone();
+        assert!(!account.apply_usage(&report(2, 0, "k", None, &classes)));
+        assert_eq!(account, before);
+    }
+
+    #[test]
+    fn missing_reports_no_reservation_can_learn_from_are_forgotten() {
+        let classes = BTreeMap::new();
+        let mut account = Account::new();
+        account.apply_usage(&report(3, 10, "x", Some(10), &classes));
+        assert!(account.missing.is_empty());
+        account
+            .reserve(&request("g1", "k", 50), 0, 100, 100)
+            .unwrap();
+        account.apply_usage(&report(6, 20, "y", Some(10), &classes));
+        assert_eq!(account.missing, BTreeSet::from([4, 5]));
+        // The reservation lapses: nothing is left to learn from 4 and 5.
+        account.prune(1_000);
+        assert!(account.missing.is_empty());
+    }
+
+    #[test]
+    fn reports_in_order_keep_every_reservation_exact() {
+        let classes = BTreeMap::new();
+        let mut account = Account::new();
+        account
+            .reserve(&request("g1", "k", 50), 0, 100, 100)
+            .unwrap();
+        account
+            .reserve(&request("g2", "l", 10), 0, 100, 100)
+            .unwrap();
+        account.apply_usage(&report(1, 40, "k", Some(40), &classes));
+        account.apply_usage(&report(2, 45, "l", Some(5), &classes));
+        // k's 40 bytes and l's 5 are counted; their policies may add 10 and 5.
+        assert_eq!((account.used_bytes, account.reserved_bytes(0)), (45, 15));
+    }
+
     #[derive(Debug, Clone)]
     enum Step {
         Grant {
             key: u8,
             size: u64,
         },
-        /// The ledger reports the key now holds `size` bytes (0 = deleted).
+        /// The ledger applies an upload: the key now holds `size` bytes
+        /// (0 = deleted), and its report is on its way to intake.
         Upload {
             key: u8,
             size: u64,
+        },
+        /// One of the reports on their way arrives, whichever `pick` names.
+        Deliver {
+            pick: usize,
         },
     }
 
@@ -348,18 +544,33 @@ mod tests {
         prop_oneof![
             (0u8..4, 1u64..40).prop_map(|(key, size)| Step::Grant { key, size }),
             (0u8..4, 0u64..40).prop_map(|(key, size)| Step::Upload { key, size }),
+            any::<usize>().prop_map(|pick| Step::Deliver { pick }),
         ]
     }
 
+    /// A report as the ledger sends it.
+    #[derive(Debug)]
+    struct Sent {
+        revision: u64,
+        used: u64,
+        count: u64,
+        key: String,
+        size: u64,
+    }
+
     proptest! {
-        /// Whatever uploads the granted policies allow, in any order, the
-        /// bytes stored never exceed the quota.
+        /// Whatever uploads the granted policies allow, and in whatever
+        /// order the ledger's reports arrive, the most the user can store
+        /// (every granted key filled to its largest grant) stays within
+        /// the quota.
         #[test]
-        fn committed_plus_reserved_never_exceeds_the_quota(steps in proptest::collection::vec(step(), 1..60)) {
+        fn granted_policies_can_never_take_the_user_over_quota(steps in proptest::collection::vec(step(), 1..80)) {
             const QUOTA: u64 = 100;
+            let classes = BTreeMap::new();
             let mut account = Account::new();
             let mut stored: BTreeMap<u8, u64> = BTreeMap::new();
             let mut granted: BTreeMap<u8, u64> = BTreeMap::new();
+            let mut on_the_way: Vec<Sent> = Vec::new();
             let mut revision = 0;
             for step in steps {
                 match step {
@@ -374,23 +585,53 @@ mod tests {
                         // S3 only accepts what a live policy allows.
                         let Some(&max) = granted.get(&key) else { continue };
                         let size = size.min(max);
-                        stored.insert(key, size);
+                        if size == 0 {
+                            stored.remove(&key);
+                        } else {
+                            stored.insert(key, size);
+                        }
                         revision += 1;
-                        let used: u64 = stored.values().sum();
-                        let name = key.to_string();
-                        account.apply_usage(&UsageReport {
+                        on_the_way.push(Sent {
                             revision,
-                            used_bytes: used,
-                            object_count: stored.len() as u64,
-                            by_storage_class: &BTreeMap::new(),
-                            key: &name,
-                            object_size: (size > 0).then_some(size),
+                            used: stored.values().sum(),
+                            count: stored.len() as u64,
+                            key: key.to_string(),
+                            size,
+                        });
+                    }
+                    Step::Deliver { pick } => {
+                        if on_the_way.is_empty() {
+                            continue;
+                        }
+                        let sent = on_the_way.remove(pick % on_the_way.len());
+                        account.apply_usage(&UsageReport {
+                            revision: sent.revision,
+                            used_bytes: sent.used,
+                            object_count: sent.count,
+                            by_storage_class: &classes,
+                            key: &sent.key,
+                            object_size: (sent.size > 0).then_some(sent.size),
                         });
                     }
                 }
-                let used: u64 = stored.values().sum();
-                prop_assert!(used + account.reserved_bytes(0) <= QUOTA, "used {used} + reserved {} > {QUOTA}", account.reserved_bytes(0));
+                let most: u64 = granted.values().sum();
+                prop_assert!(most <= QUOTA, "granted keys can take {most} > {QUOTA}");
             }
+            // Once every report has arrived, in whatever order, the account
+            // is exact again: what is stored plus what the policies may add.
+            for sent in on_the_way.drain(..).rev() {
+                account.apply_usage(&UsageReport {
+                    revision: sent.revision,
+                    used_bytes: sent.used,
+                    object_count: sent.count,
+                    by_storage_class: &classes,
+                    key: &sent.key,
+                    object_size: (sent.size > 0).then_some(sent.size),
+                });
+            }
+            let most: u64 = granted.values().sum();
+            prop_assert_eq!(account.used_bytes, stored.values().sum::<u64>());
+            prop_assert_eq!(account.used_bytes + account.reserved_bytes(0), most);
         }
     }
 }
