@@ -161,6 +161,7 @@ async fn bad_upload_requests_get_a_problem_and_create_nothing() {
         json!({"path": "a\\b", "size": 10, "content_type": "text/plain"}),
         json!({"path": "a//b", "size": 10, "content_type": "text/plain"}),
         json!({"path": "", "size": 10, "content_type": "text/plain"}),
+        json!({"path": "a/${filename}", "size": 10, "content_type": "text/plain"}),
         json!("not an object"),
     ];
     for body in &cases {

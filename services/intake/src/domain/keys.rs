@@ -64,6 +64,20 @@ impl UserPath {
         Ok(Self(path))
     }
 
+    /// A path a new object may be uploaded to: also without `${`, which an
+    /// S3 form upload reads as a variable (`${filename}` becomes the name of
+    /// the uploaded file), so that the object could land under another key
+    /// than the one granted and reserved.
+    pub fn parse_upload(raw: &str) -> Result<Self, InvalidName> {
+        let path = Self::parse(raw)?;
+        if path.0.contains("${") {
+            return Err(InvalidName(
+                "path of an upload must not contain '${' (S3 reads it as a variable)".into(),
+            ));
+        }
+        Ok(path)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -179,6 +193,17 @@ mod tests {
         ];
         for raw in bad {
             assert!(UserPath::parse(raw).is_err(), "{raw:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn uploads_may_not_name_a_form_variable() {
+        for raw in ["${filename}", "a/${filename}.jpg", "x${y}"] {
+            assert!(UserPath::parse(raw).is_ok(), "{raw:?} may be read");
+            assert!(UserPath::parse_upload(raw).is_err(), "{raw:?} refused");
+        }
+        for raw in ["$5.txt", "a{b}", "{$}", "price$/x"] {
+            assert!(UserPath::parse_upload(raw).is_ok(), "{raw:?}");
         }
     }
 

@@ -36,8 +36,9 @@ use crate::{
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateUpload {
     /// Where the file goes, relative to the caller's own folder: segments
-    /// joined by `/`, none empty, `.` or `..`, without backslashes or control
-    /// characters, at most 880 bytes of UTF-8 once NFC-normalised.
+    /// joined by `/`, none empty, `.` or `..`, without backslashes, control
+    /// characters or `${` (S3 reads it as a variable in a form upload), at
+    /// most 880 bytes of UTF-8 once NFC-normalised.
     #[schema(min_length = 1, example = "photos/cat.jpg")]
     pub path: String,
     /// The file's size in bytes, at most the deployment's largest upload
@@ -128,7 +129,7 @@ async fn issue(
         .map_err(ApiError::RateLimited)?;
     let request = body.map_err(bad_json)?.0;
     let settings = &state.settings;
-    let path = UserPath::parse(&request.path).map_err(|e| ApiError::BadRequest(e.0))?;
+    let path = UserPath::parse_upload(&request.path).map_err(|e| ApiError::BadRequest(e.0))?;
     let max_upload = settings.max_upload_bytes;
     let size = match u64::try_from(request.size) {
         Ok(size) if (1..=max_upload).contains(&size) => size,
