@@ -341,7 +341,10 @@ impl Ledger {
         }
         let sequencer = Sequencer::parse(&detail.object.sequencer).map_err(Failure::Poison)?;
         let mut change = Self::change_of(detail_type, detail)?;
-        let (key, head) = self.resolve_key(&detail.object.key, &change).await?;
+        let Some((key, head)) = self.resolve_key(&detail.object.key, &change).await? else {
+            tracing::debug!(key = %detail.object.key, "no reading of the key holds the event's object: a later event supersedes it");
+            return Ok(Prepared::Finished("superseded"));
+        };
         let Some(user) = keys::owner(&key).map(str::to_string) else {
             tracing::warn!(%key, "object outside users/<id>/ is not counted");
             return Ok(Prepared::Finished("not-a-user-key"));
@@ -557,44 +560,89 @@ impl Ledger {
         }
     }
 
-    /// The key an event means, with what S3 holds there when that was asked.
-    /// Unambiguous spellings are taken as they are; otherwise the reading S3
-    /// holds with the event's etag wins, then a reading the ledger already has
-    /// a row for, then the likeliest.
+    /// The key an event means, with what S3 holds there when that was asked,
+    /// or `None` when no reading can be named safely, because a later event
+    /// of the key supersedes this one or there is nothing left to do.
+    ///
+    /// Unambiguous spellings are taken as they are. Otherwise the readings
+    /// are resolved against S3, never guessed from the ledger's rows alone:
+    /// a guess could move one key's event onto another key of the same user,
+    /// and sequencers of different keys say nothing of their order.
+    /// - An event with an entity tag means the reading S3 holds with that
+    ///   tag. When none does, its object has since been replaced or deleted
+    ///   under its key, and the event that did so is the one that counts.
+    /// - A delete means the reading the ledger counts as live but S3 no
+    ///   longer holds as counted. When there is none, the delete has nothing
+    ///   left to do: every reading the ledger counts is as S3 holds it, and
+    ///   an upload the delete came before is counted only if S3 still holds
+    ///   it (above).
+    /// - A change of class without an entity tag means the one reading S3
+    ///   holds, if only one.
     async fn resolve_key(
         &self,
         raw: &str,
         change: &Change,
-    ) -> Result<(String, Option<ObjectHead>), Failure> {
+    ) -> Result<Option<(String, Option<ObjectHead>)>, Failure> {
         let mut candidates = keys::candidates(raw);
         if candidates.len() == 1 {
-            return Ok((candidates.remove(0), None));
+            return Ok(Some((candidates.remove(0), None)));
         }
-        if let Change::Created {
-            etag: Some(etag), ..
-        } = change
-        {
-            for candidate in &candidates {
-                if let Some(head) = self.probe.head(candidate).await?
-                    && head.etag.as_deref() == Some(etag.trim_matches('"'))
-                {
-                    return Ok((candidate.clone(), Some(head)));
-                }
-            }
-        }
+        let mut heads = Vec::with_capacity(candidates.len());
         for candidate in &candidates {
-            if let Some(user) = keys::owner(candidate) {
-                let snapshot = self
-                    .store
-                    .snapshot(user, candidate)
-                    .await
-                    .map_err(|e| Failure::Transient(e.into()))?;
-                if snapshot.object.is_some() {
-                    return Ok((candidate.clone(), None));
+            heads.push(self.probe.head(candidate).await?);
+        }
+        let found = match change {
+            Change::Created {
+                etag: Some(etag), ..
+            }
+            | Change::ClassChanged {
+                etag: Some(etag), ..
+            } => {
+                let etag = unquoted(Some(etag));
+                heads.iter().position(|h| {
+                    h.as_ref()
+                        .is_some_and(|h| unquoted(h.etag.as_deref()) == etag)
+                })
+            }
+            Change::Deleted => self.deleted_reading(&candidates, &heads).await?,
+            Change::Created { etag: None, .. } | Change::ClassChanged { etag: None, .. } => {
+                let mut held = heads.iter().enumerate().filter(|(_, h)| h.is_some());
+                match (held.next(), held.next()) {
+                    (Some((i, _)), None) => Some(i),
+                    _ => None,
                 }
             }
+        };
+        Ok(found.map(|i| (candidates.swap_remove(i), heads.swap_remove(i))))
+    }
+
+    /// The reading of an ambiguous key a delete means: the first the ledger
+    /// counts as live that S3 no longer holds with the counted entity tag.
+    async fn deleted_reading(
+        &self,
+        candidates: &[String],
+        heads: &[Option<ObjectHead>],
+    ) -> Result<Option<usize>, Failure> {
+        for (i, (candidate, head)) in candidates.iter().zip(heads).enumerate() {
+            let Some(user) = keys::owner(candidate) else {
+                continue;
+            };
+            let snapshot = self
+                .store
+                .snapshot(user, candidate)
+                .await
+                .map_err(|e| Failure::Transient(e.into()))?;
+            let gone = snapshot.object.is_some_and(|row| {
+                row.live
+                    && head.as_ref().is_none_or(|h| {
+                        unquoted(h.etag.as_deref()) != unquoted(row.etag.as_deref())
+                    })
+            });
+            if gone {
+                return Ok(Some(i));
+            }
         }
-        Ok((candidates.remove(0), None))
+        Ok(None)
     }
 
     /// Adds what one applied change did to the bytes of each storage class.
@@ -618,6 +666,11 @@ impl Ledger {
             }
         }
     }
+}
+
+/// An entity tag without the quotes S3 puts around it in some places.
+fn unquoted(etag: Option<&str>) -> Option<&str> {
+    etag.map(|e| e.trim_matches('"'))
 }
 
 /// The `UsageChanged.v1` announcing `usage` after `key` became `row`

@@ -1,5 +1,5 @@
 //! Random histories of puts, overwrites, copies, storage-class transitions
-//! and deletes on a few keys, delivered to the real ledger handler with random
+//! and deletes on a few keys (two of them spelt alike in events), delivered to the real ledger handler with random
 //! duplication and reordering, as S3 and EventBridge may deliver them. The
 //! ledger's final rows and totals must equal what S3 holds.
 //!
@@ -194,8 +194,21 @@ fn user_of(key: u8) -> String {
     format!("u{}", key % USERS)
 }
 
+/// Keys 0 and 2 (one user's) are `a+b` and `a%2Bb`: percent-encoded as
+/// the events carry them, the first reads as the second too.
 fn key_name(key: u8) -> String {
-    format!("users/{}/file-{key}.bin", user_of(key))
+    match key {
+        0 => "users/u0/a+b".into(),
+        2 => "users/u0/a%2Bb".into(),
+        _ => format!("users/{}/file-{key}.bin", user_of(key)),
+    }
+}
+
+/// `key` as S3's events on EventBridge spell it: percent-encoded.
+fn event_key(key: &str) -> String {
+    key.replace('%', "%25")
+        .replace('+', "%2B")
+        .replace(' ', "%20")
 }
 
 /// Runs the history against a simulated bucket; returns the S3 events it
@@ -267,7 +280,7 @@ fn simulate(ops: &[Op], suffixes: &[u8]) -> (Vec<String>, BTreeMap<String, Store
             }
         };
         let mut object = object;
-        object["key"] = json!(key);
+        object["key"] = json!(event_key(&key));
         object["sequencer"] = json!(sequencer);
         let mut detail =
             json!({"version": "0", "bucket": {"name": BUCKET}, "object": object, "reason": reason});
@@ -562,8 +575,8 @@ fn created(sequencer: &str, key: &str, size: u64, etag: &str, reason: &str) -> S
 fn a_copy_in_parts_into_an_archive_class_is_a_transition_not_an_upload_without_a_grant() {
     use stowage_events::stowage::UploadViolation;
 
-    let moved = key_name(0);
-    let archived_directly = key_name(2);
+    let moved = key_name(1);
+    let archived_directly = key_name(3);
     let stored = |size, class: &str, etag: &str| Stored {
         size,
         class: class.into(),
@@ -622,5 +635,72 @@ fn a_copy_in_parts_into_an_archive_class_is_a_transition_not_an_upload_without_a
         BTreeMap::from([("GLACIER".to_string(), 7000)])
     );
     drop(events);
+    check(&store, &published, &bucket).unwrap();
+}
+
+/// An `Object Deleted` event as S3 sends it on EventBridge.
+fn deleted(sequencer: &str, key: &str) -> String {
+    json!({
+        "version": "0", "id": format!("id-{sequencer}"), "detail-type": "Object Deleted",
+        "source": "aws.s3", "account": "1", "time": "2026-11-23T10:00:00Z",
+        "region": "us-east-1", "resources": [],
+        "detail": {
+            "version": "0", "bucket": {"name": BUCKET}, "reason": "DeleteObject",
+            "object": {"key": key, "sequencer": sequencer},
+        },
+    })
+    .to_string()
+}
+
+#[test]
+fn an_ambiguous_key_never_moves_one_object_s_events_onto_another() {
+    // The user keeps 1,000,000 bytes under the literal key `a%2Bb`, then
+    // uploads one byte to `a+b` and deletes it at once. Percent-encoded as
+    // the events carry them, the second object's key reads `a%2Bb` too.
+    let kept = "users/u0/a%2Bb";
+    let bucket = BTreeMap::from([(
+        kept.to_string(),
+        Stored {
+            size: 1_000_000,
+            class: "STANDARD".into(),
+            etag: "kept".into(),
+        },
+    )]);
+    let (ledger, store, published) =
+        ledger(bucket.clone(), MemoryStore::default(), Published::default());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let outcomes = runtime.block_on(async {
+        let mut outcomes = Vec::new();
+        for (i, body) in [
+            created("01", "users/u0/a%252Bb", 1_000_000, "kept", "PutObject"),
+            // By the time these are handled S3 holds no `a+b`.
+            created("05", "users/u0/a%2Bb", 1, "brief", "PutObject"),
+            deleted("06", "users/u0/a%2Bb"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let outcome = ledger.handle(&Delivery::new(i.to_string(), body, 1)).await;
+            outcomes.push(format!("{outcome:?}"));
+        }
+        outcomes
+    });
+    assert_eq!(
+        outcomes,
+        [
+            "Done(\"applied\")",
+            "Done(\"superseded\")",
+            "Done(\"superseded\")"
+        ]
+    );
+    let usage = store.usage.lock().unwrap()["u0"].clone();
+    assert_eq!((usage.used_bytes, usage.object_count), (1_000_000, 1));
+    let objects = store.objects.lock().unwrap();
+    assert!(objects[kept].0.live);
+    assert!(objects.get("users/u0/a+b").is_none_or(|(row, _)| !row.live));
+    drop(objects);
     check(&store, &published, &bucket).unwrap();
 }
