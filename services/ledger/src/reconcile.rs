@@ -2,8 +2,15 @@
 //! the drift, and on request corrects the ledger, one conditional transaction
 //! per key (the same kind of write that applies events), then the totals.
 //!
-//! Run it when the bucket is quiet, or run it twice: events in flight while it
-//! lists can show up as drift that their own delivery corrects a moment later.
+//! The rows are read before the bucket is listed, and a key is corrected only
+//! if its row has not changed since: a listing is never applied over an event
+//! committed after the rows were read. Run it when the bucket is quiet, or run
+//! it twice: events in flight while it lists can show up as drift that their
+//! own delivery corrects a moment later.
+//!
+//! Correcting announces each user's totals, even when nothing was left to
+//! correct, so that a correction whose announcement failed in an earlier run
+//! reaches intake.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -127,6 +134,13 @@ impl Reconciler {
 
     async fn user(&self, user: &str, fix: bool, report: &mut Report) -> anyhow::Result<()> {
         let before = self.store.snapshot(user, "").await?;
+        let rows: BTreeMap<String, (ObjectRow, u64)> = self
+            .rows
+            .objects(user)
+            .await?
+            .into_iter()
+            .map(|(key, row, version)| (key, (row, version)))
+            .collect();
         let prefix = format!("users/{user}/");
         let listed: BTreeMap<String, Observed> = self
             .bucket
@@ -145,19 +159,12 @@ impl Reconciler {
                 )
             })
             .collect();
-        let rows: BTreeMap<String, ObjectRow> = self
-            .rows
-            .objects(user)
-            .await?
-            .into_iter()
-            .map(|(key, row, _)| (key, row))
-            .collect();
 
         let mut keys: Vec<&String> = listed.keys().chain(rows.keys()).collect();
         keys.sort();
         keys.dedup();
         for key in keys {
-            let ledger = rows.get(key).and_then(counted);
+            let ledger = rows.get(key).and_then(|(row, _)| counted(row));
             let bucket = listed.get(key).map(|o| Counted {
                 size: o.size,
                 storage_class: o.storage_class.clone(),
@@ -170,12 +177,14 @@ impl Reconciler {
                     bucket,
                 });
                 if fix {
-                    self.fix_key(user, key, listed.get(key)).await?;
+                    let read = rows.get(key).map(|(_, version)| *version);
+                    self.fix_key(user, key, read, listed.get(key)).await?;
                 }
             }
         }
-        if fix {
-            self.fix_totals(user).await?;
+        if fix && !self.fix_totals(user).await? {
+            let usage = self.store.snapshot(user, "").await?.usage;
+            self.publish(user, &prefix, None, &usage).await?;
         }
         report.users.push(UserTotals {
             user: user.to_string(),
@@ -187,14 +196,23 @@ impl Reconciler {
         Ok(())
     }
 
+    /// Corrects `key`'s row towards what the listing `observed`, unless the
+    /// row changed since it was read (`read`: its version then, `None` when
+    /// there was none) before the listing: an event committed since may be
+    /// newer than the listing.
     async fn fix_key(
         &self,
         user: &str,
         key: &str,
+        read: Option<u64>,
         observed: Option<&Observed>,
     ) -> anyhow::Result<()> {
         for attempt in 0..25u32 {
             let snapshot = self.store.snapshot(user, key).await?;
+            if snapshot.object_version != read {
+                tracing::info!(%key, "changed since it was read; left to its events");
+                return Ok(());
+            }
             let Some((row, usage)) = reconcile(snapshot.object.as_ref(), &snapshot.usage, observed)
             else {
                 return Ok(());
@@ -210,8 +228,9 @@ impl Reconciler {
         anyhow::bail!("rows of {key} kept changing; run reconcile again")
     }
 
-    /// Makes the totals row equal the sum of the live rows.
-    async fn fix_totals(&self, user: &str) -> anyhow::Result<()> {
+    /// Makes the totals row equal the sum of the live rows. True when it
+    /// changed them (and announced the new totals).
+    async fn fix_totals(&self, user: &str) -> anyhow::Result<bool> {
         for attempt in 0..25u32 {
             let before = self.store.snapshot(user, "").await?;
             let rows = self.rows.objects(user).await?;
@@ -231,13 +250,13 @@ impl Reconciler {
                 usage.object_count,
                 &usage.by_storage_class,
             ) {
-                return Ok(());
+                return Ok(false);
             }
             match self.rows.replace_usage(user, &before, &usage).await {
                 Ok(()) => {
-                    return self
-                        .publish(user, &format!("users/{user}/"), None, &usage)
-                        .await;
+                    self.publish(user, &format!("users/{user}/"), None, &usage)
+                        .await?;
+                    return Ok(true);
                 }
                 Err(error) if error.is_retryable() => {
                     tokio::time::sleep(Duration::from_millis(5 << attempt.min(6))).await

@@ -25,9 +25,10 @@ use stowage_ledger::{
     domain::usage::{ObjectRow, Usage},
     ledger::Ledger,
     ports::{
-        GrantNote, LedgerStore, ObjectHead, ObjectProbe, Snapshot, StoreError, UsagePublisher,
-        UserCommit,
+        BucketLister, GrantNote, LedgerRows, LedgerStore, ListedObject, ObjectHead, ObjectProbe,
+        Snapshot, StoreError, UsagePublisher, UserCommit,
     },
+    reconcile::Reconciler,
 };
 use stowage_shared::consumer::{Delivery, Disposition, Handler};
 
@@ -133,6 +134,40 @@ impl LedgerStore for MemoryStore {
     }
 }
 
+#[async_trait]
+impl LedgerRows for MemoryStore {
+    async fn objects(&self, user: &str) -> Result<Vec<(String, ObjectRow, u64)>, StoreError> {
+        let prefix = format!("users/{user}/");
+        Ok(self
+            .objects
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(key, _)| key.starts_with(&prefix))
+            .map(|(key, (row, version))| (key.clone(), row.clone(), *version))
+            .collect())
+    }
+
+    async fn users(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.usage.lock().unwrap().keys().cloned().collect())
+    }
+
+    async fn replace_usage(
+        &self,
+        user: &str,
+        before: &Snapshot,
+        usage: &Usage,
+    ) -> Result<(), StoreError> {
+        let mut all = self.usage.lock().unwrap();
+        if all.get(user).map(|u| u.revision) != before.usage_exists.then_some(before.usage.revision)
+        {
+            return Err(StoreError::Conflict);
+        }
+        all.insert(user.to_string(), usage.clone());
+        Ok(())
+    }
+}
+
 /// What S3 holds once the history has happened: HEAD answers from it.
 struct Bucket(BTreeMap<String, Stored>);
 
@@ -151,11 +186,20 @@ impl ObjectProbe for Bucket {
 struct Published {
     events: Mutex<Vec<UsageChangedV1>>,
     flaky: Option<Flaky>,
+    /// Entries to refuse before any other is taken.
+    refuse_next: Mutex<u32>,
 }
 
 #[async_trait]
 impl UsagePublisher for Published {
     async fn publish(&self, event: &UsageChangedV1) -> anyhow::Result<()> {
+        {
+            let mut refuse = self.refuse_next.lock().unwrap();
+            if *refuse > 0 {
+                *refuse -= 1;
+                anyhow::bail!("the bus refused the entry");
+            }
+        }
         if Flaky::fails(&self.flaky) {
             anyhow::bail!("the bus refused the entry");
         }
@@ -703,4 +747,165 @@ fn an_ambiguous_key_never_moves_one_object_s_events_onto_another() {
     assert!(objects.get("users/u0/a+b").is_none_or(|(row, _)| !row.live));
     drop(objects);
     check(&store, &published, &bucket).unwrap();
+}
+
+/// A listing of the bucket taken at one moment, while the ledger goes on:
+/// `meanwhile` is handled by the ledger during the listing, after the
+/// moment it shows.
+struct ListingThen {
+    listed: Vec<ListedObject>,
+    ledger: Arc<Ledger>,
+    meanwhile: Vec<String>,
+}
+
+#[async_trait]
+impl BucketLister for ListingThen {
+    async fn list(&self, _prefix: &str) -> anyhow::Result<Vec<ListedObject>> {
+        for (i, body) in self.meanwhile.iter().enumerate() {
+            let outcome = self
+                .ledger
+                .handle(&Delivery::new(format!("meanwhile-{i}"), body.clone(), 1))
+                .await;
+            assert!(matches!(outcome, Disposition::Done(_)), "{outcome:?}");
+        }
+        Ok(self.listed.clone())
+    }
+
+    async fn users(&self) -> anyhow::Result<Vec<String>> {
+        Ok(vec!["u1".into()])
+    }
+}
+
+/// Reconciles user `u1` with `--fix`, listing `listed` while the ledger
+/// handles `meanwhile`, after `before` was handled; returns the store.
+fn reconcile_while(
+    before: &[String],
+    listed: Vec<ListedObject>,
+    meanwhile: Vec<String>,
+) -> Arc<MemoryStore> {
+    let (ledger, store, published) = ledger(
+        BTreeMap::new(),
+        MemoryStore::default(),
+        Published::default(),
+    );
+    let ledger = Arc::new(ledger);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        for (i, body) in before.iter().enumerate() {
+            ledger
+                .handle(&Delivery::new(format!("before-{i}"), body.clone(), 1))
+                .await;
+        }
+        let lister = ListingThen {
+            listed,
+            ledger: ledger.clone(),
+            meanwhile,
+        };
+        Reconciler::new(store.clone(), store.clone(), Arc::new(lister), published)
+            .run(Some("u1"), true)
+            .await
+            .expect("reconciled");
+    });
+    store
+}
+
+#[test]
+fn reconcile_never_undoes_an_upload_committed_while_it_listed() {
+    let key = key_name(1);
+    // The listing was taken before the upload; the ledger commits the
+    // upload's event while the listing is on its way.
+    let store = reconcile_while(
+        &[],
+        Vec::new(),
+        vec![created("01", &key, 100, "up", "POST Object")],
+    );
+    assert_eq!(store.usage.lock().unwrap()["u1"].used_bytes, 100);
+    assert!(store.objects.lock().unwrap()[&key].0.live);
+}
+
+#[test]
+fn reconcile_never_revives_an_object_deleted_while_it_listed() {
+    let key = key_name(1);
+    // The listing shows the upload; its delete follows, and the ledger
+    // commits both while the listing is on its way.
+    let store = reconcile_while(
+        &[],
+        vec![ListedObject {
+            key: key.clone(),
+            size: 100,
+            etag: Some("up".into()),
+            storage_class: "STANDARD".into(),
+        }],
+        vec![
+            created("01", &key, 100, "up", "POST Object"),
+            deleted("02", &key),
+        ],
+    );
+    assert_eq!(store.usage.lock().unwrap()["u1"].used_bytes, 0);
+    assert!(!store.objects.lock().unwrap()[&key].0.live);
+}
+
+#[test]
+fn a_correction_whose_announcement_failed_is_announced_by_the_next_run() {
+    let key = key_name(1);
+    let (ledger, store, published) = ledger(
+        BTreeMap::new(),
+        MemoryStore::default(),
+        Published::default(),
+    );
+    let ledger = Arc::new(ledger);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // Counted, but S3 no longer holds it (its delete event was lost).
+        ledger
+            .handle(&Delivery::new(
+                "0".to_string(),
+                created("01", &key, 100, "up", "POST Object"),
+                1,
+            ))
+            .await;
+        let reconciler = || {
+            let lister = ListingThen {
+                listed: Vec::new(),
+                ledger: ledger.clone(),
+                meanwhile: Vec::new(),
+            };
+            Reconciler::new(
+                store.clone(),
+                store.clone(),
+                Arc::new(lister),
+                published.clone(),
+            )
+        };
+        *published.refuse_next.lock().unwrap() = 1;
+        assert!(reconciler().run(Some("u1"), true).await.is_err());
+        let usage = store.usage.lock().unwrap()["u1"].clone();
+        assert_eq!(usage.used_bytes, 0, "the correction is committed");
+        assert!(
+            published
+                .events
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|e| e.revision < usage.revision),
+            "its announcement failed"
+        );
+        let report = reconciler()
+            .run(Some("u1"), true)
+            .await
+            .expect("reconciled");
+        assert!(report.clean());
+        let events = published.events.lock().unwrap();
+        let last = events.last().expect("an announcement");
+        assert_eq!(
+            (last.revision, last.used_bytes),
+            (usage.revision, usage.used_bytes)
+        );
+    });
 }
