@@ -204,6 +204,7 @@ fn note(
         key: key.to_string(),
         grant_id: grant_id.to_string(),
         max_size: 100,
+        issued_at: expires_at - 900,
         expires_at,
         trace: Default::default(),
     }

@@ -129,6 +129,9 @@ enum Step {
         before: Usage,
         usage: Usage,
         grant: Option<GrantNote>,
+        /// The upload came under a grant issued before the key's newest,
+        /// which the ledger no longer holds: it is not judged.
+        earlier_grant: bool,
         /// The live object, same size, now in another class: a transition
         /// made by copying the object onto itself (as lifecycle does in
         /// parts above 5 GiB), not a user's upload.
@@ -156,7 +159,9 @@ impl Plan {
         let mut rows: Vec<(&str, Option<ObjectRow>, Option<u64>, bool)> = Vec::new();
         let mut steps = Vec::with_capacity(group.len());
         for (&index, snapshot) in group.iter().zip(snapshots.iter()) {
-            let Pending { key, event, .. } = &pending[index];
+            let Pending {
+                key, event, time, ..
+            } = &pending[index];
             let position = match rows.iter().position(|(k, ..)| k == key) {
                 Some(position) => position,
                 None => {
@@ -165,7 +170,12 @@ impl Plan {
                 }
             };
             let row = &mut rows[position];
-            let grant = snapshot.grant.clone();
+            // The key's newest grant, unless it was issued after the event:
+            // then the upload came under an earlier grant, no longer held.
+            let (grant, earlier_grant) = match &snapshot.grant {
+                Some(grant) if issued_after(grant, *time) => (None, true),
+                grant => (grant.clone(), false),
+            };
             steps.push(match decide(row.1.as_ref(), &usage, event) {
                 Decision::Stale => Step::Stale,
                 Decision::Duplicate => Step::Duplicate {
@@ -190,6 +200,7 @@ impl Plan {
                         before,
                         usage: after,
                         grant,
+                        earlier_grant,
                         transition,
                     }
                 }
@@ -295,6 +306,7 @@ impl Ledger {
                     key: grant.key,
                     grant_id: grant.grant_id.to_string(),
                     max_size: grant.max_size,
+                    issued_at: grant.meta.occurred_at.unix_timestamp(),
                     expires_at: grant.expires_at.unix_timestamp(),
                     trace: grant.meta.trace,
                 }))
@@ -525,6 +537,7 @@ impl Ledger {
                     before,
                     usage,
                     grant,
+                    earlier_grant,
                     transition,
                 } => {
                     self.count_bytes(&before, &usage);
@@ -532,7 +545,7 @@ impl Ledger {
                     let live_grant = grant.as_ref().filter(|g| user_upload && !expired(g, *time));
                     let apply = span.in_scope(|| apply_span(user, key, live_grant));
                     let _entered = apply.enter();
-                    let violation = user_upload
+                    let violation = (user_upload && !earlier_grant)
                         .then(|| violation(grant.as_ref(), row.size, *time))
                         .flatten();
                     if let Some(violation) = violation {
@@ -716,6 +729,15 @@ const USER_UPLOADS: [&str; 4] = [
 ];
 /// An upload may reach S3 this long after its grant's expiry was checked.
 const GRANT_EXPIRY_SLACK_SECONDS: i64 = 300;
+
+/// How far S3's clock may be behind intake's when it stamps an upload.
+const GRANT_ISSUE_SLACK_SECONDS: i64 = 10;
+
+/// Whether `grant` was issued after an upload at `time`, so that the upload
+/// cannot have come under it.
+fn issued_after(grant: &GrantNote, time: OffsetDateTime) -> bool {
+    grant.issued_at > time.unix_timestamp() + GRANT_ISSUE_SLACK_SECONDS
+}
 
 /// Whether an upload at `time` came too late for `grant`.
 fn expired(grant: &GrantNote, time: OffsetDateTime) -> bool {

@@ -106,6 +106,8 @@ pub struct GrantNote {
     pub key: String,
     pub grant_id: String,
     pub max_size: u64,
+    /// Unix time the grant was issued; 0 when not known.
+    pub issued_at: i64,
     /// Unix time the grant expires.
     pub expires_at: i64,
     /// The trace the grant was issued in, which the upload's processing

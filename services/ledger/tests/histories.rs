@@ -909,3 +909,66 @@ fn a_correction_whose_announcement_failed_is_announced_by_the_next_run() {
         );
     });
 }
+
+/// An `UploadGranted.v1` as intake publishes it, issued at `issued` (RFC
+/// 3339) for 15 minutes.
+fn granted(grant_id: &str, key: &str, issued: &str, expires: &str) -> String {
+    json!({
+        "version": "0", "id": format!("id-{grant_id}"), "detail-type": "UploadGranted.v1",
+        "source": "stowage.intake", "account": "1", "time": issued,
+        "region": "us-east-1", "resources": [],
+        "detail": {
+            "event_id": grant_id, "occurred_at": issued, "user_id": "u1",
+            "grant_id": grant_id, "key": key, "max_size": 100,
+            "content_type": "text/plain", "expires_at": expires,
+        },
+    })
+    .to_string()
+}
+
+#[test]
+fn an_upload_is_never_credited_to_a_grant_issued_after_it() {
+    let key = key_name(1);
+    let first = "00000000-0000-4000-8000-000000000001";
+    let second = "00000000-0000-4000-8000-000000000002";
+    let uploaded = |sequencer: &str, size: u64, time: &str| {
+        let mut event: serde_json::Value =
+            serde_json::from_str(&created(sequencer, &key, size, sequencer, "POST Object"))
+                .unwrap();
+        event["time"] = json!(time);
+        event.to_string()
+    };
+    let (ledger, _, published) = ledger(
+        BTreeMap::new(),
+        MemoryStore::default(),
+        Published::default(),
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        for (i, body) in [
+            granted(first, &key, "2026-11-23T10:00:00Z", "2026-11-23T10:15:00Z"),
+            // A second grant for the key, issued after the first upload...
+            granted(second, &key, "2026-11-23T10:05:00Z", "2026-11-23T10:20:00Z"),
+            // ...whose event the ledger handles only now: it came under the
+            // first grant, and is larger than the second allows.
+            uploaded("01", 90, "2026-11-23T10:01:00Z"),
+            // The upload under the second grant.
+            uploaded("02", 100, "2026-11-23T10:06:00Z"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let outcome = ledger.handle(&Delivery::new(i.to_string(), body, 1)).await;
+            assert!(matches!(outcome, Disposition::Done(_)), "{outcome:?}");
+        }
+    });
+    let events = published.events.lock().unwrap();
+    let credited: Vec<_> = events
+        .iter()
+        .map(|e| (e.grant_id.map(|g| g.to_string()), e.violation))
+        .collect();
+    assert_eq!(credited, [(None, None), (Some(second.to_string()), None)]);
+}

@@ -72,6 +72,7 @@ fn grant_put(table: &str, grant: &GrantNote) -> Put {
     item.extend([
         ("grant_id".to_string(), s(&grant.grant_id)),
         ("max_size".to_string(), n(grant.max_size)),
+        ("issued_at".to_string(), n(grant.issued_at)),
         ("expires_at".to_string(), n(grant.expires_at)),
         (
             "expires_at_epoch".to_string(),
@@ -101,6 +102,7 @@ fn grant_from_item(user: &str, key: &str, item: &Item) -> Result<GrantNote, Stor
         key: key.to_string(),
         grant_id: req_str(item, "grant_id")?.to_string(),
         max_size: req_num(item, "max_size")?,
+        issued_at: get_num(item, "issued_at")?.unwrap_or(0),
         expires_at: req_num(item, "expires_at")?,
         trace: TraceContext {
             traceparent: get_str(item, "traceparent")?.map(str::to_string),
