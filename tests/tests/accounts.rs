@@ -48,7 +48,7 @@ fn reserve(account: &mut Account, dice: &mut Dice, step: u64) {
 
 /// One random change to an account: reservations added, changed or dropped
 /// (sometimes nearly all at once, more than an update names), committed
-/// bytes, classes and the quota override.
+/// bytes, classes and missing revisions, and the quota override.
 fn change(account: &mut Account, dice: &mut Dice, step: u64) {
     match dice.below(9) {
         0..=2 => reserve(account, dice, step),
@@ -81,6 +81,8 @@ fn change(account: &mut Account, dice: &mut Dice, step: u64) {
             if dice.below(2) == 0 {
                 account.by_storage_class.remove("GLACIER");
             }
+            // Reports skipped on the way to this one, or none.
+            account.missing = (0..dice.below(3)).map(|i| step * 10 + i).collect();
         }
         7 => account.quota_override = Some(dice.below(1 << 50)),
         _ => account.quota_override = None,

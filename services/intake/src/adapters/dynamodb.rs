@@ -227,7 +227,7 @@ fn account_to_item(user: &UserId, account: &Account, version: u64) -> Item {
         item.insert("quota_bytes".to_string(), n(quota));
     }
     if !account.missing.is_empty() {
-        item.insert("missing".to_string(), missing_value(account));
+        item.insert("missing_revisions".to_string(), missing_value(account));
     }
     item
 }
@@ -239,7 +239,7 @@ fn missing_value(account: &Account) -> AttributeValue {
 }
 
 fn missing_from_item(item: &Item) -> Result<BTreeSet<u64>, StoreError> {
-    match item.get("missing") {
+    match item.get("missing_revisions") {
         None => Ok(BTreeSet::new()),
         Some(AttributeValue::Ns(values)) => values
             .iter()
@@ -403,9 +403,9 @@ fn account_write(
     }
     if old.missing != after.missing {
         if after.missing.is_empty() {
-            removes.push("missing".to_string());
+            removes.push("missing_revisions".to_string());
         } else {
-            set("missing", missing_value(after));
+            set("missing_revisions", missing_value(after));
         }
     }
     match after.quota_override {
@@ -722,10 +722,10 @@ mod tests {
         };
         assert_eq!(
             update.update_expression(),
-            "SET version = :next, missing = :missing"
+            "SET version = :next, missing_revisions = :missing_revisions"
         );
         assert_eq!(
-            update.expression_attribute_values().unwrap()[":missing"],
+            update.expression_attribute_values().unwrap()[":missing_revisions"],
             AttributeValue::Ns(vec!["4".into()])
         );
         let before = Versioned {
@@ -738,7 +738,7 @@ mod tests {
         };
         assert_eq!(
             update.update_expression(),
-            "SET version = :next REMOVE missing"
+            "SET version = :next REMOVE missing_revisions"
         );
     }
 
