@@ -121,6 +121,16 @@ pub struct UsageChangedV1 {
     /// The upload grant the object was uploaded under, when the ledger knows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant_id: Option<Uuid>,
+    /// When S3 stored the object (its event's time); absent when deleted. A
+    /// consumer looking for the grant of an upload the ledger could not name
+    /// looks among the grants issued before it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    #[schemars(with = "Option<String>", extend("format" = "date-time"))]
+    pub uploaded_at: Option<OffsetDateTime>,
     /// Set when a user upload broke the rules: it arrived without a grant, or
     /// larger than its grant. The object is counted all the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -752,3 +752,69 @@ async fn grants_made_while_a_transaction_is_out_share_the_next() {
         "the first alone, then the five together"
     );
 }
+
+/// An upload the ledger could not credit to a grant it holds (the key's
+/// newest grant there was issued after the upload) completes the newest of
+/// the key's grants issued before it, never one issued after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upload_the_ledger_could_not_credit_completes_a_grant_issued_before_it() {
+    use std::{collections::BTreeMap, sync::Arc};
+
+    use stowage_events::{EventMeta, UsageChangedV1, stowage::ObjectChange};
+    use stowage_intake::{
+        adapters::dynamodb::DynamoAccountStore,
+        ports::{AccountStore, GrantState},
+        projection::UsageProjection,
+    };
+
+    let system = System::start().await.expect("system starts");
+    let token = system.token("ivy");
+    let body = json!({"path": "same.txt", "size": 100, "content_type": "text/plain"});
+    let sdk = stowage_shared::aws::load().await;
+    let store = Arc::new(DynamoAccountStore::new(
+        stowage_shared::aws::dynamodb(&sdk),
+        system.stack.get("STOWAGE_INTAKE_TABLE"),
+    ));
+    let record = |grant: String| {
+        let store = store.clone();
+        async move { store.grant(&grant).await.expect("read").expect("a grant") }
+    };
+    let grant = || async {
+        let reply = system.grant(&token, &body).await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        reply.body["grant_id"].as_str().expect("id").to_string()
+    };
+    let first = grant().await;
+    let issued = record(first.clone()).await.created_at;
+    // Grants record when they were issued to the second: the second grant
+    // is asked for once the first one's second is over.
+    let next_second = issued + time::Duration::seconds(1) - time::OffsetDateTime::now_utc();
+    tokio::time::sleep(next_second.try_into().unwrap_or_default()).await;
+    let second = grant().await;
+    let issued_next = record(second.clone()).await.created_at;
+    assert!(issued_next > issued);
+    // S3 stored the upload between the two grants, as far as the clocks
+    // allow; the ledger held only the second by then.
+    let uploaded_at = issued - time::Duration::seconds(10) + (issued_next - issued) / 2;
+    let report = UsageChangedV1 {
+        meta: EventMeta::new("ivy", Default::default()),
+        revision: 1,
+        used_bytes: 100,
+        object_count: 1,
+        by_storage_class: BTreeMap::from([("STANDARD".to_string(), 100)]),
+        key: "users/ivy/same.txt".into(),
+        change: ObjectChange::Created,
+        object_size: Some(100),
+        storage_class: Some("STANDARD".into()),
+        grant_id: None,
+        uploaded_at: Some(uploaded_at),
+        violation: None,
+    };
+    UsageProjection::new(store.clone())
+        .apply(&report)
+        .await
+        .expect("applied");
+    assert_eq!(record(first).await.state, GrantState::Complete);
+    assert_eq!(record(second).await.state, GrantState::Initiated);
+    system.stop().await;
+}

@@ -8,6 +8,7 @@ use std::{sync::Arc, time::Duration};
 
 use stowage_events::{RawEnvelope, StowageEvent, UsageChangedV1, stowage::ObjectChange};
 use stowage_shared::consumer::{Delivery, Disposition, Handler};
+use time::OffsetDateTime;
 
 use crate::{
     domain::{keys::UserId, quota::UsageReport},
@@ -39,14 +40,13 @@ impl UsageProjection {
         for attempt in 0u32..50 {
             let stored = self.store.load(&user).await?;
             let mut account = stored.value.clone();
-            // The ledger names the grant when it saw it; otherwise the newest
-            // grant intake holds for the key is the one that was used.
-            let grant = event.grant_id.map(|g| g.to_string()).or_else(|| {
-                account
-                    .reservations
-                    .get(event.key.as_str())
-                    .and_then(|r| r.grants.last().cloned())
-            });
+            // The grants intake holds for the key, oldest first, in case the
+            // ledger could not name the upload's.
+            let held = account
+                .reservations
+                .get(event.key.as_str())
+                .map(|r| r.grants.clone())
+                .unwrap_or_default();
             let outcome = if !account.apply_usage(&report) {
                 "stale"
             } else {
@@ -59,15 +59,51 @@ impl UsageProjection {
                     Err(error) => return Err(error.into()),
                 }
             };
-            if let (ObjectChange::Created, Some(size), Some(grant)) =
-                (event.change, event.object_size, grant)
-            {
-                self.store.complete_grant(&user, &grant, size).await?;
+            if let (ObjectChange::Created, Some(size)) = (event.change, event.object_size) {
+                let grant = match event.grant_id {
+                    Some(grant) => Some(grant.to_string()),
+                    None => self.grant_of_upload(&held, event.uploaded_at).await?,
+                };
+                if let Some(grant) = grant {
+                    self.store.complete_grant(&user, &grant, size).await?;
+                }
             }
             return Ok(outcome);
         }
         anyhow::bail!("account of {user} kept changing; giving up for now")
     }
+}
+
+impl UsageProjection {
+    /// The grant an upload the ledger could not name came under, among the
+    /// key's `held` grants (oldest first): the newest issued before the
+    /// upload, or the newest when the upload's time is not known.
+    async fn grant_of_upload(
+        &self,
+        held: &[String],
+        uploaded_at: Option<OffsetDateTime>,
+    ) -> Result<Option<String>, anyhow::Error> {
+        let Some(uploaded_at) = uploaded_at else {
+            return Ok(held.last().cloned());
+        };
+        for grant in held.iter().rev() {
+            if let Some(record) = self.store.grant(grant).await?
+                && issued_before(record.created_at, uploaded_at)
+            {
+                return Ok(Some(grant.clone()));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// How far S3's clock may be behind intake's when it stamps an upload.
+const CLOCK_SLACK: time::Duration = time::Duration::seconds(10);
+
+/// Whether a grant issued at `issued_at` may have served an upload that S3
+/// stored at `uploaded_at`.
+fn issued_before(issued_at: OffsetDateTime, uploaded_at: OffsetDateTime) -> bool {
+    issued_at <= uploaded_at + CLOCK_SLACK
 }
 
 impl Handler for UsageProjection {
@@ -95,5 +131,21 @@ impl Handler for UsageProjection {
             }
             Err(error) => Disposition::Retry(error),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+
+    #[test]
+    fn an_upload_came_under_a_grant_issued_before_it_give_or_take_the_clocks() {
+        let uploaded = datetime!(2026-11-23 10:01:00 UTC);
+        assert!(issued_before(datetime!(2026-11-23 10:00:00 UTC), uploaded));
+        assert!(issued_before(datetime!(2026-11-23 10:01:10 UTC), uploaded));
+        assert!(!issued_before(datetime!(2026-11-23 10:01:11 UTC), uploaded));
+        assert!(!issued_before(datetime!(2026-11-23 10:05:00 UTC), uploaded));
     }
 }

@@ -528,7 +528,15 @@ impl Ledger {
                     label: "duplicate",
                     announce: row.map(|row| {
                         span.in_scope(|| {
-                            usage_changed(user, key, Some(&row), &usage, grant_id(&grant), None)
+                            usage_changed(
+                                user,
+                                key,
+                                Some(&row),
+                                &usage,
+                                grant_id(&grant),
+                                None,
+                                Some(*time),
+                            )
                         })
                     }),
                 },
@@ -565,6 +573,7 @@ impl Ledger {
                             &usage,
                             grant_id(&grant),
                             violation,
+                            Some(*time),
                         )),
                     }
                 }
@@ -687,7 +696,8 @@ fn unquoted(etag: Option<&str>) -> Option<&str> {
 }
 
 /// The `UsageChanged.v1` announcing `usage` after `key` became `row`
-/// (`None` when only the totals changed).
+/// (`None` when only the totals changed), by an event S3 sent at
+/// `uploaded_at` when it stored an object.
 pub fn usage_changed(
     user: &str,
     key: &str,
@@ -695,6 +705,7 @@ pub fn usage_changed(
     usage: &Usage,
     grant_id: Option<Uuid>,
     violation: Option<UploadViolation>,
+    uploaded_at: Option<OffsetDateTime>,
 ) -> UsageChangedV1 {
     let live = row.filter(|r| r.live);
     UsageChangedV1 {
@@ -712,6 +723,7 @@ pub fn usage_changed(
         object_size: live.map(|r| r.size),
         storage_class: live.map(|r| r.storage_class.clone()),
         grant_id,
+        uploaded_at: uploaded_at.filter(|_| live.is_some()),
         violation,
     }
 }

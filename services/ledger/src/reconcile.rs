@@ -275,7 +275,7 @@ impl Reconciler {
         usage: &Usage,
     ) -> anyhow::Result<()> {
         self.publisher
-            .publish(&usage_changed(user, key, row, usage, None, None))
+            .publish(&usage_changed(user, key, row, usage, None, None, None))
             .await
     }
 }

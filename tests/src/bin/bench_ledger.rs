@@ -497,7 +497,7 @@ async fn raw_request_set(workers: usize) -> f64 {
                     let announcements: Vec<_> = events
                         .iter()
                         .map(|(user, key)| {
-                            usage_changed(user, key, None, &Usage::default(), None, None)
+                            usage_changed(user, key, None, &Usage::default(), None, None, None)
                         })
                         .collect();
                     for published in bus.publish_all(&announcements).await {
