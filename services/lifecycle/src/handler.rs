@@ -171,14 +171,14 @@ impl EventHandler {
             .as_deref()
             .map(|e| e.trim_matches('"').to_string());
         let at = time.unix_timestamp();
-        let key = self
-            .resolve_key(
-                &object.key,
-                (detail_type == s3::OBJECT_CREATED)
-                    .then_some(etag.as_deref())
-                    .flatten(),
-            )
-            .await?;
+        let deleted =
+            detail_type != s3::OBJECT_CREATED && detail_type != s3::OBJECT_STORAGE_CLASS_CHANGED;
+        let Some(key) = self
+            .resolve_key(&object.key, (!deleted).then_some(etag.as_deref()))
+            .await?
+        else {
+            return Ok("superseded");
+        };
         let Some(user) = keys::owner(&key) else {
             return Ok("not-a-user-key");
         };
@@ -255,7 +255,10 @@ impl EventHandler {
         if detail.bucket.name != self.bucket_name {
             return Ok("other-bucket");
         }
-        let key = self.resolve_key(&detail.object.key, None).await?;
+        let etag = detail.object.etag.as_deref().map(|e| e.trim_matches('"'));
+        let Some(key) = self.resolve_key(&detail.object.key, Some(etag)).await? else {
+            return Ok("superseded");
+        };
         let Some(user) = keys::owner(&key) else {
             return Ok("not-a-user-key");
         };
@@ -299,31 +302,62 @@ impl EventHandler {
         Ok(recorded.label())
     }
 
-    /// The key an event means. Unambiguous spellings are taken as they
-    /// are; otherwise the reading S3 holds with the event's etag wins, then
-    /// a reading the projection has a row for, then the likeliest.
-    async fn resolve_key(&self, raw: &str, etag: Option<&str>) -> Result<String, Failure> {
+    /// The key an event means, or `None` when no reading can be named
+    /// safely. Unambiguous spellings are taken as they are; otherwise the
+    /// readings are resolved against S3, as the ledger resolves them, never
+    /// guessed from the projection's rows alone. `object` is `None` for a
+    /// delete, and otherwise the event's entity tag, if it has one:
+    /// - with an entity tag, the reading S3 holds with it (none: the object
+    ///   was replaced or deleted since, and that event counts instead);
+    /// - without one, the one reading S3 holds, if only one;
+    /// - a delete means the reading the projection has live that S3 no
+    ///   longer holds with the recorded entity tag.
+    async fn resolve_key(
+        &self,
+        raw: &str,
+        object: Option<Option<&str>>,
+    ) -> Result<Option<String>, Failure> {
         let mut candidates = keys::candidates(raw);
         if candidates.len() == 1 {
-            return Ok(candidates.remove(0));
+            return Ok(Some(candidates.remove(0)));
         }
-        if let Some(etag) = etag {
-            for candidate in &candidates {
-                if let Some(head) = self.bucket.head(candidate).await?
-                    && head.etag.as_deref() == Some(etag)
-                {
-                    return Ok(candidate.clone());
+        let mut heads = Vec::with_capacity(candidates.len());
+        for candidate in &candidates {
+            heads.push(self.bucket.head(candidate).await?);
+        }
+        let found = match object {
+            Some(Some(etag)) => heads
+                .iter()
+                .position(|h| h.as_ref().is_some_and(|h| h.etag.as_deref() == Some(etag))),
+            Some(None) => {
+                let mut held = heads.iter().enumerate().filter(|(_, h)| h.is_some());
+                match (held.next(), held.next()) {
+                    (Some((i, _)), None) => Some(i),
+                    _ => None,
                 }
             }
-        }
-        for candidate in &candidates {
-            if let Some(user) = keys::owner(candidate)
-                && self.projection.get(user, candidate).await?.is_some()
-            {
-                return Ok(candidate.clone());
+            None => {
+                let mut gone = None;
+                for (i, (candidate, head)) in candidates.iter().zip(&heads).enumerate() {
+                    let Some(user) = keys::owner(candidate) else {
+                        continue;
+                    };
+                    let live = self
+                        .projection
+                        .get(user, candidate)
+                        .await?
+                        .filter(|row| row.record.live);
+                    if live
+                        .is_some_and(|row| head.as_ref().is_none_or(|h| h.etag != row.record.etag))
+                    {
+                        gone = Some(i);
+                        break;
+                    }
+                }
+                gone
             }
-        }
-        Ok(candidates.remove(0))
+        };
+        Ok(found.map(|i| candidates.swap_remove(i)))
     }
 }
 

@@ -1,0 +1,208 @@
+//! Keys an event spells ambiguously are resolved against S3: one object's
+//! events never land on another key of the same user. The handler runs on
+//! an in-memory projection and bucket.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use async_trait::async_trait;
+use serde_json::json;
+use stowage_events::{ObjectRestoredV1, ObjectTieredV1};
+use stowage_lifecycle::{
+    domain::{
+        policy::{ArchiveClass, IndexedDays, Policies, Policy},
+        projection::{Encryption, ObjectRecord},
+    },
+    handler::{EventHandler, RestoreOptions},
+    ports::{
+        Bucket, CopyError, KeyPage, LifecyclePublisher, ObjectHead, Projection, RestoreStart,
+        StoreError, Versioned,
+    },
+};
+use stowage_shared::consumer::{Delivery, Disposition, Handler};
+
+const BUCKET: &str = "bucket";
+
+#[derive(Default)]
+struct Rows(Mutex<HashMap<String, Versioned>>);
+
+#[async_trait]
+impl Projection for Rows {
+    async fn get(&self, _user: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
+        Ok(self.0.lock().unwrap().get(key).cloned())
+    }
+
+    async fn put(
+        &self,
+        _user: &str,
+        key: &str,
+        record: &ObjectRecord,
+        _due_at: Option<i64>,
+        before: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let mut rows = self.0.lock().unwrap();
+        if rows.get(key).map(|row| row.version) != before {
+            return Err(StoreError::Conflict);
+        }
+        let version = before.map_or(1, |v| v + 1);
+        rows.insert(
+            key.to_string(),
+            Versioned {
+                record: record.clone(),
+                version,
+            },
+        );
+        Ok(())
+    }
+
+    async fn rows(&self, _user: &str) -> Result<Vec<(String, Versioned, Option<i64>)>, StoreError> {
+        unimplemented!("not used by the handler")
+    }
+
+    async fn indexed_days(&self) -> Result<Option<(IndexedDays, u64)>, StoreError> {
+        Ok(None)
+    }
+
+    async fn set_indexed_days(
+        &self,
+        _days: &IndexedDays,
+        _before: Option<u64>,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// What S3 holds when the events are handled.
+struct Holding(HashMap<String, ObjectHead>);
+
+#[async_trait]
+impl Bucket for Holding {
+    async fn head(&self, key: &str) -> anyhow::Result<Option<ObjectHead>> {
+        Ok(self.0.get(key).cloned())
+    }
+
+    async fn list(&self, _prefix: &str, _after: Option<String>) -> anyhow::Result<KeyPage> {
+        anyhow::bail!("not used by the handler")
+    }
+
+    async fn copy_to_class(
+        &self,
+        _key: &str,
+        _etag: &str,
+        _class: ArchiveClass,
+        _encryption: &Encryption,
+        _parts: Option<&[(u64, u64)]>,
+    ) -> Result<String, CopyError> {
+        Err(CopyError::Other(anyhow::anyhow!("not used by the handler")))
+    }
+
+    async fn restore(&self, _key: &str, _days: u32, _tier: &str) -> anyhow::Result<RestoreStart> {
+        anyhow::bail!("not used by the handler")
+    }
+}
+
+#[derive(Default)]
+struct Announced(Mutex<Vec<ObjectRestoredV1>>);
+
+#[async_trait]
+impl LifecyclePublisher for Announced {
+    async fn tiered(&self, _events: &[ObjectTieredV1]) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn restored(&self, event: &ObjectRestoredV1) -> anyhow::Result<()> {
+        self.0.lock().unwrap().push(event.clone());
+        Ok(())
+    }
+}
+
+/// An S3 event on EventBridge about the key spelt `raw`.
+fn s3_event(detail_type: &str, sequencer: &str, raw: &str, object: serde_json::Value) -> String {
+    let mut object = object;
+    object["key"] = json!(raw);
+    object["sequencer"] = json!(sequencer);
+    json!({
+        "version": "0", "id": format!("id-{sequencer}"), "detail-type": detail_type,
+        "source": "aws.s3", "account": "1", "time": "2026-11-23T10:00:00Z",
+        "region": "us-east-1", "resources": [],
+        "detail": {
+            "version": "0", "bucket": {"name": BUCKET}, "reason": "PutObject",
+            "object": object,
+        },
+    })
+    .to_string()
+}
+
+#[test]
+fn an_ambiguous_key_never_moves_one_object_s_events_onto_another() {
+    // The user keeps an object under the literal key `a%2Bb`, then uploads
+    // `a+b` and deletes it at once: percent-encoded as the events carry
+    // them, both keys read `a%2Bb`.
+    let kept = "users/u/a%2Bb";
+    let bucket = Holding(HashMap::from([(
+        kept.to_string(),
+        ObjectHead {
+            size: 1_000_000,
+            etag: Some("kept".into()),
+            storage_class: "STANDARD".into(),
+            encryption: Encryption::S3Managed,
+            last_modified: None,
+        },
+    )]));
+    let rows = Arc::new(Rows::default());
+    let policy = Policy {
+        cold_after_days: 90,
+        target: ArchiveClass::GlacierIr,
+        min_size: 0,
+    };
+    let handler = EventHandler::new(
+        rows.clone(),
+        Arc::new(bucket),
+        Arc::new(Announced::default()),
+        Arc::new(Policies::with_overrides(policy, "").expect("policies")),
+        BUCKET,
+        RestoreOptions {
+            tier: "Standard".into(),
+            max_days: 30,
+        },
+    );
+    let created = |sequencer, raw, size: u64, etag: &str| {
+        s3_event(
+            "Object Created",
+            sequencer,
+            raw,
+            json!({"size": size, "etag": etag}),
+        )
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let outcomes: Vec<String> = runtime.block_on(async {
+        let mut outcomes = Vec::new();
+        for (i, body) in [
+            created("01", "users/u/a%252Bb", 1_000_000, "kept"),
+            // S3 holds no `a+b` by the time these are handled.
+            created("05", "users/u/a%2Bb", 1, "brief"),
+            s3_event("Object Deleted", "06", "users/u/a%2Bb", json!({})),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let outcome = handler.handle(&Delivery::new(i.to_string(), body, 1)).await;
+            outcomes.push(match outcome {
+                Disposition::Done(label) => label.to_string(),
+                other => format!("{other:?}"),
+            });
+        }
+        outcomes
+    });
+    assert_eq!(outcomes[1..], ["superseded", "superseded"], "{outcomes:?}");
+    let rows = rows.0.lock().unwrap();
+    let row = &rows[kept].record;
+    assert!(row.live);
+    assert_eq!((row.size, row.etag.as_deref()), (1_000_000, Some("kept")));
+    assert!(rows.get("users/u/a+b").is_none_or(|row| !row.record.live));
+}
