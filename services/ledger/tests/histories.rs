@@ -776,29 +776,24 @@ impl BucketLister for ListingThen {
     }
 }
 
+/// One thread, as the tests that deliver their messages in order use.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Reconciles user `u1` with `--fix`, listing `listed` while the ledger
-/// handles `meanwhile`, after `before` was handled; returns the store.
-fn reconcile_while(
-    before: &[String],
-    listed: Vec<ListedObject>,
-    meanwhile: Vec<String>,
-) -> Arc<MemoryStore> {
+/// handles `meanwhile`; returns the store.
+fn reconcile_while(listed: Vec<ListedObject>, meanwhile: Vec<String>) -> Arc<MemoryStore> {
     let (ledger, store, published) = ledger(
         BTreeMap::new(),
         MemoryStore::default(),
         Published::default(),
     );
     let ledger = Arc::new(ledger);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        for (i, body) in before.iter().enumerate() {
-            ledger
-                .handle(&Delivery::new(format!("before-{i}"), body.clone(), 1))
-                .await;
-        }
+    runtime().block_on(async {
         let lister = ListingThen {
             listed,
             ledger: ledger.clone(),
@@ -818,7 +813,6 @@ fn reconcile_never_undoes_an_upload_committed_while_it_listed() {
     // The listing was taken before the upload; the ledger commits the
     // upload's event while the listing is on its way.
     let store = reconcile_while(
-        &[],
         Vec::new(),
         vec![created("01", &key, 100, "up", "POST Object")],
     );
@@ -832,7 +826,6 @@ fn reconcile_never_revives_an_object_deleted_while_it_listed() {
     // The listing shows the upload; its delete follows, and the ledger
     // commits both while the listing is on its way.
     let store = reconcile_while(
-        &[],
         vec![ListedObject {
             key: key.clone(),
             size: 100,
@@ -857,11 +850,7 @@ fn a_correction_whose_announcement_failed_is_announced_by_the_next_run() {
         Published::default(),
     );
     let ledger = Arc::new(ledger);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    runtime().block_on(async {
         // Counted, but S3 no longer holds it (its delete event was lost).
         ledger
             .handle(&Delivery::new(

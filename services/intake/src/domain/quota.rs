@@ -410,16 +410,21 @@ mod tests {
         }
     }
 
+    /// An account with a grant of `size` bytes for each key, quota 100.
+    fn reserved(grants: &[(&str, u64)]) -> Account {
+        let mut account = Account::new();
+        for (key, size) in grants {
+            account
+                .reserve(&request("g", key, *size), 0, 100, 100)
+                .unwrap();
+        }
+        account
+    }
+
     #[test]
     fn a_late_report_of_a_key_does_not_lower_its_reservation() {
         let classes = BTreeMap::new();
-        let mut account = Account::new();
-        account
-            .reserve(&request("g1", "k", 50), 0, 100, 100)
-            .unwrap();
-        account
-            .reserve(&request("g2", "l", 1), 0, 100, 100)
-            .unwrap();
+        let mut account = reserved(&[("k", 50), ("l", 1)]);
         // The ledger saw k uploaded (1), then deleted (2), then l uploaded
         // (3); report 2 is still on its way when 3 arrives.
         assert!(account.apply_usage(&report(1, 50, "k", Some(50), &classes)));
@@ -453,13 +458,7 @@ mod tests {
     #[test]
     fn reservations_are_exact_again_once_the_missing_reports_arrive() {
         let classes = BTreeMap::new();
-        let mut account = Account::new();
-        account
-            .reserve(&request("g1", "k", 50), 0, 100, 100)
-            .unwrap();
-        account
-            .reserve(&request("g2", "l", 10), 0, 100, 100)
-            .unwrap();
+        let mut account = reserved(&[("k", 50), ("l", 10)]);
         // k uploaded with 40 bytes (1), then l with 5 (2); 2 arrives first.
         account.apply_usage(&report(2, 45, "l", Some(5), &classes));
         assert_eq!((account.used_bytes, account.reserved_bytes(0)), (45, 55));
@@ -471,13 +470,7 @@ mod tests {
     #[test]
     fn too_many_missing_reports_are_given_up_on() {
         let classes = BTreeMap::new();
-        let mut account = Account::new();
-        account
-            .reserve(&request("g1", "k", 50), 0, 100, 100)
-            .unwrap();
-        account
-            .reserve(&request("g2", "l", 10), 0, 100, 100)
-            .unwrap();
+        let mut account = reserved(&[("k", 50), ("l", 10)]);
         account.apply_usage(&report(1, 40, "k", Some(40), &classes));
         assert_eq!(account.reserved_bytes(0), 20);
         let far = 2 + MAX_MISSING as u64 + 1;
@@ -509,13 +502,7 @@ mod tests {
     #[test]
     fn reports_in_order_keep_every_reservation_exact() {
         let classes = BTreeMap::new();
-        let mut account = Account::new();
-        account
-            .reserve(&request("g1", "k", 50), 0, 100, 100)
-            .unwrap();
-        account
-            .reserve(&request("g2", "l", 10), 0, 100, 100)
-            .unwrap();
+        let mut account = reserved(&[("k", 50), ("l", 10)]);
         account.apply_usage(&report(1, 40, "k", Some(40), &classes));
         account.apply_usage(&report(2, 45, "l", Some(5), &classes));
         // k's 40 bytes and l's 5 are counted; their policies may add 10 and 5.
@@ -556,6 +543,19 @@ mod tests {
         count: u64,
         key: String,
         size: u64,
+    }
+
+    impl Sent {
+        fn report<'a>(&'a self, classes: &'a BTreeMap<String, u64>) -> UsageReport<'a> {
+            UsageReport {
+                revision: self.revision,
+                used_bytes: self.used,
+                object_count: self.count,
+                by_storage_class: classes,
+                key: &self.key,
+                object_size: (self.size > 0).then_some(self.size),
+            }
+        }
     }
 
     proptest! {
@@ -604,14 +604,7 @@ mod tests {
                             continue;
                         }
                         let sent = on_the_way.remove(pick % on_the_way.len());
-                        account.apply_usage(&UsageReport {
-                            revision: sent.revision,
-                            used_bytes: sent.used,
-                            object_count: sent.count,
-                            by_storage_class: &classes,
-                            key: &sent.key,
-                            object_size: (sent.size > 0).then_some(sent.size),
-                        });
+                        account.apply_usage(&sent.report(&classes));
                     }
                 }
                 let most: u64 = granted.values().sum();
@@ -620,14 +613,7 @@ mod tests {
             // Once every report has arrived, in whatever order, the account
             // is exact again: what is stored plus what the policies may add.
             for sent in on_the_way.drain(..).rev() {
-                account.apply_usage(&UsageReport {
-                    revision: sent.revision,
-                    used_bytes: sent.used,
-                    object_count: sent.count,
-                    by_storage_class: &classes,
-                    key: &sent.key,
-                    object_size: (sent.size > 0).then_some(sent.size),
-                });
+                account.apply_usage(&sent.report(&classes));
             }
             let most: u64 = granted.values().sum();
             prop_assert_eq!(account.used_bytes, stored.values().sum::<u64>());
