@@ -961,3 +961,52 @@ fn an_upload_is_never_credited_to_a_grant_issued_after_it() {
         .collect();
     assert_eq!(credited, [(None, None), (Some(second.to_string()), None)]);
 }
+
+/// What S3 holds, changing while the events are handled.
+struct Changing(Mutex<BTreeMap<String, Stored>>);
+
+#[async_trait]
+impl ObjectProbe for Changing {
+    async fn head(&self, key: &str) -> anyhow::Result<Option<ObjectHead>> {
+        Ok(self.0.lock().unwrap().get(key).map(|s| ObjectHead {
+            size: s.size,
+            etag: Some(s.etag.clone()),
+            storage_class: s.class.clone(),
+        }))
+    }
+}
+
+#[test]
+fn an_upload_delivered_again_after_its_object_moved_class_is_a_duplicate() {
+    let key = key_name(1);
+    let stored = |class: &str| Stored {
+        size: 100,
+        class: class.into(),
+        etag: "up".into(),
+    };
+    let bucket = Arc::new(Changing(Mutex::new(BTreeMap::from([(
+        key.clone(),
+        stored("STANDARD"),
+    )]))));
+    let store = Arc::new(MemoryStore::default());
+    let published = Arc::new(Published::default());
+    let ledger = Ledger::new(store.clone(), bucket.clone(), published.clone(), BUCKET);
+    let upload = created("01", &key, 100, "up", "PutObject");
+    let outcomes = runtime().block_on(async {
+        let first = ledger
+            .handle(&Delivery::new("0".to_string(), upload.clone(), 1))
+            .await;
+        // S3 moves the object to GLACIER before the event comes again.
+        bucket
+            .0
+            .lock()
+            .unwrap()
+            .insert(key.clone(), stored("GLACIER"));
+        let again = ledger
+            .handle(&Delivery::new("1".to_string(), upload, 2))
+            .await;
+        [format!("{first:?}"), format!("{again:?}")]
+    });
+    assert_eq!(outcomes, ["Done(\"applied\")", "Done(\"duplicate\")"]);
+    assert_eq!(store.usage.lock().unwrap()["u1"].revision, 1);
+}
