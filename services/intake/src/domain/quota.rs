@@ -219,7 +219,9 @@ impl Account {
     pub fn apply_usage(&mut self, report: &UsageReport<'_>) -> bool {
         if report.revision > self.revision {
             let skipped = report.revision - self.revision - 1;
-            if usize::try_from(skipped).map_or(true, |s| s + self.missing.len() > MAX_MISSING) {
+            if usize::try_from(skipped)
+                .map_or(true, |s| s.saturating_add(self.missing.len()) > MAX_MISSING)
+            {
                 self.missing.clear();
                 for reservation in self.reservations.values_mut() {
                     let max_size = reservation.max_size;
@@ -481,6 +483,17 @@ mod tests {
         let before = account.clone();
         assert!(!account.apply_usage(&report(2, 0, "k", None, &classes)));
         assert_eq!(account, before);
+    }
+
+    #[test]
+    fn a_report_from_the_far_future_gives_up_at_once() {
+        let classes = BTreeMap::new();
+        let mut account = reserved(&[("k", 50)]);
+        account.apply_usage(&report(3, 0, "x", None, &classes));
+        assert_eq!(account.missing, BTreeSet::from([1, 2]));
+        assert!(account.apply_usage(&report(u64::MAX, 0, "x", None, &classes)));
+        assert!(account.missing.is_empty());
+        assert_eq!(account.reserved_bytes(0), 50);
     }
 
     #[test]
