@@ -142,7 +142,7 @@ impl Account {
         let oldest = self.reservations.values().map(|r| r.revision).min();
         match oldest {
             Some(oldest) => {
-                self.missing = self.missing.split_off(&(oldest + 1));
+                self.missing = self.missing.split_off(&oldest.saturating_add(1));
             }
             None => self.missing.clear(),
         }
