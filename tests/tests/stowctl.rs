@@ -76,6 +76,16 @@ async fn poison_messages_show_in_queues_and_peek_and_redrive_moves_them_back() {
     assert_eq!(json[3]["role"], "dlq");
     assert_eq!(json[3]["visible"], 2);
 
+    // A scan that outlasts the time it hides what it has seen (here none at
+    // all) meets the same messages again, and stops there.
+    let again = tokio::time::timeout(
+        Duration::from_secs(60),
+        queues::peek_hiding(&sqs, &queues, Consumer::Ledger, 10, 0),
+    )
+    .await
+    .expect("the peek ends")
+    .expect("dlq peek");
+    assert_eq!(again.messages.len(), 2, "{again:?}");
     let peek = queues::peek(&sqs, &queues, Consumer::Ledger, 10)
         .await
         .expect("dlq peek");

@@ -444,6 +444,19 @@ pub async fn peek(
     consumer: Consumer,
     limit: usize,
 ) -> anyhow::Result<Peek> {
+    peek_hiding(sqs, queues, consumer, limit, PEEK_HIDE_SECONDS).await
+}
+
+/// [`peek`], hiding the messages it has seen for `hide_seconds`. A scan that
+/// takes longer meets them again; it ends at the first batch that brings no
+/// message it has not seen.
+pub async fn peek_hiding(
+    sqs: &Client,
+    queues: &Queues,
+    consumer: Consumer,
+    limit: usize,
+    hide_seconds: i32,
+) -> anyhow::Result<Peek> {
     let resolved = resolve(sqs, queues, consumer).await?;
     let what = format!("the {consumer} dead-letter queue ({})", resolved.dlq_url);
     let (visible, _) = counts(sqs, &resolved.dlq_url, &what).await?;
@@ -453,13 +466,14 @@ pub async fn peek(
     let mut outcome = Ok(());
     while messages.len() < limit {
         let wanted = (limit - messages.len()).min(10) as i32;
-        let batch = match receive(sqs, &resolved.dlq_url, &what, wanted, PEEK_HIDE_SECONDS).await {
+        let batch = match receive(sqs, &resolved.dlq_url, &what, wanted, hide_seconds).await {
             Ok(batch) => batch,
             Err(error) => {
                 outcome = Err(error);
                 break;
             }
         };
+        let known = messages.len();
         if batch.is_empty() {
             break;
         }
@@ -482,6 +496,10 @@ pub async fn peek(
                         .ok()
                 });
             messages.push(letter);
+        }
+        if messages.len() == known {
+            // Only messages already seen: the queue has come round again.
+            break;
         }
     }
     // Release what was seen even when a receive failed.
