@@ -66,11 +66,14 @@ pub struct DueObject {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settlement {
     /// The object was copied to `storage_class`: the row takes the new
-    /// class and entity tag and leaves the index, if it still holds the
-    /// version the copy was conditional on (`from_etag`).
+    /// class and entity tag and leaves the index, if it is still at
+    /// `version`, the row the copy was decided on (with `from_etag`, the
+    /// entity tag the copy was conditional on). A row written since (an
+    /// upload of the same bytes has the same entity tag) keeps what it says.
     Tiered {
         user: String,
         key: String,
+        version: u64,
         from_etag: String,
         storage_class: String,
         etag: String,

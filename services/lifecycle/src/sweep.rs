@@ -336,6 +336,7 @@ impl Sweeper {
                     settlements.push(Settlement::Tiered {
                         user: due.user.clone(),
                         key: due.key.clone(),
+                        version: due.row.version,
                         from_etag: from_etag.clone(),
                         storage_class: decision.target.to_string(),
                         etag: etag.clone(),
@@ -407,16 +408,18 @@ impl Sweeper {
         objects.sort_by(|a, b| {
             (&a.planned.due_at, &a.planned.key).cmp(&(&b.planned.due_at, &b.planned.key))
         });
-        self.index.settle(&settlements).await?;
+        // The transitions happened whether or not their rows are settled:
+        // they are announced first.
         if let Err(error) = self.publisher.tiered(&events).await {
-            // The transitions happened and S3's own events carry them to
-            // the ledger; only the announcement is lost.
+            // S3's own events carry the transitions to the ledger; only the
+            // announcement is lost.
             tracing::warn!(
                 error = format!("{error:#}"),
                 count = events.len(),
                 "ObjectTiered not published"
             );
         }
+        self.index.settle(&settlements).await?;
         let count = |o: &str| objects.iter().filter(|s| s.outcome == o).count();
         let tiered = objects.iter().filter(|s| s.outcome == "tiered");
         Ok(SweepReport {
@@ -607,8 +610,9 @@ impl Sweeper {
             .await
         {
             Ok(()) => Ok(true),
-            // Changed meanwhile: that write computed the date afresh.
-            Err(error) if error.is_retryable() => Ok(false),
+            // Changed meanwhile: that write computed the date afresh. A
+            // throttled write is an error: the row keeps its old date.
+            Err(StoreError::Conflict) => Ok(false),
             Err(error) => Err(error.into()),
         }
     }

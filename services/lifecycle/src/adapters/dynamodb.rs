@@ -239,11 +239,13 @@ fn update_of(table: &str, settlement: &Settlement) -> Result<Update, StoreError>
         Settlement::Tiered {
             user,
             key,
+            version,
             from_etag,
             storage_class,
             etag,
             verdict,
         } => {
+            values.insert(":v".into(), n(version));
             set.push("storage_class = :c, etag = :e");
             values.insert(":c".into(), s(storage_class));
             values.insert(":e".into(), s(etag));
@@ -251,7 +253,7 @@ fn update_of(table: &str, settlement: &Settlement) -> Result<Update, StoreError>
             values.insert(":live".into(), AttributeValue::Bool(true));
             verdict_values(&mut set, &mut values, verdict);
             remove.extend(["due_shard", "due_at", "recheck_at"]);
-            (user, key, "live = :live AND etag = :from")
+            (user, key, "ver = :v AND live = :live AND etag = :from")
         }
         Settlement::Kept {
             user,

@@ -1,6 +1,6 @@
-//! Keys an event spells ambiguously are resolved against S3: one object's
-//! events never land on another key of the same user. The handler runs on
-//! an in-memory projection and bucket.
+//! The handler and the sweeper on an in-memory projection and bucket: keys
+//! an event spells ambiguously are resolved against S3, and due dates are
+//! brought in line with a policy even when the table throttles.
 
 use std::{
     collections::HashMap,
@@ -8,30 +8,41 @@ use std::{
 };
 
 use async_trait::async_trait;
+use futures::{StreamExt, stream::BoxStream};
 use serde_json::json;
+use stowage_events::sequencer::Sequencer;
 use stowage_events::{ObjectRestoredV1, ObjectTieredV1};
 use stowage_lifecycle::{
     domain::{
+        plan::CopyPlan,
         policy::{ArchiveClass, IndexedDays, Policies, Policy},
-        projection::{Encryption, ObjectRecord},
+        projection::{Encryption, ObjectRecord, Restore},
     },
     handler::{EventHandler, RestoreOptions},
     ports::{
-        Bucket, CopyError, KeyPage, LifecyclePublisher, ObjectHead, Projection, RestoreStart,
-        StoreError, Versioned,
+        Bucket, CopyError, DueIndex, DueObject, KeyPage, LifecyclePublisher, ObjectHead,
+        Projection, RestoreStart, Settlement, StoreError, Versioned,
     },
+    sweep::{SweepOptions, Sweeper},
 };
 use stowage_shared::consumer::{Delivery, Disposition, Handler};
+use stowage_shared::pricing::PriceTable;
 
 const BUCKET: &str = "bucket";
+/// The due date [`Rows::rows`] reports every row indexed at.
+const INDEXED_AT: i64 = 1_900_000_000;
 
 #[derive(Default)]
-struct Rows(Mutex<HashMap<String, Versioned>>);
+struct Rows {
+    rows: Mutex<HashMap<String, Versioned>>,
+    /// Writes refused as throttled before any is taken.
+    throttle_next: Mutex<u32>,
+}
 
 #[async_trait]
 impl Projection for Rows {
     async fn get(&self, _user: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
-        Ok(self.0.lock().unwrap().get(key).cloned())
+        Ok(self.rows.lock().unwrap().get(key).cloned())
     }
 
     async fn put(
@@ -42,7 +53,14 @@ impl Projection for Rows {
         _due_at: Option<i64>,
         before: Option<u64>,
     ) -> Result<(), StoreError> {
-        let mut rows = self.0.lock().unwrap();
+        {
+            let mut throttle = self.throttle_next.lock().unwrap();
+            if *throttle > 0 {
+                *throttle -= 1;
+                return Err(StoreError::Throttled(anyhow::anyhow!("slow down")));
+            }
+        }
+        let mut rows = self.rows.lock().unwrap();
         if rows.get(key).map(|row| row.version) != before {
             return Err(StoreError::Conflict);
         }
@@ -57,8 +75,15 @@ impl Projection for Rows {
         Ok(())
     }
 
+    /// Every row, indexed at the date it was first written with.
     async fn rows(&self, _user: &str) -> Result<Vec<(String, Versioned, Option<i64>)>, StoreError> {
-        unimplemented!("not used by the handler")
+        Ok(self
+            .rows
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(key, row)| (key.clone(), row.clone(), Some(INDEXED_AT)))
+            .collect())
     }
 
     async fn indexed_days(&self) -> Result<Option<(IndexedDays, u64)>, StoreError> {
@@ -200,9 +225,82 @@ fn an_ambiguous_key_never_moves_one_object_s_events_onto_another() {
         outcomes
     });
     assert_eq!(outcomes[1..], ["superseded", "superseded"], "{outcomes:?}");
-    let rows = rows.0.lock().unwrap();
+    let rows = rows.rows.lock().unwrap();
     let row = &rows[kept].record;
     assert!(row.live);
     assert_eq!((row.size, row.etag.as_deref()), (1_000_000, Some("kept")));
     assert!(rows.get("users/u/a+b").is_none_or(|row| !row.record.live));
+}
+
+/// Keeps nothing: the sweeper here only re-dates rows.
+struct NoIndex;
+
+#[async_trait]
+impl DueIndex for NoIndex {
+    async fn due(&self, _until: i64) -> Result<Vec<DueObject>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    fn indexed(&self) -> BoxStream<'_, Result<Vec<DueObject>, StoreError>> {
+        futures::stream::empty().boxed()
+    }
+
+    async fn settle(&self, _settlements: &[Settlement]) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_throttled_re_dating_is_an_error_not_a_row_left_late() {
+    let rows = Arc::new(Rows::default());
+    let record = ObjectRecord {
+        live: true,
+        size: 1 << 20,
+        storage_class: "STANDARD".into(),
+        etag: Some("e".into()),
+        encryption: Encryption::S3Managed,
+        created_at: 1_700_000_000,
+        last_access: None,
+        restore: Restore::None,
+        sequencer: Sequencer::lowest(),
+        applied: Vec::new(),
+        verdict: None,
+    };
+    rows.rows
+        .lock()
+        .unwrap()
+        .insert("users/u/a.bin".into(), Versioned { record, version: 1 });
+    let policy = Policy {
+        cold_after_days: 30,
+        target: ArchiveClass::GlacierIr,
+        min_size: 0,
+    };
+    let sweeper = Sweeper::new(
+        Arc::new(NoIndex),
+        rows.clone(),
+        Arc::new(Holding(HashMap::new())),
+        Arc::new(Announced::default()),
+        SweepOptions {
+            policies: Arc::new(Policies::with_overrides(policy, "").expect("policies")),
+            prices: PriceTable::default(),
+            copy: CopyPlan {
+                multipart_threshold: 5 << 30,
+                part_size: 64 << 20,
+            },
+            recheck_days: 30,
+            concurrency: 1,
+        },
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        *rows.throttle_next.lock().unwrap() = 1;
+        assert!(sweeper.reindex("u").await.is_err());
+        assert_eq!(rows.rows.lock().unwrap()["users/u/a.bin"].version, 1);
+        // Tried again, the row takes the policy's date.
+        assert_eq!(sweeper.reindex("u").await.expect("re-dated"), 1);
+        assert_eq!(rows.rows.lock().unwrap()["users/u/a.bin"].version, 2);
+    });
 }
