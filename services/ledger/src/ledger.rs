@@ -10,7 +10,8 @@
 //! user's changes are read and written again on their own.
 //!
 //! Every outcome has one name, logged here: `applied`, `duplicate`, `stale`,
-//! `not-a-user-key`, `other-bucket`, `grant-recorded`, and poison messages.
+//! `superseded`, `not-a-user-key`, `other-bucket`, `grant-recorded`, and
+//! poison messages.
 
 use opentelemetry::{
     KeyValue, global,

@@ -4,9 +4,10 @@
 //! announced as `ObjectRestored.v1`.
 //!
 //! Every outcome has one name, logged here and counted by the consumer:
-//! `applied`, `duplicate`, `stale`, `unchanged`, `not-a-user-key`,
-//! `not-owner`, `other-bucket`, `restore-started`, `restore-in-progress`,
-//! `not-archived`, `not-found`, `restored`, and poison messages.
+//! `applied`, `duplicate`, `stale`, `unchanged`, `superseded`,
+//! `not-a-user-key`, `not-owner`, `other-bucket`, `restore-started`,
+//! `restore-in-progress`, `already-requested`, `not-archived`, `not-found`,
+//! `restored`, and poison messages.
 
 use std::{sync::Arc, time::Duration};
 
@@ -228,6 +229,21 @@ impl EventHandler {
             tracing::warn!(key = %event.key, %user, "restore of another user's key refused");
             return Ok("not-owner");
         }
+        let at = event.meta.occurred_at.unix_timestamp();
+        // A request delivered again (a redrive, a replay of the archive) must
+        // not pay for another retrieval: one no newer than the last request,
+        // or than the object's last version, has nothing left to do.
+        if let Some(row) = self.projection.get(user, &event.key).await?
+            && (row
+                .record
+                .restore
+                .requested_at()
+                .is_some_and(|last| last >= at)
+                || row.record.created_at > at)
+        {
+            tracing::info!(key = %event.key, "restore asked for before; nothing to do");
+            return Ok("already-requested");
+        }
         let days = event.days.clamp(1, self.restore.max_days.max(1));
         let outcome = match self
             .bucket
@@ -240,10 +256,7 @@ impl EventHandler {
             RestoreStart::NotFound => return Ok("not-found"),
         };
         tracing::info!(key = %event.key, days, tier = %self.restore.tier, outcome, "restore requested");
-        let observation = Observation::RestoreRequested {
-            at: event.meta.occurred_at.unix_timestamp(),
-            days,
-        };
+        let observation = Observation::RestoreRequested { at, days };
         self.record(user, &event.key, &observation).await?;
         Ok(outcome)
     }

@@ -99,8 +99,14 @@ impl Projection for Rows {
     }
 }
 
-/// What S3 holds when the events are handled.
-struct Holding(HashMap<String, ObjectHead>);
+/// What S3 holds when the events are handled, and the restores asked of it.
+struct Holding(HashMap<String, ObjectHead>, Mutex<Vec<String>>);
+
+impl Holding {
+    fn new(objects: HashMap<String, ObjectHead>) -> Self {
+        Self(objects, Mutex::default())
+    }
+}
 
 #[async_trait]
 impl Bucket for Holding {
@@ -123,8 +129,9 @@ impl Bucket for Holding {
         Err(CopyError::Other(anyhow::anyhow!("not used by the handler")))
     }
 
-    async fn restore(&self, _key: &str, _days: u32, _tier: &str) -> anyhow::Result<RestoreStart> {
-        anyhow::bail!("not used by the handler")
+    async fn restore(&self, key: &str, _days: u32, _tier: &str) -> anyhow::Result<RestoreStart> {
+        self.1.lock().unwrap().push(key.to_string());
+        Ok(RestoreStart::Started)
     }
 }
 
@@ -166,7 +173,7 @@ fn an_ambiguous_key_never_moves_one_object_s_events_onto_another() {
     // `a+b` and deletes it at once: percent-encoded as the events carry
     // them, both keys read `a%2Bb`.
     let kept = "users/u/a%2Bb";
-    let bucket = Holding(HashMap::from([(
+    let bucket = Holding::new(HashMap::from([(
         kept.to_string(),
         ObjectHead {
             size: 1_000_000,
@@ -253,19 +260,7 @@ impl DueIndex for NoIndex {
 #[test]
 fn a_throttled_re_dating_is_an_error_not_a_row_left_late() {
     let rows = Arc::new(Rows::default());
-    let record = ObjectRecord {
-        live: true,
-        size: 1 << 20,
-        storage_class: "STANDARD".into(),
-        etag: Some("e".into()),
-        encryption: Encryption::S3Managed,
-        created_at: 1_700_000_000,
-        last_access: None,
-        restore: Restore::None,
-        sequencer: Sequencer::lowest(),
-        applied: Vec::new(),
-        verdict: None,
-    };
+    let record = record("STANDARD", Restore::None);
     rows.rows
         .lock()
         .unwrap()
@@ -278,7 +273,7 @@ fn a_throttled_re_dating_is_an_error_not_a_row_left_late() {
     let sweeper = Sweeper::new(
         Arc::new(NoIndex),
         rows.clone(),
-        Arc::new(Holding(HashMap::new())),
+        Arc::new(Holding::new(HashMap::new())),
         Arc::new(Announced::default()),
         SweepOptions {
             policies: Arc::new(Policies::with_overrides(policy, "").expect("policies")),
@@ -303,4 +298,115 @@ fn a_throttled_re_dating_is_an_error_not_a_row_left_late() {
         assert_eq!(sweeper.reindex("u").await.expect("re-dated"), 1);
         assert_eq!(rows.rows.lock().unwrap()["users/u/a.bin"].version, 2);
     });
+}
+
+/// A live object of 1 MiB in `class`, stored at 1,700,000,000.
+fn record(class: &str, restore: Restore) -> ObjectRecord {
+    ObjectRecord {
+        live: true,
+        size: 1 << 20,
+        storage_class: class.into(),
+        etag: Some("e".into()),
+        encryption: Encryption::S3Managed,
+        created_at: 1_700_000_000,
+        last_access: None,
+        restore,
+        sequencer: Sequencer::lowest(),
+        applied: Vec::new(),
+        verdict: None,
+    }
+}
+
+/// A `RestoreRequested.v1` from intake, asked for at `at` (unix seconds).
+fn restore_requested(key: &str, at: i64) -> String {
+    let at = time::OffsetDateTime::from_unix_timestamp(at)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    json!({
+        "version": "0", "id": format!("id-{at}"), "detail-type": "RestoreRequested.v1",
+        "source": "stowage.intake", "account": "1", "time": at,
+        "region": "us-east-1", "resources": [],
+        "detail": {
+            "event_id": "00000000-0000-4000-8000-000000000009", "occurred_at": at,
+            "user_id": "u", "key": key, "days": 7, "storage_class": "GLACIER",
+        },
+    })
+    .to_string()
+}
+
+#[test]
+fn a_restore_request_delivered_again_asks_s3_for_nothing() {
+    let key = "users/u/old.bin";
+    let requested = 1_750_000_000;
+    let rows = Arc::new(Rows::default());
+    // Restored after the request at `requested`; the copy has expired since.
+    rows.rows.lock().unwrap().insert(
+        key.into(),
+        Versioned {
+            record: record(
+                "GLACIER",
+                Restore::Restored {
+                    until: Some(requested + 86_400),
+                    requested_at: Some(requested),
+                },
+            ),
+            version: 3,
+        },
+    );
+    let bucket = Arc::new(Holding::new(HashMap::new()));
+    let policy = Policy {
+        cold_after_days: 90,
+        target: ArchiveClass::Glacier,
+        min_size: 0,
+    };
+    let handler = EventHandler::new(
+        rows.clone(),
+        bucket.clone(),
+        Arc::new(Announced::default()),
+        Arc::new(Policies::with_overrides(policy, "").expect("policies")),
+        BUCKET,
+        RestoreOptions {
+            tier: "Bulk".into(),
+            max_days: 30,
+        },
+    );
+    let outcomes = runtime().block_on(async {
+        let mut outcomes = Vec::new();
+        for (i, at) in [requested, requested - 3_600, 1_600_000_000, requested + 60]
+            .into_iter()
+            .enumerate()
+        {
+            let delivery = Delivery::new(i.to_string(), restore_requested(key, at), 1);
+            outcomes.push(format!("{:?}", handler.handle(&delivery).await));
+        }
+        outcomes
+    });
+    assert_eq!(
+        outcomes,
+        [
+            // The request itself, a replay of an earlier one, and one from
+            // before the object was stored, again...
+            "Done(\"already-requested\")",
+            "Done(\"already-requested\")",
+            "Done(\"already-requested\")",
+            // ...and a new one.
+            "Done(\"restore-started\")",
+        ]
+    );
+    assert_eq!(*bucket.1.lock().unwrap(), [key]);
+    assert_eq!(
+        rows.rows.lock().unwrap()[key].record.restore,
+        Restore::Requested {
+            at: requested + 60,
+            days: 7
+        }
+    );
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }

@@ -123,9 +123,13 @@ pub fn record_item(
             put("restore_at", Some(n(at)));
             put("restore_days", Some(n(days)));
         }
-        Restore::Restored { until } => {
+        Restore::Restored {
+            until,
+            requested_at,
+        } => {
             put("restore", Some(s("RESTORED")));
             put("restore_until", until.map(n));
+            put("restore_at", requested_at.map(n));
         }
     }
     if let Some(v) = &record.verdict {
@@ -168,6 +172,7 @@ fn record_from_item(item: &Item) -> Result<Versioned, StoreError> {
         },
         Some("RESTORED") => Restore::Restored {
             until: num("restore_until")?,
+            requested_at: num("restore_at")?,
         },
         _ => Restore::None,
     };

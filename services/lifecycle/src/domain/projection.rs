@@ -47,10 +47,23 @@ pub enum Restore {
         at: i64,
         days: u32,
     },
-    /// A restored copy is readable until `until` (unix seconds), when known.
+    /// A restored copy is readable until `until` (unix seconds), when known;
+    /// it was asked for at `requested_at`, when known.
     Restored {
         until: Option<i64>,
+        requested_at: Option<i64>,
     },
+}
+
+impl Restore {
+    /// When the last restore was asked for, if known.
+    pub fn requested_at(&self) -> Option<i64> {
+        match self {
+            Self::None => None,
+            Self::Requested { at, .. } => Some(*at),
+            Self::Restored { requested_at, .. } => *requested_at,
+        }
+    }
 }
 
 /// The last sweep's verdict on an object, kept until S3 reports a new
@@ -364,7 +377,10 @@ pub fn apply(current: Option<&ObjectRecord>, observation: &Observation) -> Chang
             }))
         }
         (Observation::RestoreCompleted { until }, Some(row)) if row.live => {
-            let restore = Restore::Restored { until: *until };
+            let restore = Restore::Restored {
+                until: *until,
+                requested_at: row.restore.requested_at(),
+            };
             if row.restore == restore {
                 return Change::Unchanged;
             }
@@ -548,7 +564,13 @@ mod tests {
         ) else {
             panic!("applies");
         };
-        assert_eq!(done.restore, Restore::Restored { until: Some(9) });
+        assert_eq!(
+            done.restore,
+            Restore::Restored {
+                until: Some(9),
+                requested_at: Some(5)
+            }
+        );
         assert_eq!(
             apply(
                 Some(&done),
