@@ -26,7 +26,7 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use crate::{
     domain::{
         plan::{Action, CopyPlan, Decision, decide},
-        policy::{IndexedDays, Policies, Redating},
+        policy::{ArchiveClass, IndexedDays, Policies, Redating},
         projection::{Observation, Verdict},
     },
     handler::{Recorded, record},
@@ -103,8 +103,8 @@ pub struct TierPlan {
 pub struct SweptObject {
     #[serde(flatten)]
     pub planned: PlannedObject,
-    /// `tiered`, `skipped`, `postponed`, `changed` (overwritten or deleted
-    /// since it was planned: left alone) or `failed`.
+    /// `tiered`, `skipped`, `postponed`, `changed` (read, overwritten or
+    /// deleted since it was planned: left alone) or `failed`.
     pub outcome: &'static str,
     /// Why a copy failed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -265,6 +265,38 @@ impl Sweeper {
             .collect())
     }
 
+    /// Copies `due`'s object into `target`, conditional on `etag`, unless
+    /// its row changed since the sweep read it (a read re-dates it, an
+    /// upload replaces it): the next sweep decides on it afresh. Returns the
+    /// new entity tag and whether the copy went in parts.
+    async fn copy(
+        &self,
+        due: &DueObject,
+        target: ArchiveClass,
+        planned: &PlannedObject,
+        etag: &str,
+    ) -> Result<(String, bool), CopyError> {
+        let row = self
+            .projection
+            .get(&due.user, &due.key)
+            .await
+            .map_err(|e| CopyError::Other(e.into()))?;
+        if row.is_none_or(|row| row.version != due.row.version) {
+            return Err(CopyError::Changed);
+        }
+        let parts = self.options.copy.parts(planned.size);
+        self.bucket
+            .copy_to_class(
+                &planned.key,
+                etag,
+                target,
+                &due.row.record.encryption,
+                parts.as_deref(),
+            )
+            .await
+            .map(|etag| (etag, parts.is_some()))
+    }
+
     /// What a sweep at `now` would do, without doing it.
     pub async fn plan(&self, now: OffsetDateTime, user: Option<&str>) -> anyhow::Result<TierPlan> {
         let objects: Vec<PlannedObject> = self
@@ -296,19 +328,7 @@ impl Sweeper {
             |(due, decision, planned)| async move {
                 let result = match (decision.action, planned.etag.as_deref()) {
                     (Action::Tier, Some(etag)) => {
-                        let parts = self.options.copy.parts(planned.size);
-                        Some(
-                            self.bucket
-                                .copy_to_class(
-                                    &planned.key,
-                                    etag,
-                                    decision.target,
-                                    &due.row.record.encryption,
-                                    parts.as_deref(),
-                                )
-                                .await
-                                .map(|etag| (etag, parts.is_some())),
-                        )
+                        Some(self.copy(&due, decision.target, &planned, etag).await)
                     }
                     (Action::Tier, None) => Some(Err(CopyError::Changed)),
                     _ => None,

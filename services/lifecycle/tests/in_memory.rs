@@ -1,6 +1,8 @@
 //! The handler and the sweeper on an in-memory projection and bucket: keys
-//! an event spells ambiguously are resolved against S3, and due dates are
-//! brought in line with a policy even when the table throttles.
+//! an event spells ambiguously are resolved against S3, restore requests
+//! delivered again cost nothing, due dates are brought in line with a
+//! policy even when the table throttles, and a sweep copies only rows as it
+//! found them.
 
 use std::{
     collections::HashMap,
@@ -99,12 +101,17 @@ impl Projection for Rows {
     }
 }
 
-/// What S3 holds when the events are handled, and the restores asked of it.
-struct Holding(HashMap<String, ObjectHead>, Mutex<Vec<String>>);
+/// What S3 holds when the events are handled, and the restores and copies
+/// asked of it.
+struct Holding(
+    HashMap<String, ObjectHead>,
+    Mutex<Vec<String>>,
+    Mutex<Vec<String>>,
+);
 
 impl Holding {
     fn new(objects: HashMap<String, ObjectHead>) -> Self {
-        Self(objects, Mutex::default())
+        Self(objects, Mutex::default(), Mutex::default())
     }
 }
 
@@ -120,13 +127,14 @@ impl Bucket for Holding {
 
     async fn copy_to_class(
         &self,
-        _key: &str,
-        _etag: &str,
+        key: &str,
+        etag: &str,
         _class: ArchiveClass,
         _encryption: &Encryption,
         _parts: Option<&[(u64, u64)]>,
     ) -> Result<String, CopyError> {
-        Err(CopyError::Other(anyhow::anyhow!("not used by the handler")))
+        self.2.lock().unwrap().push(key.to_string());
+        Ok(etag.to_string())
     }
 
     async fn restore(&self, key: &str, _days: u32, _tier: &str) -> anyhow::Result<RestoreStart> {
@@ -409,4 +417,80 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
+}
+
+/// The due index as the sweep found it: `due`, whatever the rows say now.
+struct DueNow(Vec<DueObject>);
+
+#[async_trait]
+impl DueIndex for DueNow {
+    async fn due(&self, _until: i64) -> Result<Vec<DueObject>, StoreError> {
+        Ok(self.0.clone())
+    }
+
+    fn indexed(&self) -> BoxStream<'_, Result<Vec<DueObject>, StoreError>> {
+        futures::stream::empty().boxed()
+    }
+
+    async fn settle(&self, _settlements: &[Settlement]) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn an_object_read_after_the_sweep_found_it_due_is_not_copied() {
+    let key = "users/u/cold.bin";
+    let cold = record("STANDARD", Restore::None);
+    let due = DueObject {
+        user: "u".into(),
+        key: key.into(),
+        due_at: 1_710_000_000,
+        row: Versioned {
+            record: cold.clone(),
+            version: 1,
+        },
+    };
+    // Read just after the index was queried: the row was written again.
+    let rows = Arc::new(Rows::default());
+    rows.rows.lock().unwrap().insert(
+        key.into(),
+        Versioned {
+            record: ObjectRecord {
+                last_access: Some(1_800_000_000),
+                ..cold
+            },
+            version: 2,
+        },
+    );
+    let bucket = Arc::new(Holding::new(HashMap::new()));
+    let policy = Policy {
+        cold_after_days: 30,
+        target: ArchiveClass::Glacier,
+        min_size: 0,
+    };
+    let sweeper = Sweeper::new(
+        Arc::new(DueNow(vec![due])),
+        rows.clone(),
+        bucket.clone(),
+        Arc::new(Announced::default()),
+        SweepOptions {
+            policies: Arc::new(Policies::with_overrides(policy, "").expect("policies")),
+            prices: PriceTable::default(),
+            copy: CopyPlan {
+                multipart_threshold: 5 << 30,
+                part_size: 64 << 20,
+            },
+            recheck_days: 30,
+            concurrency: 1,
+        },
+    );
+    let report = runtime()
+        .block_on(sweeper.run(
+            time::OffsetDateTime::from_unix_timestamp(1_800_000_100).unwrap(),
+            None,
+        ))
+        .expect("swept");
+    let outcomes: Vec<_> = report.objects.iter().map(|o| o.outcome).collect();
+    assert_eq!(outcomes, ["changed"]);
+    assert!(bucket.2.lock().unwrap().is_empty(), "nothing copied");
 }
