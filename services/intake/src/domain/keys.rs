@@ -86,6 +86,25 @@ impl UserPath {
 /// Normalises `raw` and applies the rules paths and prefixes share.
 fn checked(raw: &str, what: &str) -> Result<String, InvalidName> {
     let path: String = raw.nfc().collect();
+    within_rules(&path, what)?;
+    Ok(path)
+}
+
+/// A path as the bucket lists it, to resume a listing after: the rules of
+/// [`UserPath`] but as stored, neither normalised nor refused for empty
+/// segments, since objects put in the bucket another way than through the
+/// API (a folder marker `docs/`, a name in another Unicode form) are listed
+/// too.
+pub fn listed_path(raw: &str) -> Result<&str, InvalidName> {
+    within_rules(raw, "listed path")?;
+    if raw.is_empty() {
+        return Err(InvalidName("listed path must not be empty".into()));
+    }
+    Ok(raw)
+}
+
+/// The rules every path obeys, whatever its form.
+fn within_rules(path: &str, what: &str) -> Result<(), InvalidName> {
     let refuse = |why: &str| Err(InvalidName(format!("{what} {why}")));
     if path.len() > MAX_PATH_BYTES {
         return refuse(&format!("must be at most {MAX_PATH_BYTES} bytes of UTF-8"));
@@ -105,7 +124,7 @@ fn checked(raw: &str, what: &str) -> Result<String, InvalidName> {
     {
         return refuse("must not contain '.' or '..' segments");
     }
-    Ok(path)
+    Ok(())
 }
 
 /// A validated listing prefix: empty, or the start of a path (it may end in
@@ -193,6 +212,16 @@ mod tests {
         ];
         for raw in bad {
             assert!(UserPath::parse(raw).is_err(), "{raw:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn listed_paths_are_taken_as_stored() {
+        for ok in ["docs/", "cafe\u{301}.txt", "a//b", "photos/2026/cat.jpg"] {
+            assert_eq!(listed_path(ok), Ok(ok), "{ok:?}");
+        }
+        for bad in ["", "../bob/a", "a/./b", "/a", "a\\b", "a\u{0}b"] {
+            assert!(listed_path(bad).is_err(), "{bad:?} must be refused");
         }
     }
 

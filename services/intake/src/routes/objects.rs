@@ -20,7 +20,7 @@ use crate::{
     auth::Caller,
     domain::{
         download::{attachment, safe_content_type},
-        keys::{PathPrefix, UserId, UserPath, object_key, path_of, user_prefix},
+        keys::{PathPrefix, UserId, UserPath, listed_path, object_key, path_of, user_prefix},
     },
     error::{ApiError, CommonProblems, Problem},
     ports::{DownloadHeaders, StoredObject},
@@ -95,11 +95,13 @@ fn encode_cursor(path: &str) -> String {
     URL_SAFE_NO_PAD.encode(path)
 }
 
-fn decode_cursor(cursor: &str) -> Result<UserPath, ApiError> {
+/// The path a cursor resumes after, as the bucket listed it.
+fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
     let invalid = || ApiError::BadRequest("cursor is not one this API returned".into());
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
     let path = String::from_utf8(bytes).map_err(|_| invalid())?;
-    UserPath::parse(&path).map_err(|_| invalid())
+    listed_path(&path).map_err(|_| invalid())?;
+    Ok(path)
 }
 
 /// The key of a path in the request URL.
@@ -142,7 +144,7 @@ pub async fn list(
         .map_err(|e| ApiError::BadRequest(e.0))?;
     let root = user_prefix(&caller.user);
     let start_after = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
-        Some(cursor) => Some(object_key(&caller.user, &decode_cursor(cursor)?)),
+        Some(cursor) => Some(format!("{root}{}", decode_cursor(cursor)?)),
         None => None,
     };
     let page = state
