@@ -499,7 +499,7 @@ async fn a_sweep_costs_requests_per_due_object_not_per_object() {
         .await
         .expect("sweep");
     assert_eq!(report.tiered, 5, "{report:?}");
-    // 8 queries, 5 reads of a row and 5 copies, one transaction, one
+    // 8 queries, 5 claims of a row and 5 copies, one transaction, one
     // PutEvents.
     assert_eq!(counter.get() - before, 8 + 5 + 5 + 1 + 1);
 
@@ -511,7 +511,7 @@ async fn a_sweep_costs_requests_per_due_object_not_per_object() {
         .await
         .expect("sweep");
     assert_eq!(report.tiered, 25, "{report:?}");
-    // 8 queries, 25 reads and 25 copies, one transaction, three PutEvents:
+    // 8 queries, 25 claims and 25 copies, one transaction, three PutEvents:
     // the cost grows with the due objects; the 3,000 others are never read.
     assert_eq!(counter.get() - before, 8 + 25 + 25 + 1 + 3);
     system.stop().await;

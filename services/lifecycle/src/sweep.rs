@@ -104,7 +104,8 @@ pub struct SweptObject {
     #[serde(flatten)]
     pub planned: PlannedObject,
     /// `tiered`, `skipped`, `postponed`, `changed` (read, overwritten or
-    /// deleted since it was planned: left alone) or `failed`.
+    /// deleted since it was planned, or taken by another sweep: left alone)
+    /// or `failed`.
     pub outcome: &'static str,
     /// Why a copy failed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -265,10 +266,13 @@ impl Sweeper {
             .collect())
     }
 
-    /// Copies `due`'s object into `target`, conditional on `etag`, unless
-    /// its row changed since the sweep read it (a read re-dates it, an
-    /// upload replaces it): the next sweep decides on it afresh. Returns the
-    /// new entity tag and whether the copy went in parts.
+    /// Copies `due`'s object into `target`, conditional on `etag`, after
+    /// claiming its row: a write of the row as the sweep read it, at the
+    /// next version, conditional on the version read. A row changed since
+    /// (a read re-dates it, an upload replaces it) or claimed by another
+    /// sweep is left alone, for the next sweep to decide on afresh. Returns
+    /// the new entity tag and whether the copy went in parts; the row is at
+    /// `due.row.version + 1` if it is still as claimed.
     async fn copy(
         &self,
         due: &DueObject,
@@ -276,13 +280,20 @@ impl Sweeper {
         planned: &PlannedObject,
         etag: &str,
     ) -> Result<(String, bool), CopyError> {
-        let row = self
+        match self
             .projection
-            .get(&due.user, &due.key)
+            .put(
+                &due.user,
+                &due.key,
+                &due.row.record,
+                Some(due.due_at),
+                Some(due.row.version),
+            )
             .await
-            .map_err(|e| CopyError::Other(e.into()))?;
-        if row.is_none_or(|row| row.version != due.row.version) {
-            return Err(CopyError::Changed);
+        {
+            Ok(()) => {}
+            Err(StoreError::Conflict) => return Err(CopyError::Changed),
+            Err(error) => return Err(CopyError::Other(error.into())),
         }
         let parts = self.options.copy.parts(planned.size);
         self.bucket
@@ -356,7 +367,8 @@ impl Sweeper {
                     settlements.push(Settlement::Tiered {
                         user: due.user.clone(),
                         key: due.key.clone(),
-                        version: due.row.version,
+                        // The version the copy's claim wrote.
+                        version: due.row.version + 1,
                         from_etag: from_etag.clone(),
                         storage_class: decision.target.to_string(),
                         etag: etag.clone(),

@@ -463,13 +463,25 @@ fn an_object_read_after_the_sweep_found_it_due_is_not_copied() {
         },
     );
     let bucket = Arc::new(Holding::new(HashMap::new()));
+    let sweep = sweep_of(vec![due], &rows, &bucket);
+    assert_eq!(sweep(), ["changed"]);
+    assert!(bucket.2.lock().unwrap().is_empty(), "nothing copied");
+}
+
+/// Runs a sweep at 1,800,000,100 that finds `due` due (GLACIER after 30
+/// days), on `rows` and `bucket`; returns each object's outcome.
+fn sweep_of(
+    due: Vec<DueObject>,
+    rows: &Arc<Rows>,
+    bucket: &Arc<Holding>,
+) -> impl Fn() -> Vec<&'static str> {
     let policy = Policy {
         cold_after_days: 30,
         target: ArchiveClass::Glacier,
         min_size: 0,
     };
     let sweeper = Sweeper::new(
-        Arc::new(DueNow(vec![due])),
+        Arc::new(DueNow(due)),
         rows.clone(),
         bucket.clone(),
         Arc::new(Announced::default()),
@@ -484,13 +496,41 @@ fn an_object_read_after_the_sweep_found_it_due_is_not_copied() {
             concurrency: 1,
         },
     );
-    let report = runtime()
-        .block_on(sweeper.run(
-            time::OffsetDateTime::from_unix_timestamp(1_800_000_100).unwrap(),
-            None,
-        ))
-        .expect("swept");
-    let outcomes: Vec<_> = report.objects.iter().map(|o| o.outcome).collect();
-    assert_eq!(outcomes, ["changed"]);
-    assert!(bucket.2.lock().unwrap().is_empty(), "nothing copied");
+    move || {
+        let report = runtime()
+            .block_on(sweeper.run(
+                time::OffsetDateTime::from_unix_timestamp(1_800_000_100).unwrap(),
+                None,
+            ))
+            .expect("swept");
+        report.objects.iter().map(|o| o.outcome).collect()
+    }
+}
+
+#[test]
+fn two_sweeps_that_found_the_same_object_due_copy_it_once() {
+    let key = "users/u/cold.bin";
+    let row = Versioned {
+        record: record("STANDARD", Restore::None),
+        version: 1,
+    };
+    let rows = Arc::new(Rows::default());
+    rows.rows.lock().unwrap().insert(key.into(), row.clone());
+    let bucket = Arc::new(Holding::new(HashMap::new()));
+    let due = || {
+        vec![DueObject {
+            user: "u".into(),
+            key: key.into(),
+            due_at: 1_710_000_000,
+            row: row.clone(),
+        }]
+    };
+    // Both queried the index before either settled its copy.
+    let (first, second) = (
+        sweep_of(due(), &rows, &bucket),
+        sweep_of(due(), &rows, &bucket),
+    );
+    assert_eq!(first(), ["tiered"]);
+    assert_eq!(second(), ["changed"]);
+    assert_eq!(*bucket.2.lock().unwrap(), [key]);
 }
