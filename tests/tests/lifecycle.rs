@@ -832,3 +832,114 @@ async fn due_dates_follow_a_policy_that_lowered_days() {
     assert_eq!(follow(&system, &[]).await, 0, "recorded by the service");
     system.stop().await;
 }
+
+/// Puts `body` at `key` when a `CompleteMultipartUpload` of it is about to
+/// go: an upload that lands after the last part was copied.
+#[derive(Debug)]
+struct UploadBeforeComplete {
+    bucket: String,
+    key: String,
+    body: Vec<u8>,
+}
+
+impl aws_sdk_s3::config::Intercept for UploadBeforeComplete {
+    fn name(&self) -> &'static str {
+        "UploadBeforeComplete"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _components: &aws_sdk_s3::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let request = context.request();
+        let completes = request.method() == "POST" && request.uri().contains("uploadId=");
+        if completes {
+            let (bucket, key, body) = (self.bucket.clone(), self.key.clone(), self.body.clone());
+            // The interceptor cannot wait for a future: the upload runs on a
+            // thread of its own, and the copy goes on once it is stored.
+            std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime")
+                    .block_on(async {
+                        let sdk = stowage_shared::aws::load().await;
+                        stowage_shared::aws::s3(&sdk, true)
+                            .put_object()
+                            .bucket(bucket)
+                            .key(key)
+                            .body(body.into())
+                            .send()
+                            .await
+                            .expect("PutObject");
+                    });
+            })
+            .join()
+            .expect("the upload ran");
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_copy_in_parts_never_replaces_an_upload_made_while_it_copied() {
+    use stowage_lifecycle::{
+        adapters::s3::S3Bucket,
+        domain::{policy::ArchiveClass, projection::Encryption},
+        ports::{Bucket, CopyError},
+    };
+
+    let stack = stowage_e2e::Stack::deploy().expect("stack deploys");
+    let bucket = stack.get("STOWAGE_BUCKET");
+    let key = "users/uma/video.bin";
+    let sdk = stowage_shared::aws::load().await;
+    let s3 = stowage_shared::aws::s3(&sdk, true);
+    let put = s3
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(vec![1u8; 12 << 20].into())
+        .send()
+        .await
+        .expect("PutObject");
+    let etag = put.e_tag().expect("etag").trim_matches('"').to_string();
+    let copying = S3Bucket::new(
+        aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&sdk)
+                .force_path_style(true)
+                .interceptor(UploadBeforeComplete {
+                    bucket: bucket.to_string(),
+                    key: key.to_string(),
+                    body: vec![2u8; 1 << 20],
+                })
+                .build(),
+        ),
+        bucket,
+    );
+    let parts = [
+        (0, (5 << 20) - 1),
+        (5 << 20, (10 << 20) - 1),
+        (10 << 20, (12 << 20) - 1),
+    ];
+    let copied = copying
+        .copy_to_class(
+            key,
+            &etag,
+            ArchiveClass::Glacier,
+            &Encryption::S3Managed,
+            Some(&parts),
+        )
+        .await;
+    assert!(matches!(copied, Err(CopyError::Changed)), "{copied:?}");
+    let head = s3
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .expect("HeadObject");
+    assert_eq!(head.content_length(), Some(1 << 20), "the upload stays");
+    assert_eq!(head.storage_class(), None);
+}

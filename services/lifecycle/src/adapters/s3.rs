@@ -233,9 +233,18 @@ impl S3Bucket {
                     .set_parts(Some(completed))
                     .build(),
             )
+            // The parts were copied from the object as it was; an upload
+            // since then must not be replaced by them.
+            .if_match(quoted(etag))
             .send()
             .await
-            .map_err(|e| copy_failed(&format!("CompleteMultipartUpload {key}"), e))?;
+            .map_err(|e| {
+                if changed(&e) {
+                    CopyError::Changed
+                } else {
+                    copy_failed(&format!("CompleteMultipartUpload {key}"), e)
+                }
+            })?;
         Ok(done
             .e_tag()
             .unwrap_or_default()
