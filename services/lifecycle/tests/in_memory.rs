@@ -247,24 +247,6 @@ fn an_ambiguous_key_never_moves_one_object_s_events_onto_another() {
     assert!(rows.get("users/u/a+b").is_none_or(|row| !row.record.live));
 }
 
-/// Keeps nothing: the sweeper here only re-dates rows.
-struct NoIndex;
-
-#[async_trait]
-impl DueIndex for NoIndex {
-    async fn due(&self, _until: i64) -> Result<Vec<DueObject>, StoreError> {
-        Ok(Vec::new())
-    }
-
-    fn indexed(&self) -> BoxStream<'_, Result<Vec<DueObject>, StoreError>> {
-        futures::stream::empty().boxed()
-    }
-
-    async fn settle(&self, _settlements: &[Settlement]) -> Result<(), StoreError> {
-        Ok(())
-    }
-}
-
 #[test]
 fn a_throttled_re_dating_is_an_error_not_a_row_left_late() {
     let rows = Arc::new(Rows::default());
@@ -273,27 +255,7 @@ fn a_throttled_re_dating_is_an_error_not_a_row_left_late() {
         .lock()
         .unwrap()
         .insert("users/u/a.bin".into(), Versioned { record, version: 1 });
-    let policy = Policy {
-        cold_after_days: 30,
-        target: ArchiveClass::GlacierIr,
-        min_size: 0,
-    };
-    let sweeper = Sweeper::new(
-        Arc::new(NoIndex),
-        rows.clone(),
-        Arc::new(Holding::new(HashMap::new())),
-        Arc::new(Announced::default()),
-        SweepOptions {
-            policies: Arc::new(Policies::with_overrides(policy, "").expect("policies")),
-            prices: PriceTable::default(),
-            copy: CopyPlan {
-                multipart_threshold: 5 << 30,
-                part_size: 64 << 20,
-            },
-            recheck_days: 30,
-            concurrency: 1,
-        },
-    );
+    let sweeper = sweeper(Vec::new(), &rows, &Arc::new(Holding::new(HashMap::new())));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -419,7 +381,7 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// The due index as the sweep found it: `due`, whatever the rows say now.
+/// The due index as a sweep found it: `due`, whatever the rows say now.
 struct DueNow(Vec<DueObject>);
 
 #[async_trait]
@@ -468,19 +430,15 @@ fn an_object_read_after_the_sweep_found_it_due_is_not_copied() {
     assert!(bucket.2.lock().unwrap().is_empty(), "nothing copied");
 }
 
-/// Runs a sweep at 1,800,000,100 that finds `due` due (GLACIER after 30
-/// days), on `rows` and `bucket`; returns each object's outcome.
-fn sweep_of(
-    due: Vec<DueObject>,
-    rows: &Arc<Rows>,
-    bucket: &Arc<Holding>,
-) -> impl Fn() -> Vec<&'static str> {
+/// A sweeper that finds `due` due (GLACIER after 30 days), on `rows` and
+/// `bucket`.
+fn sweeper(due: Vec<DueObject>, rows: &Arc<Rows>, bucket: &Arc<Holding>) -> Sweeper {
     let policy = Policy {
         cold_after_days: 30,
         target: ArchiveClass::Glacier,
         min_size: 0,
     };
-    let sweeper = Sweeper::new(
+    Sweeper::new(
         Arc::new(DueNow(due)),
         rows.clone(),
         bucket.clone(),
@@ -495,7 +453,17 @@ fn sweep_of(
             recheck_days: 30,
             concurrency: 1,
         },
-    );
+    )
+}
+
+/// Runs a sweep at 1,800,000,100 of [`sweeper`]; returns each object's
+/// outcome.
+fn sweep_of(
+    due: Vec<DueObject>,
+    rows: &Arc<Rows>,
+    bucket: &Arc<Holding>,
+) -> impl Fn() -> Vec<&'static str> {
+    let sweeper = sweeper(due, rows, bucket);
     move || {
         let report = runtime()
             .block_on(sweeper.run(
