@@ -131,6 +131,12 @@ pub struct UsageChangedV1 {
     )]
     #[schemars(with = "Option<String>", extend("format" = "date-time"))]
     pub uploaded_at: Option<OffsetDateTime>,
+    /// Announced again (an event the ledger had applied came again, or an
+    /// operator's reconciliation): the totals at `revision` with `key`'s row
+    /// as it is, while the change made at `revision` may have been another
+    /// key's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repeated: bool,
     /// Set when a user upload broke the rules: it arrived without a grant, or
     /// larger than its grant. The object is counted all the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -809,6 +809,7 @@ async fn an_upload_the_ledger_could_not_credit_completes_a_grant_issued_before_i
         grant_id: None,
         uploaded_at: Some(uploaded_at),
         violation: None,
+        repeated: false,
     };
     UsageProjection::new(store.clone())
         .apply(&report)

@@ -36,6 +36,7 @@ impl UsageProjection {
             by_storage_class: &event.by_storage_class,
             key: &event.key,
             object_size: event.object_size,
+            repeated: event.repeated,
         };
         for attempt in 0u32..50 {
             let stored = self.store.load(&user).await?;

@@ -528,8 +528,9 @@ impl Ledger {
                 Step::Duplicate { row, usage, grant } => Applied {
                     label: "duplicate",
                     announce: row.map(|row| {
-                        span.in_scope(|| {
-                            usage_changed(
+                        span.in_scope(|| UsageChangedV1 {
+                            repeated: true,
+                            ..usage_changed(
                                 user,
                                 key,
                                 Some(&row),
@@ -726,6 +727,7 @@ pub fn usage_changed(
         grant_id,
         uploaded_at: uploaded_at.filter(|_| live.is_some()),
         violation,
+        repeated: false,
     }
 }
 

@@ -15,6 +15,7 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use serde::Serialize;
+use stowage_events::UsageChangedV1;
 
 use crate::{
     domain::{
@@ -184,7 +185,12 @@ impl Reconciler {
         }
         if fix && !self.fix_totals(user).await? {
             let usage = self.store.snapshot(user, "").await?.usage;
-            self.publish(user, &prefix, None, &usage).await?;
+            self.publisher
+                .publish(&UsageChangedV1 {
+                    repeated: true,
+                    ..usage_changed(user, &prefix, None, &usage, None, None, None)
+                })
+                .await?;
         }
         report.users.push(UserTotals {
             user: user.to_string(),

@@ -961,3 +961,23 @@ fn an_upload_is_never_credited_to_a_grant_issued_after_it() {
         .collect();
     assert_eq!(credited, [(None, None), (Some(second.to_string()), None)]);
 }
+
+#[test]
+fn an_event_delivered_again_is_announced_as_repeated() {
+    let key = key_name(1);
+    let (ledger, _, published) = ledger(
+        BTreeMap::new(),
+        MemoryStore::default(),
+        Published::default(),
+    );
+    let upload = created("01", &key, 100, "up", "POST Object");
+    runtime().block_on(async {
+        for attempt in 1..=2 {
+            let delivery = Delivery::new(attempt.to_string(), upload.clone(), attempt);
+            ledger.handle(&delivery).await;
+        }
+    });
+    let events = published.events.lock().unwrap();
+    let announced: Vec<_> = events.iter().map(|e| (e.revision, e.repeated)).collect();
+    assert_eq!(announced, [(1, false), (1, true)]);
+}

@@ -212,43 +212,70 @@ impl Account {
     /// `used_bytes` would no longer count the bytes the reservation leaves
     /// out. The ledger counts one revision per change, so the revisions a
     /// report skips are kept as missing, and a reservation whose key's size
-    /// is older than a missing revision holds its whole `max_size` until the
-    /// reports in between arrive. Beyond [`MAX_MISSING`] revisions missing,
-    /// they are given up on: every other reservation is set to its whole
-    /// size, and the late reports change nothing.
+    /// is older than a missing revision holds its whole `max_size` (see
+    /// [`Account::held`]) until the reports in between arrive. An older
+    /// report fills in its revision and, unless a newer report of its key
+    /// was applied, its key's size. A report announced again (`repeated`:
+    /// the totals of the moment with another key's row) tells its key's
+    /// size but fills in no revision, and leaves its own revision missing
+    /// when it is the newest. Beyond
+    /// [`MAX_MISSING`] revisions missing, they are given up on: every other
+    /// reservation holds its whole size until its key is reported anew.
     pub fn apply_usage(&mut self, report: &UsageReport<'_>) -> bool {
-        if report.revision > self.revision {
-            let skipped = report.revision - self.revision - 1;
-            if usize::try_from(skipped)
-                .map_or(true, |s| s.saturating_add(self.missing.len()) > MAX_MISSING)
-            {
-                self.missing.clear();
-                for reservation in self.reservations.values_mut() {
-                    let max_size = reservation.max_size;
-                    if reservation.held < max_size {
-                        Arc::make_mut(reservation).held = max_size;
-                    }
-                }
-            } else {
-                self.missing.extend(self.revision + 1..report.revision);
+        if report.revision <= self.revision {
+            let filled = !report.repeated && self.missing.remove(&report.revision);
+            let learned = self.learn_size(report);
+            if filled {
+                self.forget_missing();
             }
-            self.revision = report.revision;
-            self.used_bytes = report.used_bytes;
-            self.object_count = report.object_count;
-            self.by_storage_class.clone_from(report.by_storage_class);
-        } else if !self.missing.remove(&report.revision) {
+            return filled || learned;
+        }
+        let skipped = report.revision - self.revision - 1;
+        if usize::try_from(skipped)
+            .map_or(true, |s| s.saturating_add(self.missing.len()) > MAX_MISSING)
+        {
+            self.missing.clear();
+            for (key, reservation) in &mut self.reservations {
+                if **key != *report.key
+                    && (reservation.held != reservation.max_size
+                        || reservation.revision < report.revision)
+                {
+                    let reservation = Arc::make_mut(reservation);
+                    reservation.held = reservation.max_size;
+                    reservation.revision = report.revision;
+                }
+            }
+        } else {
+            self.missing.extend(self.revision + 1..report.revision);
+            if report.repeated {
+                // What changed at this revision is still to be reported.
+                self.missing.insert(report.revision);
+            }
+        }
+        self.revision = report.revision;
+        self.used_bytes = report.used_bytes;
+        self.object_count = report.object_count;
+        self.by_storage_class.clone_from(report.by_storage_class);
+        self.learn_size(report);
+        self.forget_missing();
+        true
+    }
+
+    /// Sets the reservation of the report's key from the size it reports,
+    /// unless a report of the key at least as new was applied. True when it
+    /// did.
+    fn learn_size(&mut self, report: &UsageReport<'_>) -> bool {
+        let Some(reservation) = self.reservations.get_mut(report.key) else {
+            return false;
+        };
+        if report.revision <= reservation.revision {
             return false;
         }
-        if let Some(reservation) = self.reservations.get_mut(report.key)
-            && report.revision > reservation.revision
-        {
-            let reservation = Arc::make_mut(reservation);
-            reservation.held = reservation
-                .max_size
-                .saturating_sub(report.object_size.unwrap_or(0));
-            reservation.revision = report.revision;
-        }
-        self.forget_missing();
+        let reservation = Arc::make_mut(reservation);
+        reservation.held = reservation
+            .max_size
+            .saturating_sub(report.object_size.unwrap_or(0));
+        reservation.revision = report.revision;
         true
     }
 }
@@ -268,6 +295,9 @@ pub struct UsageReport<'a> {
     pub by_storage_class: &'a BTreeMap<String, u64>,
     pub key: &'a str,
     pub object_size: Option<u64>,
+    /// Announced again: the change made at `revision` may have been
+    /// another key's.
+    pub repeated: bool,
 }
 
 #[cfg(test)]
@@ -368,6 +398,7 @@ mod tests {
             by_storage_class: &BTreeMap::new(),
             key: "k",
             object_size: Some(7 * MB),
+            repeated: false,
         });
         assert!(applied);
         assert_eq!(account.used_bytes, 7 * MB);
@@ -390,6 +421,7 @@ mod tests {
             by_storage_class: &BTreeMap::new(),
             key: "k",
             object_size: None,
+            repeated: false,
         };
         assert!(!account.apply_usage(&report));
         assert_eq!(account, before);
@@ -409,6 +441,7 @@ mod tests {
             by_storage_class: classes,
             key,
             object_size,
+            repeated: false,
         }
     }
 
@@ -455,6 +488,24 @@ mod tests {
         // The next report of k itself gives its size again.
         assert!(account.apply_usage(&report(4, 31, "k", Some(30), &classes)));
         assert_eq!(account.reserved_bytes(0), 20);
+    }
+
+    #[test]
+    fn a_revision_announced_again_with_another_key_hides_no_report() {
+        let classes = BTreeMap::new();
+        let mut account = reserved(&[("j", 50)]);
+        account.apply_usage(&report(1, 50, "j", Some(50), &classes));
+        account.apply_usage(&report(2, 60, "k", Some(10), &classes));
+        // j was deleted at 3; k's event came again, and the ledger announced
+        // the totals of the moment, at 3, with k's row, before j's report.
+        account.apply_usage(&UsageReport {
+            repeated: true,
+            ..report(3, 10, "k", Some(10), &classes)
+        });
+        // Until j's report comes, j may have shrunk.
+        assert_eq!((account.used_bytes, account.reserved_bytes(0)), (10, 50));
+        assert!(account.apply_usage(&report(3, 10, "j", None, &classes)));
+        assert_eq!((account.used_bytes, account.reserved_bytes(0)), (10, 50));
     }
 
     #[test]
@@ -538,6 +589,11 @@ mod tests {
         Deliver {
             pick: usize,
         },
+        /// The ledger handles the key's last event again and announces the
+        /// totals of the moment, at the current revision, with the key's row.
+        Reannounce {
+            key: u8,
+        },
     }
 
     fn step() -> impl Strategy<Value = Step> {
@@ -545,6 +601,7 @@ mod tests {
             (0u8..4, 1u64..40).prop_map(|(key, size)| Step::Grant { key, size }),
             (0u8..4, 0u64..40).prop_map(|(key, size)| Step::Upload { key, size }),
             any::<usize>().prop_map(|pick| Step::Deliver { pick }),
+            (0u8..4).prop_map(|key| Step::Reannounce { key }),
         ]
     }
 
@@ -556,6 +613,7 @@ mod tests {
         count: u64,
         key: String,
         size: u64,
+        repeated: bool,
     }
 
     impl Sent {
@@ -567,6 +625,7 @@ mod tests {
                 by_storage_class: classes,
                 key: &self.key,
                 object_size: (self.size > 0).then_some(self.size),
+                repeated: self.repeated,
             }
         }
     }
@@ -610,6 +669,20 @@ mod tests {
                             count: stored.len() as u64,
                             key: key.to_string(),
                             size,
+                            repeated: false,
+                        });
+                    }
+                    Step::Reannounce { key } => {
+                        if revision == 0 || !granted.contains_key(&key) {
+                            continue;
+                        }
+                        on_the_way.push(Sent {
+                            revision,
+                            used: stored.values().sum(),
+                            count: stored.len() as u64,
+                            key: key.to_string(),
+                            size: stored.get(&key).copied().unwrap_or(0),
+                            repeated: true,
                         });
                     }
                     Step::Deliver { pick } => {
