@@ -36,6 +36,11 @@ use crate::{
     },
 };
 
+/// How long a sweep's claim on a row keeps other sweeps from finding it
+/// due: longer than any copy takes. A sweep that stops before it settles
+/// leaves the row due again after it.
+const CLAIM_SECONDS: i64 = 24 * 3600;
+
 /// Objects a backfill looks at, at once.
 const BACKFILL_CONCURRENCY: usize = 16;
 
@@ -267,15 +272,18 @@ impl Sweeper {
     }
 
     /// Copies `due`'s object into `target`, conditional on `etag`, after
-    /// claiming its row: a write of the row as the sweep read it, at the
-    /// next version, conditional on the version read. A row changed since
-    /// (a read re-dates it, an upload replaces it) or claimed by another
-    /// sweep is left alone, for the next sweep to decide on afresh. Returns
-    /// the new entity tag and whether the copy went in parts; the row is at
-    /// `due.row.version + 1` if it is still as claimed.
+    /// claiming its row at `at`: a write of the row as the sweep read it, at
+    /// the next version and due only after [`CLAIM_SECONDS`] (so that other
+    /// sweeps do not find it due meanwhile), conditional on the version
+    /// read. A row changed since (a read re-dates it, an upload replaces it)
+    /// or claimed by another sweep is left alone, for the next sweep to
+    /// decide on afresh. Returns the new entity tag and whether the copy
+    /// went in parts; the row is at `due.row.version + 1` if it is still as
+    /// claimed.
     async fn copy(
         &self,
         due: &DueObject,
+        at: i64,
         target: ArchiveClass,
         planned: &PlannedObject,
         etag: &str,
@@ -286,7 +294,7 @@ impl Sweeper {
                 &due.user,
                 &due.key,
                 &due.row.record,
-                Some(due.due_at),
+                Some(at + CLAIM_SECONDS),
                 Some(due.row.version),
             )
             .await
@@ -339,7 +347,7 @@ impl Sweeper {
             |(due, decision, planned)| async move {
                 let result = match (decision.action, planned.etag.as_deref()) {
                     (Action::Tier, Some(etag)) => {
-                        Some(self.copy(&due, decision.target, &planned, etag).await)
+                        Some(self.copy(&due, at, decision.target, &planned, etag).await)
                     }
                     (Action::Tier, None) => Some(Err(CopyError::Changed)),
                     _ => None,
@@ -399,6 +407,14 @@ impl Sweeper {
                 (Action::Tier, Some(Err(CopyError::Changed))) => ("changed", None),
                 (Action::Tier, Some(Err(CopyError::Other(error)))) => {
                     tracing::warn!(key = %due.key, error = format!("{error:#}"), "transition failed; the next sweep tries again");
+                    // Due again at once, if the claim was written.
+                    settlements.push(Settlement::Kept {
+                        user: due.user.clone(),
+                        key: due.key.clone(),
+                        version: due.row.version + 1,
+                        due_at: Some(due.due_at),
+                        verdict: None,
+                    });
                     ("failed", Some(format!("{error:#}")))
                 }
                 (Action::Tier, None) => ("failed", None),

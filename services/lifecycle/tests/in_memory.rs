@@ -37,8 +37,39 @@ const INDEXED_AT: i64 = 1_900_000_000;
 #[derive(Default)]
 struct Rows {
     rows: Mutex<HashMap<String, Versioned>>,
+    /// The date each row is due at in the index, by key.
+    due: Mutex<HashMap<String, i64>>,
     /// Writes refused as throttled before any is taken.
     throttle_next: Mutex<u32>,
+}
+
+/// The rows as a due index; settling is left to the tests.
+#[async_trait]
+impl DueIndex for Rows {
+    async fn due(&self, until: i64) -> Result<Vec<DueObject>, StoreError> {
+        let rows = self.rows.lock().unwrap();
+        Ok(self
+            .due
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, due_at)| **due_at <= until)
+            .map(|(key, due_at)| DueObject {
+                user: key.split('/').nth(1).unwrap_or_default().to_string(),
+                key: key.clone(),
+                due_at: *due_at,
+                row: rows[key].clone(),
+            })
+            .collect())
+    }
+
+    fn indexed(&self) -> BoxStream<'_, Result<Vec<DueObject>, StoreError>> {
+        futures::stream::empty().boxed()
+    }
+
+    async fn settle(&self, _settlements: &[Settlement]) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -52,7 +83,7 @@ impl Projection for Rows {
         _user: &str,
         key: &str,
         record: &ObjectRecord,
-        _due_at: Option<i64>,
+        due_at: Option<i64>,
         before: Option<u64>,
     ) -> Result<(), StoreError> {
         {
@@ -67,6 +98,11 @@ impl Projection for Rows {
             return Err(StoreError::Conflict);
         }
         let version = before.map_or(1, |v| v + 1);
+        let mut due = self.due.lock().unwrap();
+        match due_at {
+            Some(at) => due.insert(key.to_string(), at),
+            None => due.remove(key),
+        };
         rows.insert(
             key.to_string(),
             Versioned {
@@ -255,7 +291,11 @@ fn a_throttled_re_dating_is_an_error_not_a_row_left_late() {
         .lock()
         .unwrap()
         .insert("users/u/a.bin".into(), Versioned { record, version: 1 });
-    let sweeper = sweeper(Vec::new(), &rows, &Arc::new(Holding::new(HashMap::new())));
+    let sweeper = sweeper(
+        Arc::new(DueNow(Vec::new())),
+        &rows,
+        &Arc::new(Holding::new(HashMap::new())),
+    );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -425,21 +465,21 @@ fn an_object_read_after_the_sweep_found_it_due_is_not_copied() {
         },
     );
     let bucket = Arc::new(Holding::new(HashMap::new()));
-    let sweep = sweep_of(vec![due], &rows, &bucket);
+    let sweep = sweep_of(Arc::new(DueNow(vec![due])), &rows, &bucket);
     assert_eq!(sweep(), ["changed"]);
     assert!(bucket.2.lock().unwrap().is_empty(), "nothing copied");
 }
 
-/// A sweeper that finds `due` due (GLACIER after 30 days), on `rows` and
-/// `bucket`.
-fn sweeper(due: Vec<DueObject>, rows: &Arc<Rows>, bucket: &Arc<Holding>) -> Sweeper {
+/// A sweeper that finds due what `index` says (GLACIER after 30 days), on
+/// `rows` and `bucket`.
+fn sweeper(index: Arc<dyn DueIndex>, rows: &Arc<Rows>, bucket: &Arc<Holding>) -> Sweeper {
     let policy = Policy {
         cold_after_days: 30,
         target: ArchiveClass::Glacier,
         min_size: 0,
     };
     Sweeper::new(
-        Arc::new(DueNow(due)),
+        index,
         rows.clone(),
         bucket.clone(),
         Arc::new(Announced::default()),
@@ -459,11 +499,11 @@ fn sweeper(due: Vec<DueObject>, rows: &Arc<Rows>, bucket: &Arc<Holding>) -> Swee
 /// Runs a sweep at 1,800,000,100 of [`sweeper`]; returns each object's
 /// outcome.
 fn sweep_of(
-    due: Vec<DueObject>,
+    index: Arc<dyn DueIndex>,
     rows: &Arc<Rows>,
     bucket: &Arc<Holding>,
 ) -> impl Fn() -> Vec<&'static str> {
-    let sweeper = sweeper(due, rows, bucket);
+    let sweeper = sweeper(index, rows, bucket);
     move || {
         let report = runtime()
             .block_on(sweeper.run(
@@ -476,29 +516,22 @@ fn sweep_of(
 }
 
 #[test]
-fn two_sweeps_that_found_the_same_object_due_copy_it_once() {
+fn two_sweeps_of_the_same_due_object_copy_it_once() {
     let key = "users/u/cold.bin";
-    let row = Versioned {
-        record: record("STANDARD", Restore::None),
-        version: 1,
-    };
     let rows = Arc::new(Rows::default());
-    rows.rows.lock().unwrap().insert(key.into(), row.clone());
-    let bucket = Arc::new(Holding::new(HashMap::new()));
-    let due = || {
-        vec![DueObject {
-            user: "u".into(),
-            key: key.into(),
-            due_at: 1_710_000_000,
-            row: row.clone(),
-        }]
-    };
-    // Both queried the index before either settled its copy.
-    let (first, second) = (
-        sweep_of(due(), &rows, &bucket),
-        sweep_of(due(), &rows, &bucket),
+    rows.rows.lock().unwrap().insert(
+        key.into(),
+        Versioned {
+            record: record("STANDARD", Restore::None),
+            version: 1,
+        },
     );
+    rows.due.lock().unwrap().insert(key.into(), 1_710_000_000);
+    let bucket = Arc::new(Holding::new(HashMap::new()));
+    // The second runs before the first settles (settling is left out here).
+    let first = sweep_of(rows.clone(), &rows, &bucket);
+    let second = sweep_of(rows.clone(), &rows, &bucket);
     assert_eq!(first(), ["tiered"]);
-    assert_eq!(second(), ["changed"]);
+    assert!(second().is_empty(), "claimed rows are not due");
     assert_eq!(*bucket.2.lock().unwrap(), [key]);
 }
