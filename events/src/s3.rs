@@ -66,8 +66,11 @@ pub struct S3Object {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version_id: Option<String>,
     /// Hex string ordering the events of one key; see
-    /// [`crate::sequencer::Sequencer`].
-    pub sequencer: String,
+    /// [`crate::sequencer::Sequencer`]. S3 gives one with every
+    /// `Object Created` and `Object Deleted`, but not with
+    /// `Object Storage Class Changed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequencer: Option<String>,
 }
 
 /// The detail of S3's `Object Restore Completed` event. Its object carries

@@ -73,6 +73,13 @@ impl std::fmt::Debug for Ledger {
     }
 }
 
+/// A change of storage class S3 reported before the ledger applied its
+/// object's creation. Its message is retried until the creation is applied;
+/// one whose object never comes reaches the dead-letter queue.
+#[derive(Debug, thiserror::Error)]
+#[error("the object whose storage class changed is not counted yet")]
+pub struct ClassChangeTooEarly;
+
 /// Why a message was not handled to completion.
 enum Failure {
     /// It can never be handled.
@@ -119,6 +126,7 @@ struct Applied {
 /// What one event does, folded onto the events of its user before it.
 enum Step {
     Stale,
+    Early,
     Duplicate {
         row: Option<ObjectRow>,
         usage: Usage,
@@ -179,6 +187,7 @@ impl Plan {
             };
             steps.push(match decide(row.1.as_ref(), &usage, event) {
                 Decision::Stale => Step::Stale,
+                Decision::Early => Step::Early,
                 Decision::Duplicate => Step::Duplicate {
                     row: row.1.clone(),
                     usage: usage.clone(),
@@ -352,7 +361,15 @@ impl Ledger {
         if detail.bucket.name != self.bucket {
             return Ok(Prepared::Finished("other-bucket"));
         }
-        let sequencer = Sequencer::parse(&detail.object.sequencer).map_err(Failure::Poison)?;
+        let sequencer = match &detail.object.sequencer {
+            Some(sequencer) => Some(Sequencer::parse(sequencer).map_err(Failure::Poison)?),
+            None if detail_type == s3::OBJECT_STORAGE_CLASS_CHANGED => None,
+            None => {
+                return Err(Failure::Poison(format!(
+                    "{detail_type} without a sequencer"
+                )));
+            }
+        };
         let mut change = Self::change_of(detail_type, detail)?;
         let Some((key, head)) = self.resolve_key(&detail.object.key, &change).await? else {
             tracing::debug!(key = %detail.object.key, "no reading of the key holds the event's object: a later event supersedes it");
@@ -363,25 +380,47 @@ impl Ledger {
             return Ok(Prepared::Finished("not-a-user-key"));
         };
         let reason = detail.reason.as_deref().unwrap_or("");
-        if let Change::Created {
-            etag,
-            storage_class,
-            ..
-        } = &mut change
-            && !POST_UPLOADS.contains(&reason)
-        {
-            // Only browser uploads are bound to STANDARD by their policy;
-            // copies and API uploads may name another class, which S3's
-            // event does not carry.
-            let head = match head {
-                Some(head) => Some(head),
-                None => self.probe.head(&key).await?,
-            };
-            if let Some(head) =
-                head.filter(|h| h.etag.as_deref() == etag.as_deref().map(|e| e.trim_matches('"')))
-            {
-                *storage_class = head.storage_class;
+        match &mut change {
+            Change::ClassChanged { .. } => {
+                // S3 says what a change of class means: the class its object
+                // is in now, as long as S3 still holds that object. Changes
+                // of one object may arrive in any order, and S3 gives them
+                // no sequencer to tell.
+                let head = match head {
+                    Some(head) => Some(head),
+                    None => self.probe.head(&key).await?,
+                };
+                let Some(held) = head.filter(|h| {
+                    detail.object.etag.is_none()
+                        || unquoted(h.etag.as_deref()) == unquoted(detail.object.etag.as_deref())
+                }) else {
+                    return Ok(Prepared::Finished("superseded"));
+                };
+                change = Change::ClassChanged {
+                    size: Some(held.size),
+                    etag: unquoted(held.etag.as_deref()).map(str::to_string),
+                    storage_class: held.storage_class,
+                };
             }
+            Change::Created {
+                etag,
+                storage_class,
+                ..
+            } if !POST_UPLOADS.contains(&reason) => {
+                // Only browser uploads are bound to STANDARD by their policy;
+                // copies and API uploads may name another class, which S3's
+                // event does not carry.
+                let head = match head {
+                    Some(head) => Some(head),
+                    None => self.probe.head(&key).await?,
+                };
+                if let Some(head) = head
+                    .filter(|h| h.etag.as_deref() == etag.as_deref().map(|e| e.trim_matches('"')))
+                {
+                    *storage_class = head.storage_class;
+                }
+            }
+            _ => {}
         }
         let user_upload =
             USER_UPLOADS.contains(&reason) && matches!(change, Change::Created { .. });
@@ -523,6 +562,10 @@ impl Ledger {
                     label: "stale",
                     announce: None,
                 },
+                Step::Early => {
+                    results[index] = Some(Err(Failure::Transient(ClassChangeTooEarly.into())));
+                    continue;
+                }
                 // The first delivery may have committed and then failed to
                 // publish; publishing the current totals again is harmless.
                 Step::Duplicate { row, usage, grant } => Applied {

@@ -67,6 +67,13 @@ impl std::fmt::Debug for EventHandler {
     }
 }
 
+/// A change of storage class S3 reported before the projection applied its
+/// object's creation. Its message is retried until the creation is applied;
+/// one whose object never comes reaches the dead-letter queue.
+#[derive(Debug, thiserror::Error)]
+#[error("the object whose storage class changed is not recorded yet")]
+pub struct ClassChangeTooEarly;
+
 /// Why a message was not handled to completion.
 enum Failure {
     Poison(String),
@@ -165,8 +172,18 @@ impl EventHandler {
         if detail.bucket.name != self.bucket_name {
             return Ok("other-bucket");
         }
-        let sequencer = Sequencer::parse(&detail.object.sequencer).map_err(Failure::Poison)?;
         let object = &detail.object;
+        let sequencer = object
+            .sequencer
+            .as_deref()
+            .map(Sequencer::parse)
+            .transpose()
+            .map_err(Failure::Poison)?;
+        let sequenced = || {
+            sequencer
+                .clone()
+                .ok_or_else(|| Failure::Poison(format!("{detail_type} without a sequencer")))
+        };
         let etag = object
             .etag
             .as_deref()
@@ -199,7 +216,7 @@ impl EventHandler {
                     }
                 };
                 Observation::Created {
-                    sequencer,
+                    sequencer: sequenced()?,
                     at,
                     size,
                     etag,
@@ -207,18 +224,33 @@ impl EventHandler {
                     encryption,
                 }
             }
-            s3::OBJECT_STORAGE_CLASS_CHANGED => Observation::ClassChanged {
-                sequencer,
-                at,
-                size: object.size,
-                etag,
-                storage_class: detail.destination_storage_class.clone().ok_or_else(|| {
-                    Failure::Poison(
+            s3::OBJECT_STORAGE_CLASS_CHANGED => {
+                if detail.destination_storage_class.is_none() {
+                    return Err(Failure::Poison(
                         "Object Storage Class Changed without a destination class".into(),
-                    )
-                })?,
+                    ));
+                }
+                // S3 says what a change of class means: the class its object
+                // is in now, as long as S3 still holds that object. Changes
+                // of one object may arrive in any order, and S3 gives them
+                // no sequencer to tell.
+                let Some(head) = self.bucket.head(&key).await?.filter(|h| {
+                    etag.is_none()
+                        || h.etag.as_deref().map(|e| e.trim_matches('"')) == etag.as_deref()
+                }) else {
+                    return Ok("superseded");
+                };
+                Observation::ClassChanged {
+                    sequencer,
+                    at,
+                    size: Some(head.size),
+                    etag: head.etag.map(|e| e.trim_matches('"').to_string()),
+                    storage_class: head.storage_class,
+                }
+            }
+            _ => Observation::Deleted {
+                sequencer: sequenced()?,
             },
-            _ => Observation::Deleted { sequencer },
         };
         self.record(user, &key, &observation).await
     }
@@ -412,6 +444,7 @@ pub(crate) async fn record(
             Change::Duplicate => return Ok(Recorded::Duplicate),
             Change::Stale => return Ok(Recorded::Stale),
             Change::Unchanged => return Ok(Recorded::Unchanged),
+            Change::Early => return Err(ClassChangeTooEarly.into()),
         };
         match projection
             .put(

@@ -20,7 +20,7 @@ use stowage_lifecycle::{
         policy::{ArchiveClass, IndexedDays, Policies, Policy},
         projection::{Encryption, ObjectRecord, Restore},
     },
-    handler::{EventHandler, RestoreOptions},
+    handler::{ClassChangeTooEarly, EventHandler, RestoreOptions},
     ports::{
         Bucket, CopyError, DueIndex, DueObject, KeyPage, LifecyclePublisher, ObjectHead,
         Projection, RestoreStart, Settlement, StoreError, Versioned,
@@ -194,6 +194,58 @@ impl LifecyclePublisher for Announced {
     }
 }
 
+/// A bucket holding one SSE-S3 object at `key`.
+fn holding(key: &str, size: u64, etag: &str, class: &str) -> Holding {
+    Holding::new(HashMap::from([(
+        key.to_string(),
+        ObjectHead {
+            size,
+            etag: Some(etag.into()),
+            storage_class: class.into(),
+            encryption: Encryption::S3Managed,
+            last_modified: None,
+        },
+    )]))
+}
+
+/// Hands `bodies` to `handler` one by one; the outcome of each, as its
+/// label when done.
+fn handle_all(handler: &EventHandler, bodies: Vec<String>) -> Vec<String> {
+    runtime().block_on(async {
+        let mut outcomes = Vec::new();
+        for (i, body) in bodies.into_iter().enumerate() {
+            let outcome = handler.handle(&Delivery::new(i.to_string(), body, 1)).await;
+            outcomes.push(match outcome {
+                Disposition::Done(label) => label.to_string(),
+                Disposition::Retry(error) if error.is::<ClassChangeTooEarly>() => "early".into(),
+                other => format!("{other:?}"),
+            });
+        }
+        outcomes
+    })
+}
+
+/// The event handler on `rows` and `bucket`, tiering to Glacier Instant
+/// Retrieval after 90 days.
+fn handler(rows: Arc<Rows>, bucket: Holding) -> EventHandler {
+    let policy = Policy {
+        cold_after_days: 90,
+        target: ArchiveClass::GlacierIr,
+        min_size: 0,
+    };
+    EventHandler::new(
+        rows,
+        Arc::new(bucket),
+        Arc::new(Announced::default()),
+        Arc::new(Policies::with_overrides(policy, "").expect("policies")),
+        BUCKET,
+        RestoreOptions {
+            tier: "Standard".into(),
+            max_days: 30,
+        },
+    )
+}
+
 /// An S3 event on EventBridge about the key spelt `raw`.
 fn s3_event(detail_type: &str, sequencer: &str, raw: &str, object: serde_json::Value) -> String {
     let mut object = object;
@@ -217,33 +269,8 @@ fn an_ambiguous_key_never_moves_one_object_s_events_onto_another() {
     // `a+b` and deletes it at once: percent-encoded as the events carry
     // them, both keys read `a%2Bb`.
     let kept = "users/u/a%2Bb";
-    let bucket = Holding::new(HashMap::from([(
-        kept.to_string(),
-        ObjectHead {
-            size: 1_000_000,
-            etag: Some("kept".into()),
-            storage_class: "STANDARD".into(),
-            encryption: Encryption::S3Managed,
-            last_modified: None,
-        },
-    )]));
     let rows = Arc::new(Rows::default());
-    let policy = Policy {
-        cold_after_days: 90,
-        target: ArchiveClass::GlacierIr,
-        min_size: 0,
-    };
-    let handler = EventHandler::new(
-        rows.clone(),
-        Arc::new(bucket),
-        Arc::new(Announced::default()),
-        Arc::new(Policies::with_overrides(policy, "").expect("policies")),
-        BUCKET,
-        RestoreOptions {
-            tier: "Standard".into(),
-            max_days: 30,
-        },
-    );
+    let handler = handler(rows.clone(), holding(kept, 1_000_000, "kept", "STANDARD"));
     let created = |sequencer, raw, size: u64, etag: &str| {
         s3_event(
             "Object Created",
@@ -252,35 +279,83 @@ fn an_ambiguous_key_never_moves_one_object_s_events_onto_another() {
             json!({"size": size, "etag": etag}),
         )
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let outcomes: Vec<String> = runtime.block_on(async {
-        let mut outcomes = Vec::new();
-        for (i, body) in [
+    let outcomes = handle_all(
+        &handler,
+        vec![
             created("01", "users/u/a%252Bb", 1_000_000, "kept"),
             // S3 holds no `a+b` by the time these are handled.
             created("05", "users/u/a%2Bb", 1, "brief"),
             s3_event("Object Deleted", "06", "users/u/a%2Bb", json!({})),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let outcome = handler.handle(&Delivery::new(i.to_string(), body, 1)).await;
-            outcomes.push(match outcome {
-                Disposition::Done(label) => label.to_string(),
-                other => format!("{other:?}"),
-            });
-        }
-        outcomes
-    });
+        ],
+    );
     assert_eq!(outcomes[1..], ["superseded", "superseded"], "{outcomes:?}");
     let rows = rows.rows.lock().unwrap();
     let row = &rows[kept].record;
     assert!(row.live);
     assert_eq!((row.size, row.etag.as_deref()), (1_000_000, Some("kept")));
     assert!(rows.get("users/u/a+b").is_none_or(|row| !row.record.live));
+}
+
+#[test]
+fn a_class_change_without_a_sequencer_moves_only_its_own_object_once_recorded() {
+    let key = "users/u/a.bin";
+    let rows = Arc::new(Rows::default());
+    let handler = handler(rows.clone(), holding(key, 7, "two", "GLACIER"));
+    // As S3 sends it: no sequencer, and the class of this one change, which
+    // a later change of the same object may have overtaken.
+    let class_changed = |etag: &str| {
+        let mut event: serde_json::Value = serde_json::from_str(&s3_event(
+            "Object Storage Class Changed",
+            "00",
+            key,
+            json!({"size": 7, "etag": etag}),
+        ))
+        .unwrap();
+        event["detail"]["object"]
+            .as_object_mut()
+            .unwrap()
+            .remove("sequencer");
+        event["detail"]["destination-storage-class"] = json!("STANDARD_IA");
+        event.to_string()
+    };
+    let uploaded = |sequencer: &str, size: u64, etag: &str| {
+        let mut event: serde_json::Value = serde_json::from_str(&s3_event(
+            "Object Created",
+            sequencer,
+            key,
+            json!({"size": size, "etag": etag}),
+        ))
+        .unwrap();
+        event["detail"]["reason"] = json!("POST Object");
+        event.to_string()
+    };
+    let outcomes = handle_all(
+        &handler,
+        vec![
+            class_changed("two"),
+            uploaded("01", 5, "one"),
+            class_changed("one"),
+            uploaded("02", 7, "two"),
+            class_changed("two"),
+            class_changed("two"),
+        ],
+    );
+    assert_eq!(
+        outcomes,
+        [
+            "early",
+            "applied",
+            "superseded",
+            "applied",
+            "applied",
+            "duplicate"
+        ]
+    );
+    let rows = rows.rows.lock().unwrap();
+    let row = &rows[key].record;
+    assert_eq!((row.size, row.etag.as_deref()), (7, Some("two")));
+    assert_eq!(row.storage_class, "GLACIER");
+    assert_eq!(row.sequencer, Sequencer::parse("02").unwrap());
 }
 
 #[test]

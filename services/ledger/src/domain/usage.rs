@@ -9,6 +9,11 @@
 //! second), so a different event at the same sequencer is applied in arrival
 //! order. A deleted object keeps its row as a tombstone, so a late
 //! `Object Created` cannot bring it back.
+//!
+//! S3 reports a change of storage class without a sequencer. Such a change
+//! is read as "the object with this entity tag is now in this class", which
+//! the caller has just read from S3: it applies to the live row of that
+//! object and to nothing else, so it needs no place in the key's order.
 
 use std::collections::BTreeMap;
 
@@ -39,7 +44,9 @@ pub enum Change {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectEvent {
     pub change: Change,
-    pub sequencer: Sequencer,
+    /// `None` only for a [`Change::ClassChanged`] of the object with that
+    /// entity tag, in the class S3 holds it in now.
+    pub sequencer: Option<Sequencer>,
 }
 
 impl ObjectEvent {
@@ -120,16 +127,22 @@ pub enum Decision {
     Duplicate,
     /// A later event of the key was applied already.
     Stale,
+    /// A change of class without a sequencer, of an object whose own
+    /// `Object Created` is not applied yet: it can apply only after it.
+    Early,
     /// Write these together.
     Apply { object: ObjectRow, usage: Usage },
 }
 
 /// Decides how `event` changes a key's row `current` and its owner's `usage`.
 pub fn decide(current: Option<&ObjectRow>, usage: &Usage, event: &ObjectEvent) -> Decision {
+    let Some(sequencer) = &event.sequencer else {
+        return reclassify(current, usage, &event.change);
+    };
     let fingerprint = event.fingerprint();
     let mut applied = vec![fingerprint.clone()];
     if let Some(row) = current {
-        match event.sequencer.cmp(&row.sequencer) {
+        match sequencer.cmp(&row.sequencer) {
             std::cmp::Ordering::Less => return Decision::Stale,
             std::cmp::Ordering::Equal if row.applied.contains(&fingerprint) => {
                 return Decision::Duplicate;
@@ -176,7 +189,7 @@ pub fn decide(current: Option<&ObjectRow>, usage: &Usage, event: &ObjectEvent) -
                 size: *size,
                 storage_class: storage_class.clone(),
                 etag: etag.clone(),
-                sequencer: event.sequencer.clone(),
+                sequencer: sequencer.clone(),
                 applied,
             }
         }
@@ -187,12 +200,45 @@ pub fn decide(current: Option<&ObjectRow>, usage: &Usage, event: &ObjectEvent) -
                 r.storage_class.clone()
             }),
             etag: None,
-            sequencer: event.sequencer.clone(),
+            sequencer: sequencer.clone(),
             applied,
         },
     };
     usage.revision += 1;
     Decision::Apply { object, usage }
+}
+
+/// Moves the live object with the change's entity tag to the change's
+/// class; a row of another object, or none, means that object's creation is
+/// still to be applied. The row keeps its sequencer and the events applied
+/// at it, so the key's later events apply on top as before.
+fn reclassify(current: Option<&ObjectRow>, usage: &Usage, change: &Change) -> Decision {
+    let Change::ClassChanged {
+        etag: Some(etag),
+        storage_class,
+        ..
+    } = change
+    else {
+        return Decision::Stale;
+    };
+    let same = |tag: &str| tag.trim_matches('"') == etag.trim_matches('"');
+    let Some(row) = current.filter(|r| r.live && r.etag.as_deref().is_some_and(same)) else {
+        return Decision::Early;
+    };
+    if &row.storage_class == storage_class {
+        return Decision::Duplicate;
+    }
+    let mut usage = usage.clone();
+    usage.remove(row.size, &row.storage_class);
+    usage.add(row.size, storage_class);
+    usage.revision += 1;
+    Decision::Apply {
+        object: ObjectRow {
+            storage_class: storage_class.clone(),
+            ..row.clone()
+        },
+        usage,
+    }
 }
 
 /// What S3 holds at a key, as a bucket listing shows it.
@@ -283,14 +329,14 @@ mod tests {
                 etag: Some(etag.into()),
                 storage_class: DEFAULT_STORAGE_CLASS.into(),
             },
-            sequencer: Sequencer::parse(seq).unwrap(),
+            sequencer: Some(Sequencer::parse(seq).unwrap()),
         }
     }
 
     fn deleted(seq: &str) -> ObjectEvent {
         ObjectEvent {
             change: Change::Deleted,
-            sequencer: Sequencer::parse(seq).unwrap(),
+            sequencer: Some(Sequencer::parse(seq).unwrap()),
         }
     }
 
@@ -301,6 +347,7 @@ mod tests {
             match decide(row.as_ref(), &usage, event) {
                 Decision::Duplicate => outcomes.push("duplicate"),
                 Decision::Stale => outcomes.push("stale"),
+                Decision::Early => outcomes.push("early"),
                 Decision::Apply { object, usage: u } => {
                     row = Some(object);
                     usage = u;
@@ -357,12 +404,72 @@ mod tests {
                 etag: None,
                 storage_class: "GLACIER".into(),
             },
-            sequencer: Sequencer::parse("02").unwrap(),
+            sequencer: Some(Sequencer::parse("02").unwrap()),
         };
         let (row, usage, _) = run(&[created("01", 10, "a"), to_glacier]);
         assert_eq!((usage.used_bytes, usage.object_count), (10, 1));
         assert_eq!(usage.by_storage_class, [("GLACIER".to_string(), 10)].into());
         assert_eq!(row.unwrap().etag.as_deref(), Some("a"));
+    }
+
+    fn reclassed(etag: &str, class: &str) -> ObjectEvent {
+        ObjectEvent {
+            change: Change::ClassChanged {
+                size: None,
+                etag: Some(etag.into()),
+                storage_class: class.into(),
+            },
+            sequencer: None,
+        }
+    }
+
+    #[test]
+    fn a_class_change_without_a_sequencer_moves_only_its_own_object() {
+        let (row, usage, outcomes) = run(&[
+            reclassed("a", "GLACIER"),
+            created("01", 10, "a"),
+            reclassed("b", "GLACIER"),
+            reclassed("\"a\"", "GLACIER"),
+            reclassed("a", "GLACIER"),
+            created("02", 7, "c"),
+            reclassed("a", "DEEP_ARCHIVE"),
+        ]);
+        assert_eq!(
+            outcomes,
+            [
+                "early",
+                "applied",
+                "early",
+                "applied",
+                "duplicate",
+                "applied",
+                "early"
+            ]
+        );
+        assert_eq!((usage.used_bytes, usage.object_count), (7, 1));
+        assert_eq!(usage.by_storage_class, [("STANDARD".to_string(), 7)].into());
+        assert_eq!(usage.revision, 3);
+        let row = row.unwrap();
+        assert_eq!(row.sequencer, Sequencer::parse("02").unwrap());
+        assert_eq!(row.storage_class, "STANDARD");
+    }
+
+    #[test]
+    fn a_class_change_without_a_sequencer_keeps_the_row_in_the_keys_order() {
+        let (row, usage, outcomes) = run(&[
+            created("05", 10, "a"),
+            reclassed("a", "GLACIER"),
+            created("05", 10, "a"),
+            created("04", 3, "z"),
+            deleted("06"),
+        ]);
+        assert_eq!(
+            outcomes,
+            ["applied", "applied", "duplicate", "stale", "applied"]
+        );
+        assert_eq!((usage.used_bytes, usage.object_count), (0, 0));
+        assert!(usage.by_storage_class.is_empty());
+        assert!(!row.unwrap().live);
     }
 
     #[test]

@@ -10,7 +10,10 @@
 //! carry no sequencer: the last access only ever moves forward, so a late or
 //! repeated `ObjectAccessed` changes nothing. Objects found in the bucket by
 //! a backfill carry none either: they fill in keys no S3 event has reached,
-//! and any S3 event of the key outranks them.
+//! and any S3 event of the key outranks them. S3 reports a change of storage
+//! class without a sequencer too: it moves the live object with its entity
+//! tag to the class S3 holds it in now, and waits for that object's creation
+//! when the row is not of it yet.
 
 use std::cmp::Ordering;
 
@@ -165,9 +168,10 @@ pub enum Observation {
         storage_class: String,
         encryption: Encryption,
     },
-    /// `Object Storage Class Changed`.
+    /// `Object Storage Class Changed`, in the class S3 holds the object in
+    /// now. S3 gives it no sequencer; one that has one is ordered by it.
     ClassChanged {
-        sequencer: Sequencer,
+        sequencer: Option<Sequencer>,
         at: i64,
         size: Option<u64>,
         etag: Option<String>,
@@ -213,7 +217,7 @@ impl Observation {
                 ),
             )),
             Self::ClassChanged {
-                sequencer,
+                sequencer: Some(sequencer),
                 etag,
                 storage_class,
                 ..
@@ -239,6 +243,9 @@ pub enum Change {
     /// Nothing to write: an older read, a repeat, or a restore of an object
     /// the service does not know.
     Unchanged,
+    /// A change of class without a sequencer, of an object whose own
+    /// `Object Created` is not applied yet: it can apply only after it.
+    Early,
 }
 
 /// Decides how `observation` changes the row `current`.
@@ -386,6 +393,31 @@ pub fn apply(current: Option<&ObjectRecord>, observation: &Observation) -> Chang
             }
             Change::Apply(Box::new(ObjectRecord {
                 restore,
+                ..row.clone()
+            }))
+        }
+        (
+            Observation::ClassChanged {
+                sequencer: None,
+                etag,
+                storage_class,
+                ..
+            },
+            current,
+        ) => {
+            let same = |tag: &str| {
+                etag.as_deref()
+                    .is_some_and(|etag| tag.trim_matches('"') == etag.trim_matches('"'))
+            };
+            let Some(row) = current.filter(|r| r.live && r.etag.as_deref().is_some_and(same))
+            else {
+                return Change::Early;
+            };
+            if &row.storage_class == storage_class {
+                return Change::Duplicate;
+            }
+            Change::Apply(Box::new(ObjectRecord {
+                storage_class: storage_class.clone(),
                 ..row.clone()
             }))
         }
