@@ -79,14 +79,57 @@ pub async fn head_object(
     bucket: &str,
     key: &str,
 ) -> anyhow::Result<Option<aws_sdk_s3::operation::head_object::HeadObjectOutput>> {
+    let failed = |error| {
+        anyhow::anyhow!(
+            "HeadObject {key}: {}",
+            aws_sdk_s3::error::DisplayErrorContext(error)
+        )
+    };
     match client.head_object().bucket(bucket).key(key).send().await {
         Ok(head) => Ok(Some(head)),
         Err(error) if error.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
-        Err(error) => Err(anyhow::anyhow!(
-            "HeadObject {key}: {}",
-            aws_sdk_s3::error::DisplayErrorContext(error)
-        )),
+        Err(error) if refused(&error) => match lists_key(client, bucket, key).await {
+            Ok(false) => Ok(None),
+            Ok(true) => Err(failed(error)),
+            Err(list_error) => Err(anyhow::anyhow!(
+                "ListObjectsV2 {key}: {}",
+                aws_sdk_s3::error::DisplayErrorContext(list_error)
+            )),
+        },
+        Err(error) => Err(failed(error)),
     }
+}
+
+/// Whether S3 refused a request (403). S3 answers `HeadObject` of a missing
+/// key so unless the caller may list that key, and a permission to list only
+/// under a prefix may not count for a `HeadObject`: [`lists_key`] tells.
+pub fn refused<E>(
+    error: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> bool {
+    error.raw_response().map(|r| r.status().as_u16()) == Some(403)
+}
+
+/// Whether a listing shows an object at exactly `key`: the first key listed
+/// under it as a prefix is `key` itself when there is one.
+pub async fn lists_key(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> Result<
+    bool,
+    aws_sdk_s3::error::SdkError<
+        aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error,
+        aws_sdk_s3::config::http::HttpResponse,
+    >,
+> {
+    let page = client
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(key)
+        .max_keys(1)
+        .send()
+        .await?;
+    Ok(page.contents().first().and_then(|o| o.key()) == Some(key))
 }
 
 /// The storage class a `HeadObject` answer names; S3 leaves the header out

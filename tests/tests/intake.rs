@@ -869,3 +869,93 @@ async fn listings_page_past_objects_stored_another_way() {
     assert_eq!(listed, paths);
     system.stop().await;
 }
+
+/// Turns the status of every `HeadObject` answer into 403, as S3 answers a
+/// caller whose permission to list does not reach the key. (The request is
+/// gone by the time its answer is read: the method is noted on the way out.)
+#[derive(Debug, Default)]
+struct HeadsRefused {
+    heading: std::sync::atomic::AtomicBool,
+}
+
+impl aws_sdk_s3::config::Intercept for HeadsRefused {
+    fn name(&self) -> &'static str {
+        "HeadsRefused"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _components: &aws_sdk_s3::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let heading = context.request().method() == "HEAD";
+        self.heading
+            .store(heading, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut aws_sdk_s3::config::interceptors::BeforeDeserializationInterceptorContextMut<
+            '_,
+        >,
+        _components: &aws_sdk_s3::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        if self.heading.load(std::sync::atomic::Ordering::SeqCst) {
+            *context.response_mut().status_mut() = 403u16.try_into()?;
+        }
+        Ok(())
+    }
+}
+
+/// Where S3 answers `HeadObject` of a missing key with 403, intake still
+/// tells a missing object (`None`, a 404 to the user) from a refusal, and so
+/// does the `HeadObject` the ledger and lifecycle resolve keys with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_missing_object_is_told_from_a_refusal_when_s3_answers_403() {
+    use stowage_intake::{adapters::s3::S3Objects, ports::ObjectStore};
+
+    let stack = stowage_e2e::Stack::deploy().expect("stack deploys");
+    let bucket = stack.get("STOWAGE_BUCKET");
+    let sdk = stowage_shared::aws::load().await;
+    let kept = "users/hana/kept.txt";
+    stowage_shared::aws::s3(&sdk, true)
+        .put_object()
+        .bucket(bucket)
+        .key(kept)
+        .body(b"kept".to_vec().into())
+        .send()
+        .await
+        .expect("PutObject");
+    let refusing = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .interceptor(HeadsRefused::default())
+            .build(),
+    );
+    let store = S3Objects::new(refusing.clone(), bucket);
+    let shared_head = |key| stowage_shared::aws::head_object(&refusing, bucket, key);
+
+    for missing in [
+        "users/hana/gone.txt",
+        "users/hana/kept",
+        "users/hana/kept.tx",
+    ] {
+        let head = store.head(missing).await;
+        assert!(matches!(head, Ok(None)), "{missing}: {head:?}");
+        let head = shared_head(missing).await;
+        assert!(matches!(head, Ok(None)), "{missing}: {head:?}");
+    }
+    let refused = store.head(kept).await;
+    assert!(
+        refused.is_err(),
+        "a refusal of a stored object: {refused:?}"
+    );
+    let refused = shared_head(kept).await;
+    assert!(
+        refused.is_err(),
+        "a refusal of a stored object: {refused:?}"
+    );
+}

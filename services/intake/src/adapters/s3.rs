@@ -10,7 +10,7 @@ use aws_sdk_s3::{
     primitives::{DateTime, DateTimeFormat},
     types::ArchiveStatus,
 };
-use stowage_shared::{dynamo::classify, pricing::STANDARD};
+use stowage_shared::{aws, dynamo::classify, pricing::STANDARD};
 use time::OffsetDateTime;
 
 use crate::ports::{
@@ -119,6 +119,18 @@ impl ObjectStore for S3Objects {
         {
             Ok(head) => head,
             Err(error) if error.as_service_error().is_some_and(|e| e.is_not_found()) => {
+                return Ok(None);
+            }
+            // Intake may list only under `users/`, which S3 may not count
+            // for a HEAD: a listing of exactly this key tells a missing
+            // object from a refusal.
+            Err(error) if aws::refused(&error) => {
+                let listed = aws::lists_key(&self.client, &self.bucket, key)
+                    .await
+                    .map_err(|e| classify("ListObjectsV2", e))?;
+                if listed {
+                    return Err(classify("HeadObject", error));
+                }
                 return Ok(None);
             }
             Err(error) => return Err(classify("HeadObject", error)),
