@@ -71,6 +71,12 @@ pub struct Settings {
     #[arg(long, env = "STOWAGE_JWT_TOKEN_USE")]
     pub jwt_token_use: Option<String>,
 
+    /// Verified tokens kept so that a token sent again skips the signature
+    /// check (each until it expires, at most five minutes); 0 checks every
+    /// token in full.
+    #[arg(long, env = "STOWAGE_VERIFIED_TOKENS", default_value_t = crate::auth::DEFAULT_VERIFIED_TOKENS)]
+    pub verified_tokens: usize,
+
     /// Claim that marks administrators: a string equal to
     /// `--admin-value`, or an array containing it. Empty: nobody is.
     #[arg(long, env = "STOWAGE_ADMIN_CLAIM", default_value = crate::auth::DEFAULT_ADMIN_CLAIM)]

@@ -38,10 +38,10 @@ pub fn authenticator(settings: &Settings) -> anyhow::Result<Authenticator> {
         admin_claim: settings.admin_claim.clone(),
         admin_value: settings.admin_value.clone(),
     };
-    match (&settings.jwks_url, &settings.jwt_secret) {
+    let authenticator = match (&settings.jwks_url, &settings.jwt_secret) {
         (Some(url), None) => Authenticator::jwks(url, rules, JwksOptions::default())
-            .context("invalid STOWAGE_JWKS_URL"),
-        (None, Some(secret)) => Ok(Authenticator::hs256(secret, rules)),
+            .context("invalid STOWAGE_JWKS_URL")?,
+        (None, Some(secret)) => Authenticator::hs256(secret, rules),
         (Some(_), Some(_)) => anyhow::bail!(
             "both STOWAGE_JWKS_URL and STOWAGE_JWT_SECRET are set: configure exactly one way \
              to verify bearer tokens"
@@ -50,7 +50,8 @@ pub fn authenticator(settings: &Settings) -> anyhow::Result<Authenticator> {
             "no token verification configured: set STOWAGE_JWKS_URL (an identity provider's \
              keys) or STOWAGE_JWT_SECRET (HS256, local use)"
         ),
-    }
+    };
+    Ok(authenticator.keeping(settings.verified_tokens))
 }
 
 /// A built intake, bound to its port and ready to run.

@@ -5,6 +5,10 @@
 //!   infra/local/bench_presign.py`: mean microseconds (CPU and wall clock) to
 //!   build and sign one upload's POST policy with intake's signer, beside
 //!   boto3's `generate_presigned_post` for the same policy, on this machine.
+//! - `bench_intake verify`: mean microseconds (CPU) to verify one bearer
+//!   token, RS256 and ES256 against keys served as a JWKS on loopback and
+//!   HS256 with a shared secret, in full and when the same token was
+//!   verified before.
 //! - `bench_intake load <release stowage-intake>` (inside `stack.py run`):
 //!   starts the release intake on a freshly deployed stack and has 64
 //!   concurrent clients ask it for upload grants; prints grants per second,
@@ -71,6 +75,15 @@ enum Command {
         /// Policies boto3 signs per round (after 1,000 to warm up).
         #[arg(long, default_value_t = 5_000)]
         boto3_iterations: u32,
+    },
+    /// Microseconds to verify one bearer token, in full and when kept.
+    Verify {
+        /// Verifications per round (one more round warms up).
+        #[arg(long, default_value_t = 20_000)]
+        iterations: u32,
+        /// Rounds of each kind, taken in turns.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
     },
     /// Grants per second, latency, CPU and memory of the release intake
     /// against the running emulators.
@@ -619,6 +632,110 @@ async fn load(intake: &Path, backend: Backend, grants: usize, clients: usize) {
     }
 }
 
+/// Keys of the identity provider `verify` pretends to be.
+const JWKS: &str = include_str!("../../../services/intake/tests/fixtures/jwks.json");
+const RSA_KEY: &str = include_str!("../../../services/intake/tests/fixtures/rsa-1.key.pem");
+const EC_KEY: &str = include_str!("../../../services/intake/tests/fixtures/ec-1.key.pem");
+
+/// A token for `bench` signed with `key` under `kid`.
+fn signed(
+    algorithm: jsonwebtoken::Algorithm,
+    kid: &str,
+    key: &jsonwebtoken::EncodingKey,
+) -> String {
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let mut header = jsonwebtoken::Header::new(algorithm);
+    header.kid = Some(kid.to_string());
+    let claims =
+        json!({"sub": "bench", "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 3600});
+    jsonwebtoken::encode(&header, &claims, key).expect("token encodes")
+}
+
+async fn verify(iterations: u32, rounds: usize) {
+    use stowage_intake::auth::{Authenticator, JwksOptions, TokenRules};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let url = format!(
+        "http://{}/.well-known/jwks.json",
+        listener.local_addr().expect("address")
+    );
+    let app = axum::Router::new().route(
+        "/.well-known/jwks.json",
+        axum::routing::get(|| async { ([("content-type", "application/json")], JWKS) }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let rules = || TokenRules::new(ISSUER, AUDIENCE);
+    let jwks = async |capacity| {
+        let auth = Authenticator::jwks(&url, rules(), JwksOptions::default())
+            .expect("authenticator")
+            .keeping(capacity);
+        auth.preload().await.expect("the JWKS loads");
+        auth
+    };
+    let hs256 =
+        |capacity| Authenticator::hs256(&JWT_SECRET.to_string().into(), rules()).keeping(capacity);
+    let rsa = jsonwebtoken::EncodingKey::from_rsa_pem(RSA_KEY.as_bytes()).expect("RSA key");
+    let ec = jsonwebtoken::EncodingKey::from_ec_pem(EC_KEY.as_bytes()).expect("EC key");
+    let kinds = [
+        (
+            "RS256",
+            signed(jsonwebtoken::Algorithm::RS256, "rsa-1", &rsa),
+            jwks(0).await,
+            jwks(16).await,
+        ),
+        (
+            "ES256",
+            signed(jsonwebtoken::Algorithm::ES256, "ec-1", &ec),
+            jwks(0).await,
+            jwks(16).await,
+        ),
+        (
+            "HS256",
+            token_with(json!({"sub": "bench"})),
+            hs256(0),
+            hs256(16),
+        ),
+    ];
+    let round = |auth: &Authenticator, token: &str| {
+        let (started, cpu_started) = (Instant::now(), thread_cpu_ns());
+        for _ in 0..iterations {
+            black_box(
+                futures::executor::block_on(auth.verify(black_box(token))).expect("verifies"),
+            );
+        }
+        Round {
+            cpu_us: thread_cpu_ns().saturating_sub(cpu_started) as f64
+                / 1e3
+                / f64::from(iterations),
+            wall_us: started.elapsed().as_secs_f64() * 1e6 / f64::from(iterations),
+        }
+    };
+    println!(
+        "| token | verifications | in full: CPU µs each | kept: CPU µs each | in full: wall µs | kept: wall µs |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for (name, token, full, kept) in &kinds {
+        round(full, token);
+        round(kept, token);
+        let (mut in_full, mut from_kept) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            in_full.push(round(full, token));
+            from_kept.push(round(kept, token));
+        }
+        let cpu = |r: &[Round]| median(r.iter().map(|r| r.cpu_us).collect());
+        let wall = |r: &[Round]| median(r.iter().map(|r| r.wall_us).collect());
+        println!(
+            "| {name} | {rounds} × {iterations} | {:.1} | {:.2} | {:.1} | {:.2} |",
+            cpu(&in_full),
+            cpu(&from_kept),
+            wall(&in_full),
+            wall(&from_kept)
+        );
+    }
+}
+
 fn main() {
     match Cli::parse().command {
         Command::Sign {
@@ -628,6 +745,11 @@ fn main() {
             iterations,
             boto3_iterations,
         } => sign(&python, &script, rounds, iterations, boto3_iterations),
+        Command::Verify { iterations, rounds } => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+            .block_on(verify(iterations, rounds)),
         Command::Load {
             intake,
             grants,

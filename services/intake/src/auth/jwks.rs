@@ -186,6 +186,15 @@ impl KeyCache {
         fresh.keys.get(kid).cloned().ok_or_else(|| unknown(kid))
     }
 
+    /// How long the keys held now stay fresh: a token verified with one of
+    /// them is not to be taken as verified for longer, so that a key the
+    /// provider withdraws stops counting as soon as it would here.
+    pub fn fresh_for(&self) -> Duration {
+        self.snapshot().fetched_at.map_or(Duration::ZERO, |at| {
+            self.options.max_age.saturating_sub(at.elapsed())
+        })
+    }
+
     /// Refetches keys that are too old, unless another request is already at
     /// it or fetches are rate-limited; `None` means "keep using `seen`".
     async fn refresh_stale(&self, seen: &KeySet) -> Option<Arc<KeySet>> {

@@ -10,11 +10,16 @@
 //! is only verified with the algorithm its key is for, so `alg: none` and
 //! algorithm confusion (an HS256 token "signed" with a public key) never pass.
 //!
+//! A token that passed is kept for a while (see [`verified`]), so the same
+//! token again costs a digest and a lookup instead of a signature check.
+//!
 //! # Layout
 //! - this file: [`Authenticator`], [`TokenRules`], [`Caller`], [`AuthError`].
 //! - [`jwks`]: fetching, parsing and caching the provider's keys.
+//! - [`verified`]: tokens that passed, by digest.
 
 pub mod jwks;
+pub mod verified;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use secrecy::{ExposeSecret, SecretString};
@@ -23,6 +28,7 @@ use serde_json::{Map, Value};
 use crate::domain::keys::UserId;
 
 pub use jwks::JwksOptions;
+use verified::Verified;
 
 /// Default of [`TokenRules::admin_claim`]: Cognito puts a user's groups there.
 pub const DEFAULT_ADMIN_CLAIM: &str = "cognito:groups";
@@ -31,6 +37,9 @@ pub const DEFAULT_ADMIN_VALUE: &str = "stowage-admins";
 
 /// Allowed clock skew, in seconds, when checking `exp` and `nbf`.
 const LEEWAY_SECONDS: u64 = 30;
+
+/// Default of how many verified tokens an [`Authenticator`] keeps.
+pub const DEFAULT_VERIFIED_TOKENS: usize = 4096;
 
 /// Who is calling, once their token checked out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,12 +164,14 @@ enum Keys {
 }
 
 /// Verifies bearer tokens. Keys are parsed once (at construction, or when
-/// the JWKS is fetched), so a verification costs one signature check.
+/// the JWKS is fetched), so a verification costs one signature check, and
+/// a token verified before costs none while it is kept.
 pub struct Authenticator {
     keys: Keys,
     rules: TokenRules,
     /// One validation per accepted algorithm, built once.
     validations: Vec<(Algorithm, Validation)>,
+    verified: Verified,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -183,7 +194,15 @@ impl Authenticator {
             keys: Keys::Secret(DecodingKey::from_secret(secret.expose_secret().as_bytes())),
             validations: vec![(Algorithm::HS256, rules.validation(Algorithm::HS256))],
             rules,
+            verified: Verified::new(DEFAULT_VERIFIED_TOKENS),
         }
+    }
+
+    /// Keeps up to `capacity` verified tokens instead of
+    /// [`DEFAULT_VERIFIED_TOKENS`]; 0 verifies every token in full.
+    pub fn keeping(mut self, capacity: usize) -> Self {
+        self.verified = Verified::new(capacity);
+        self
     }
 
     /// Tokens signed with RS256 or ES256 keys published at `url`. Fails only
@@ -197,6 +216,7 @@ impl Authenticator {
                 .map(|&alg| (alg, rules.validation(alg)))
                 .collect(),
             rules,
+            verified: Verified::new(DEFAULT_VERIFIED_TOKENS),
         })
     }
 
@@ -211,6 +231,27 @@ impl Authenticator {
 
     /// Checks a token and returns the caller it names.
     pub async fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let digest = verified::digest(token);
+        if let Some(caller) = self.verified.get(&digest, now) {
+            return Ok(caller);
+        }
+        let (caller, until) = self.verify_in_full(token, now).await?;
+        if let Some(until) = until {
+            self.verified.put(digest, caller.clone(), until, now);
+        }
+        Ok(caller)
+    }
+
+    /// Checks a token's signature and claims; returns the caller it names
+    /// and until when (Unix seconds) that may be taken as verified: the
+    /// token's expiry, or sooner when the key it was verified with is due
+    /// to be fetched again.
+    async fn verify_in_full(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<(Caller, Option<i64>), AuthError> {
         let invalid = |e: jsonwebtoken::errors::Error| AuthError::Invalid(e.to_string());
         let header = decode_header(token).map_err(invalid)?;
         let claims = match &self.keys {
@@ -239,7 +280,15 @@ impl Authenticator {
             }
         }
         .map_err(invalid)?;
-        self.rules.caller(&claims.claims)
+        let fresh_until = match &self.keys {
+            Keys::Secret(_) => i64::MAX,
+            Keys::Jwks(cache) => {
+                now.saturating_add(i64::try_from(cache.fresh_for().as_secs()).unwrap_or(i64::MAX))
+            }
+        };
+        let exp = claims.claims.get("exp").and_then(Value::as_i64);
+        let until = exp.map(|exp| exp.min(fresh_until));
+        Ok((self.rules.caller(&claims.claims)?, until))
     }
 
     /// Checks an `Authorization` header value.
@@ -439,5 +488,40 @@ mod tests {
         let no_client =
             token(json!({"sub": "alice", "iss": "iss", "exp": exp, "token_use": "access"}));
         assert!(auth.verify(&no_client).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_kept_token_stands_for_itself_alone() {
+        let auth = authenticator();
+        let exp = now() + 60;
+        let alice = token(json!({"sub": "alice", "iss": "iss", "aud": "aud", "exp": exp}));
+        assert_eq!(auth.verify(&alice).await.unwrap().user.as_str(), "alice");
+        assert_eq!(auth.verified.len(), 1);
+        assert_eq!(auth.verify(&alice).await.unwrap().user.as_str(), "alice");
+
+        let (signed, signature) = alice.rsplit_once('.').unwrap();
+        // Another signature on the same claims.
+        let mut forged = signature.to_string();
+        let last = if forged.ends_with('A') { "B" } else { "A" };
+        forged.replace_range(forged.len() - 1.., last);
+        assert!(auth.verify(&format!("{signed}.{forged}")).await.is_err());
+        // The same signature on other claims.
+        let mallory = token(json!({"sub": "mallory", "iss": "iss", "aud": "aud", "exp": exp}));
+        let (mallory_signed, _) = mallory.rsplit_once('.').unwrap();
+        assert!(
+            auth.verify(&format!("{mallory_signed}.{signature}"))
+                .await
+                .is_err()
+        );
+        // Refused tokens are not kept.
+        assert_eq!(auth.verified.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn without_room_every_token_is_verified_in_full() {
+        let auth = authenticator().keeping(0);
+        let t = token(json!({"sub": "alice", "iss": "iss", "aud": "aud", "exp": now() + 60}));
+        assert_eq!(auth.verify(&t).await.unwrap().user.as_str(), "alice");
+        assert!(auth.verified.is_empty());
     }
 }
