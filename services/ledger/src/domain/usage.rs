@@ -232,9 +232,25 @@ fn reclassify(current: Option<&ObjectRow>, usage: &Usage, change: &Change) -> De
     usage.remove(row.size, &row.storage_class);
     usage.add(row.size, storage_class);
     usage.revision += 1;
+    // The object's own `Object Created` delivered again reads its class from
+    // S3, the new one: it is still the event applied already.
+    let created_again = ObjectEvent {
+        change: Change::Created {
+            size: row.size,
+            etag: row.etag.clone(),
+            storage_class: storage_class.clone(),
+        },
+        sequencer: None,
+    }
+    .fingerprint();
+    let mut applied = row.applied.clone();
+    if !applied.contains(&created_again) {
+        applied.push(created_again);
+    }
     Decision::Apply {
         object: ObjectRow {
             storage_class: storage_class.clone(),
+            applied,
             ..row.clone()
         },
         usage,
@@ -452,6 +468,33 @@ mod tests {
         let row = row.unwrap();
         assert_eq!(row.sequencer, Sequencer::parse("02").unwrap());
         assert_eq!(row.storage_class, "STANDARD");
+    }
+
+    #[test]
+    fn an_upload_delivered_again_after_a_class_change_is_a_duplicate() {
+        // A PutObject's class is read from S3, which by then reports the
+        // class the object moved to.
+        let mut again = created("05", 10, "a");
+        if let Change::Created { storage_class, .. } = &mut again.change {
+            *storage_class = "GLACIER".into();
+        }
+        let (row, usage, outcomes) = run(&[
+            created("05", 10, "a"),
+            reclassed("a", "GLACIER"),
+            again.clone(),
+            reclassed("a", "DEEP_ARCHIVE"),
+            again,
+        ]);
+        assert_eq!(
+            outcomes,
+            ["applied", "applied", "duplicate", "applied", "duplicate"]
+        );
+        assert_eq!(usage.revision, 3);
+        assert_eq!(row.unwrap().storage_class, "DEEP_ARCHIVE");
+        assert_eq!(
+            usage.by_storage_class,
+            [("DEEP_ARCHIVE".to_string(), 10)].into()
+        );
     }
 
     #[test]

@@ -211,10 +211,7 @@ impl Observation {
                 ..
             } => Some((
                 sequencer,
-                format!(
-                    "created:{}:{size}:{storage_class}",
-                    etag.as_deref().unwrap_or("")
-                ),
+                created_fingerprint(etag.as_deref(), *size, storage_class),
             )),
             Self::ClassChanged {
                 sequencer: Some(sequencer),
@@ -416,13 +413,26 @@ pub fn apply(current: Option<&ObjectRecord>, observation: &Observation) -> Chang
             if &row.storage_class == storage_class {
                 return Change::Duplicate;
             }
+            // The object's own `Object Created` delivered again reads its
+            // class from S3, the new one: it is still the event applied.
+            let mut applied = row.applied.clone();
+            let created_again = created_fingerprint(row.etag.as_deref(), row.size, storage_class);
+            if !row.applied.is_empty() && !applied.contains(&created_again) {
+                applied.push(created_again);
+            }
             Change::Apply(Box::new(ObjectRecord {
                 storage_class: storage_class.clone(),
+                applied,
                 ..row.clone()
             }))
         }
         _ => Change::Unchanged,
     }
+}
+
+/// How an `Object Created` is told from other events at its sequencer.
+fn created_fingerprint(etag: Option<&str>, size: u64, storage_class: &str) -> String {
+    format!("created:{}:{size}:{storage_class}", etag.unwrap_or(""))
 }
 
 #[cfg(test)]
