@@ -68,6 +68,8 @@ pub struct PublishedKey {
     /// The one algorithm this key verifies.
     pub algorithm: Algorithm,
     pub key: DecodingKey,
+    /// When the document it came from was fetched.
+    pub fetched_at: Instant,
 }
 
 /// One fetched JWKS document.
@@ -186,13 +188,13 @@ impl KeyCache {
         fresh.keys.get(kid).cloned().ok_or_else(|| unknown(kid))
     }
 
-    /// How long the keys held now stay fresh: a token verified with one of
-    /// them is not to be taken as verified for longer, so that a key the
-    /// provider withdraws stops counting as soon as it would here.
-    pub fn fresh_for(&self) -> Duration {
-        self.snapshot().fetched_at.map_or(Duration::ZERO, |at| {
-            self.options.max_age.saturating_sub(at.elapsed())
-        })
+    /// How long `key` stays fresh: a token verified with it is not to be
+    /// taken as verified for longer, so that a key the provider withdraws
+    /// stops counting as soon as it would here.
+    pub fn fresh_for(&self, key: &PublishedKey) -> Duration {
+        self.options
+            .max_age
+            .saturating_sub(key.fetched_at.elapsed())
     }
 
     /// Refetches keys that are too old, unless another request is already at
@@ -328,7 +330,14 @@ fn published_key(jwk: &Jwk) -> Result<(String, PublishedKey), String> {
     if algorithm == Algorithm::ES256 && key.try_get_as_bytes().map(<[u8]>::len) != Ok(65) {
         return Err("not a P-256 point".into());
     }
-    Ok((kid, PublishedKey { algorithm, key }))
+    Ok((
+        kid,
+        PublishedKey {
+            algorithm,
+            key,
+            fetched_at: Instant::now(),
+        },
+    ))
 }
 
 fn unknown(kid: &str) -> AuthError {

@@ -254,10 +254,12 @@ impl Authenticator {
     ) -> Result<(Caller, Option<i64>), AuthError> {
         let invalid = |e: jsonwebtoken::errors::Error| AuthError::Invalid(e.to_string());
         let header = decode_header(token).map_err(invalid)?;
-        let claims = match &self.keys {
-            Keys::Secret(key) => {
-                decode::<Map<String, Value>>(token, key, self.validation(Algorithm::HS256)?)
-            }
+        // Until when (Unix seconds) the key used stays fresh.
+        let (claims, fresh_until) = match &self.keys {
+            Keys::Secret(key) => (
+                decode::<Map<String, Value>>(token, key, self.validation(Algorithm::HS256)?),
+                i64::MAX,
+            ),
             Keys::Jwks(cache) => {
                 if !jwks::ALGORITHMS.contains(&header.alg) {
                     return Err(AuthError::Invalid(format!(
@@ -276,16 +278,14 @@ impl Authenticator {
                         key.algorithm, header.alg
                     )));
                 }
-                decode::<Map<String, Value>>(token, &key.key, self.validation(key.algorithm)?)
-            }
-        }
-        .map_err(invalid)?;
-        let fresh_until = match &self.keys {
-            Keys::Secret(_) => i64::MAX,
-            Keys::Jwks(cache) => {
-                now.saturating_add(i64::try_from(cache.fresh_for().as_secs()).unwrap_or(i64::MAX))
+                let fresh = i64::try_from(cache.fresh_for(&key).as_secs()).unwrap_or(i64::MAX);
+                (
+                    decode::<Map<String, Value>>(token, &key.key, self.validation(key.algorithm)?),
+                    now.saturating_add(fresh),
+                )
             }
         };
+        let claims = claims.map_err(invalid)?;
         let exp = claims.claims.get("exp").and_then(Value::as_i64);
         let until = exp.map(|exp| exp.min(fresh_until));
         Ok((self.rules.caller(&claims.claims)?, until))
