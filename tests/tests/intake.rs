@@ -920,15 +920,18 @@ async fn a_missing_object_is_told_from_a_refusal_when_s3_answers_403() {
     let stack = stowage_e2e::Stack::deploy().expect("stack deploys");
     let bucket = stack.get("STOWAGE_BUCKET");
     let sdk = stowage_shared::aws::load().await;
-    let kept = "users/hana/kept.txt";
-    stowage_shared::aws::s3(&sdk, true)
-        .put_object()
-        .bucket(bucket)
-        .key(kept)
-        .body(b"kept".to_vec().into())
-        .send()
-        .await
-        .expect("PutObject");
+    // Keys with a space, `+`, `%` and letters outside ASCII list as they are.
+    let stored = ["users/hana/kept.txt", "users/hana/a b+c%2B/été.txt"];
+    for key in stored {
+        stowage_shared::aws::s3(&sdk, true)
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(b"kept".to_vec().into())
+            .send()
+            .await
+            .expect("PutObject");
+    }
     let refusing = aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(true)
@@ -942,20 +945,19 @@ async fn a_missing_object_is_told_from_a_refusal_when_s3_answers_403() {
         "users/hana/gone.txt",
         "users/hana/kept",
         "users/hana/kept.tx",
+        "users/hana/a b+c%2B/été",
+        "users/hana/a b+c+/été.txt",
+        "users/hana/a%20b+c%2B/été.txt",
     ] {
         let head = store.head(missing).await;
         assert!(matches!(head, Ok(None)), "{missing}: {head:?}");
         let head = shared_head(missing).await;
         assert!(matches!(head, Ok(None)), "{missing}: {head:?}");
     }
-    let refused = store.head(kept).await;
-    assert!(
-        refused.is_err(),
-        "a refusal of a stored object: {refused:?}"
-    );
-    let refused = shared_head(kept).await;
-    assert!(
-        refused.is_err(),
-        "a refusal of a stored object: {refused:?}"
-    );
+    for key in stored {
+        let refused = store.head(key).await;
+        assert!(refused.is_err(), "a refusal of {key}: {refused:?}");
+        let refused = shared_head(key).await;
+        assert!(refused.is_err(), "a refusal of {key}: {refused:?}");
+    }
 }
