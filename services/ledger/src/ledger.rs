@@ -17,7 +17,7 @@ use opentelemetry::{
     KeyValue, global,
     metrics::{Counter, UpDownCounter},
 };
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use stowage_events::{
     EventMeta, RawEnvelope, StowageEvent, UploadGrantedV1, UsageChangedV1,
@@ -36,7 +36,9 @@ use crate::{
     domain::{
         keys,
         sequencer::Sequencer,
-        usage::{Change, DEFAULT_STORAGE_CLASS, Decision, ObjectEvent, ObjectRow, Usage, decide},
+        usage::{
+            Change, DEFAULT_STORAGE_CLASS, Decision, ObjectEvent, ObjectRow, Usage, decide_holding,
+        },
     },
     ports::{
         GrantNote, LedgerStore, ObjectCommit, ObjectHead, ObjectProbe, Snapshot, UsagePublisher,
@@ -158,7 +160,12 @@ struct Plan {
 impl Plan {
     /// `group` indexes `pending` (one user's events, in order); `snapshots`
     /// are their reads, in the same order.
-    fn new(group: &[usize], pending: &[Pending], snapshots: Vec<Snapshot>) -> Self {
+    fn new(
+        group: &[usize],
+        pending: &[Pending],
+        snapshots: Vec<Snapshot>,
+        held: &HashMap<String, Option<String>>,
+    ) -> Self {
         let first = &snapshots[0];
         let user = pending[group[0]].user.clone();
         let usage_read = first.usage_exists.then_some(first.usage.revision);
@@ -185,7 +192,8 @@ impl Plan {
                 Some(grant) if issued_after(grant, *time) => (None, true),
                 grant => (grant.clone(), false),
             };
-            steps.push(match decide(row.1.as_ref(), &usage, event) {
+            let held = held.get(key.as_str()).map(Option::as_deref);
+            steps.push(match decide_holding(row.1.as_ref(), &usage, event, held) {
                 Decision::Stale => Step::Stale,
                 Decision::Early => Step::Early,
                 Decision::Duplicate => Step::Duplicate {
@@ -461,8 +469,8 @@ impl Ledger {
                 .flatten()
                 .map(|&i| (pending[i].user.as_str(), pending[i].key.as_str()))
                 .collect();
-            let mut snapshots = match self.store.snapshots(&wanted).await {
-                Ok(snapshots) if snapshots.len() == wanted.len() => snapshots.into_iter(),
+            let snapshots = match self.store.snapshots(&wanted).await {
+                Ok(snapshots) if snapshots.len() == wanted.len() => snapshots,
                 Ok(_) => {
                     let error = anyhow::anyhow!("the store answered a different number of reads");
                     fail(&mut results, groups.iter().flatten(), &error);
@@ -473,11 +481,19 @@ impl Ledger {
                     return finish(results);
                 }
             };
+            let held = match self.held_at_ties(&groups, pending, &snapshots).await {
+                Ok(held) => held,
+                Err(error) => {
+                    fail(&mut results, groups.iter().flatten(), &error);
+                    return finish(results);
+                }
+            };
+            let mut snapshots = snapshots.into_iter();
             let plans: Vec<Plan> = groups
                 .iter()
                 .map(|group| {
                     let snapshots = snapshots.by_ref().take(group.len()).collect();
-                    Plan::new(group, pending, snapshots)
+                    Plan::new(group, pending, snapshots, &held)
                 })
                 .collect();
             let (writing, settled): (Vec<_>, Vec<_>) = groups
@@ -538,6 +554,42 @@ impl Ledger {
             fail(&mut results, group, &error);
         }
         finish(results)
+    }
+
+    /// What S3 holds (the entity tag, or nothing) at each key where two
+    /// different events share a sequencer: one read and the row, or two in
+    /// this batch. Only the emulators send such events (they give every
+    /// event of a key one sequencer); S3 then says which of them stands.
+    async fn held_at_ties(
+        &self,
+        groups: &[Vec<usize>],
+        pending: &[Pending],
+        snapshots: &[Snapshot],
+    ) -> anyhow::Result<HashMap<String, Option<String>>> {
+        let indices: Vec<usize> = groups.iter().flatten().copied().collect();
+        let mut held = HashMap::new();
+        for (position, &index) in indices.iter().enumerate() {
+            let Pending { key, event, .. } = &pending[index];
+            let Some(sequencer) = &event.sequencer else {
+                continue;
+            };
+            let fingerprint = event.fingerprint();
+            let with_row = snapshots[position].object.as_ref().is_some_and(|row| {
+                &row.sequencer == sequencer && !row.applied.contains(&fingerprint)
+            });
+            let with_another = indices.iter().any(|&other| {
+                let other = &pending[other];
+                &other.key == key
+                    && other.event.sequencer.as_ref() == Some(sequencer)
+                    && other.event.fingerprint() != fingerprint
+            });
+            if (with_row || with_another) && !held.contains_key(key) {
+                let head = self.probe.head(key).await?;
+                let etag = head.and_then(|h| unquoted(h.etag.as_deref()).map(str::to_string));
+                held.insert(key.clone(), etag);
+            }
+        }
+        Ok(held)
     }
 
     /// Turns a written (or write-free) plan into its events' results.

@@ -136,6 +136,22 @@ pub enum Decision {
 
 /// Decides how `event` changes a key's row `current` and its owner's `usage`.
 pub fn decide(current: Option<&ObjectRow>, usage: &Usage, event: &ObjectEvent) -> Decision {
+    decide_holding(current, usage, event, None)
+}
+
+/// [`decide`], knowing what S3 holds at the key when that is asked: `held`
+/// is `Some` of the entity tag of the object there (`None`: nothing). An
+/// event at the row's sequencer that is not one applied already (which only
+/// the emulators send: they give every event of a key one sequencer) then
+/// applies only if it agrees with S3: an upload S3 holds, a delete of the
+/// counted object S3 no longer holds. Without it, such events apply in the
+/// order they arrive.
+pub fn decide_holding(
+    current: Option<&ObjectRow>,
+    usage: &Usage,
+    event: &ObjectEvent,
+    held: Option<Option<&str>>,
+) -> Decision {
     let Some(sequencer) = &event.sequencer else {
         return reclassify(current, usage, &event.change);
     };
@@ -147,7 +163,14 @@ pub fn decide(current: Option<&ObjectRow>, usage: &Usage, event: &ObjectEvent) -
             std::cmp::Ordering::Equal if row.applied.contains(&fingerprint) => {
                 return Decision::Duplicate;
             }
-            std::cmp::Ordering::Equal => applied = [row.applied.clone(), applied].concat(),
+            std::cmp::Ordering::Equal => {
+                if let Some(held) = held
+                    && !agrees(row, &event.change, held)
+                {
+                    return Decision::Stale;
+                }
+                applied = [row.applied.clone(), applied].concat();
+            }
             std::cmp::Ordering::Greater => {}
         }
     }
@@ -206,6 +229,18 @@ pub fn decide(current: Option<&ObjectRow>, usage: &Usage, event: &ObjectEvent) -
     };
     usage.revision += 1;
     Decision::Apply { object, usage }
+}
+
+/// Whether a change at the sequencer of `row` agrees with S3 holding an
+/// object with entity tag `held` (or nothing) at the key.
+fn agrees(row: &ObjectRow, change: &Change, held: Option<&str>) -> bool {
+    let unquoted = |tag: Option<&str>| tag.map(|t| t.trim_matches('"').to_string());
+    match change {
+        Change::Created { etag, .. } | Change::ClassChanged { etag, .. } => {
+            etag.is_some() && unquoted(etag.as_deref()) == unquoted(held)
+        }
+        Change::Deleted => row.live && unquoted(row.etag.as_deref()) != unquoted(held),
+    }
 }
 
 /// Moves the live object with the change's entity tag to the change's
@@ -410,6 +445,47 @@ mod tests {
         ]);
         assert_eq!((usage.used_bytes, usage.object_count), (0, 0));
         assert_eq!(outcomes, ["applied", "applied", "duplicate"]);
+    }
+
+    #[test]
+    fn events_sharing_a_sequencer_apply_as_s3_holds_the_key() {
+        // The emulators give every event of a key one sequencer; what S3
+        // holds decides between them, whatever their order.
+        let apply =
+            |row: Option<ObjectRow>, usage: Usage, event: &ObjectEvent, held| match decide_holding(
+                row.as_ref(),
+                &usage,
+                event,
+                Some(held),
+            ) {
+                Decision::Apply { object, usage } => (Some(object), usage, "applied"),
+                Decision::Stale => (row, usage, "stale"),
+                other => panic!("{other:?}"),
+            };
+        // Uploaded twice: S3 holds the second.
+        let (row, usage, first) =
+            apply(None, Usage::default(), &created("05", 500, "b"), Some("b"));
+        let (row, usage, second) = apply(row, usage, &created("05", 1000, "a"), Some("b"));
+        assert_eq!((first, second), ("applied", "stale"));
+        assert_eq!(
+            (usage.used_bytes, row.unwrap().etag.as_deref()),
+            (500, Some("b"))
+        );
+        // Uploaded, then deleted, delivered the other way round.
+        let (row, usage, first) = apply(None, Usage::default(), &deleted("05"), None);
+        let (row, usage, second) = apply(row, usage, &created("05", 10, "c"), None);
+        assert_eq!((first, second), ("applied", "stale"));
+        assert!(!row.unwrap().live);
+        assert_eq!(usage.used_bytes, 0);
+        // A delete of the counted object applies; one of an object S3 still
+        // holds does not.
+        let (row, usage, _) = apply(None, Usage::default(), &created("05", 10, "c"), Some("c"));
+        let (_, _, kept) = apply(row.clone(), usage.clone(), &deleted("05"), Some("c"));
+        let (_, gone, deleted_now) = apply(row, usage, &deleted("05"), None);
+        assert_eq!(
+            (kept, deleted_now, gone.used_bytes),
+            ("stale", "applied", 0)
+        );
     }
 
     #[test]
