@@ -4,11 +4,11 @@
 //! Each object row remembers the sequencer it last applied and the distinct
 //! events applied at that sequencer. An event with a smaller sequencer is
 //! stale; one already applied at the same sequencer is a duplicate. On AWS an
-//! equal sequencer always means the same event again; the emulators reuse a
-//! sequencer for different events of one key (a put and a delete within a
-//! second), so a different event at the same sequencer is applied in arrival
-//! order. A deleted object keeps its row as a tombstone, so a late
-//! `Object Created` cannot bring it back.
+//! equal sequencer always means the same event again; the emulators give
+//! every event of a key one sequencer, so a different event at the same
+//! sequencer applies as S3 holds the key ([`decide_holding`]), or in arrival
+//! order when that is not known. A deleted object keeps its row as a
+//! tombstone, so a late `Object Created` cannot bring it back.
 //!
 //! S3 reports a change of storage class without a sequencer. Such a change
 //! is read as "the object with this entity tag is now in this class", which
