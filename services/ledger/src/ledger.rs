@@ -388,47 +388,44 @@ impl Ledger {
             return Ok(Prepared::Finished("not-a-user-key"));
         };
         let reason = detail.reason.as_deref().unwrap_or("");
-        match &mut change {
-            Change::ClassChanged { .. } => {
+        // A change of class, and any upload but a browser's (bound to
+        // STANDARD by its policy), takes its class from what S3 holds:
+        // copies and API uploads may name another class, which S3's event
+        // does not carry.
+        let from_s3 = match &change {
+            Change::ClassChanged { .. } => true,
+            Change::Created { .. } => !POST_UPLOADS.contains(&reason),
+            Change::Deleted => false,
+        };
+        if from_s3 {
+            let head = match head {
+                Some(head) => Some(head),
+                None => self.probe.head(&key).await?,
+            };
+            let event_etag = unquoted(detail.object.etag.as_deref());
+            let same_object = |h: &ObjectHead| unquoted(h.etag.as_deref()) == event_etag;
+            match &mut change {
                 // S3 says what a change of class means: the class its object
                 // is in now, as long as S3 still holds that object. Changes
                 // of one object may arrive in any order, and S3 gives them
                 // no sequencer to tell.
-                let head = match head {
-                    Some(head) => Some(head),
-                    None => self.probe.head(&key).await?,
-                };
-                let Some(held) = head.filter(|h| {
-                    detail.object.etag.is_none()
-                        || unquoted(h.etag.as_deref()) == unquoted(detail.object.etag.as_deref())
-                }) else {
-                    return Ok(Prepared::Finished("superseded"));
-                };
-                change = Change::ClassChanged {
-                    size: Some(held.size),
-                    etag: unquoted(held.etag.as_deref()).map(str::to_string),
-                    storage_class: held.storage_class,
-                };
-            }
-            Change::Created {
-                etag,
-                storage_class,
-                ..
-            } if !POST_UPLOADS.contains(&reason) => {
-                // Only browser uploads are bound to STANDARD by their policy;
-                // copies and API uploads may name another class, which S3's
-                // event does not carry.
-                let head = match head {
-                    Some(head) => Some(head),
-                    None => self.probe.head(&key).await?,
-                };
-                if let Some(head) = head
-                    .filter(|h| h.etag.as_deref() == etag.as_deref().map(|e| e.trim_matches('"')))
-                {
-                    *storage_class = head.storage_class;
+                Change::ClassChanged { .. } => {
+                    let Some(held) = head.filter(|h| event_etag.is_none() || same_object(h)) else {
+                        return Ok(Prepared::Finished("superseded"));
+                    };
+                    change = Change::ClassChanged {
+                        size: Some(held.size),
+                        etag: unquoted(held.etag.as_deref()).map(str::to_string),
+                        storage_class: held.storage_class,
+                    };
                 }
+                Change::Created { storage_class, .. } => {
+                    if let Some(held) = head.filter(same_object) {
+                        *storage_class = held.storage_class;
+                    }
+                }
+                Change::Deleted => {}
             }
-            _ => {}
         }
         let user_upload =
             USER_UPLOADS.contains(&reason) && matches!(change, Change::Created { .. });
