@@ -73,63 +73,87 @@ pub fn s3(config: &SdkConfig, path_style: bool) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(s3_config)
 }
 
+/// Why [`head`] could not say what the bucket holds at a key.
+#[derive(Debug)]
+pub enum HeadError {
+    Head(
+        aws_sdk_s3::error::SdkError<
+            aws_sdk_s3::operation::head_object::HeadObjectError,
+            aws_sdk_s3::config::http::HttpResponse,
+        >,
+    ),
+    /// The listing that tells a missing key from a refused one failed.
+    List(
+        aws_sdk_s3::error::SdkError<
+            aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error,
+            aws_sdk_s3::config::http::HttpResponse,
+        >,
+    ),
+}
+
+impl std::fmt::Display for HeadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Head(error) => write!(
+                f,
+                "HeadObject: {}",
+                aws_sdk_s3::error::DisplayErrorContext(error)
+            ),
+            Self::List(error) => write!(
+                f,
+                "ListObjectsV2: {}",
+                aws_sdk_s3::error::DisplayErrorContext(error)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for HeadError {}
+
 /// `HeadObject` of `key`, `None` when the bucket holds no such object.
+///
+/// S3 answers a missing key with 403 instead of 404 unless the caller may
+/// list it, and a permission to list only under a prefix may not count for
+/// a `HeadObject`: after a 403, a listing of exactly this key tells a
+/// missing object from a refusal.
+pub async fn head(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<aws_sdk_s3::operation::head_object::HeadObjectOutput>, HeadError> {
+    match client.head_object().bucket(bucket).key(key).send().await {
+        Ok(head) => Ok(Some(head)),
+        Err(error) if error.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
+        Err(error) if error.raw_response().map(|r| r.status().as_u16()) == Some(403) => {
+            let page = client
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(key)
+                .max_keys(1)
+                .send()
+                .await
+                .map_err(HeadError::List)?;
+            // The first key listed under `key` as a prefix is `key` itself
+            // when there is one.
+            if page.contents().first().and_then(|o| o.key()) == Some(key) {
+                Err(HeadError::Head(error))
+            } else {
+                Ok(None)
+            }
+        }
+        Err(error) => Err(HeadError::Head(error)),
+    }
+}
+
+/// [`head`], with its error for logs.
 pub async fn head_object(
     client: &aws_sdk_s3::Client,
     bucket: &str,
     key: &str,
 ) -> anyhow::Result<Option<aws_sdk_s3::operation::head_object::HeadObjectOutput>> {
-    let failed = |error| {
-        anyhow::anyhow!(
-            "HeadObject {key}: {}",
-            aws_sdk_s3::error::DisplayErrorContext(error)
-        )
-    };
-    match client.head_object().bucket(bucket).key(key).send().await {
-        Ok(head) => Ok(Some(head)),
-        Err(error) if error.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
-        Err(error) if refused(&error) => match lists_key(client, bucket, key).await {
-            Ok(false) => Ok(None),
-            Ok(true) => Err(failed(error)),
-            Err(list_error) => Err(anyhow::anyhow!(
-                "ListObjectsV2 {key}: {}",
-                aws_sdk_s3::error::DisplayErrorContext(list_error)
-            )),
-        },
-        Err(error) => Err(failed(error)),
-    }
-}
-
-/// Whether S3 refused a request (403). S3 answers `HeadObject` of a missing
-/// key so unless the caller may list that key, and a permission to list only
-/// under a prefix may not count for a `HeadObject`: [`lists_key`] tells.
-pub fn refused<E>(
-    error: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
-) -> bool {
-    error.raw_response().map(|r| r.status().as_u16()) == Some(403)
-}
-
-/// Whether a listing shows an object at exactly `key`: the first key listed
-/// under it as a prefix is `key` itself when there is one.
-pub async fn lists_key(
-    client: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-) -> Result<
-    bool,
-    aws_sdk_s3::error::SdkError<
-        aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error,
-        aws_sdk_s3::config::http::HttpResponse,
-    >,
-> {
-    let page = client
-        .list_objects_v2()
-        .bucket(bucket)
-        .prefix(key)
-        .max_keys(1)
-        .send()
-        .await?;
-    Ok(page.contents().first().and_then(|o| o.key()) == Some(key))
+    head(client, bucket, key)
+        .await
+        .map_err(|error| anyhow::anyhow!("{key}: {error}"))
 }
 
 /// The storage class a `HeadObject` answer names; S3 leaves the header out

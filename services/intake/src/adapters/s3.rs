@@ -109,31 +109,11 @@ impl ObjectStore for S3Objects {
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectHead>, StoreError> {
-        let head = match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(head) => head,
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_not_found()) => {
-                return Ok(None);
-            }
-            // Intake may list only under `users/`, which S3 may not count
-            // for a HEAD: a listing of exactly this key tells a missing
-            // object from a refusal.
-            Err(error) if aws::refused(&error) => {
-                let listed = aws::lists_key(&self.client, &self.bucket, key)
-                    .await
-                    .map_err(|e| classify("ListObjectsV2", e))?;
-                if listed {
-                    return Err(classify("HeadObject", error));
-                }
-                return Ok(None);
-            }
-            Err(error) => return Err(classify("HeadObject", error)),
+        let head = match aws::head(&self.client, &self.bucket, key).await {
+            Ok(Some(head)) => head,
+            Ok(None) => return Ok(None),
+            Err(aws::HeadError::Head(error)) => return Err(classify("HeadObject", error)),
+            Err(aws::HeadError::List(error)) => return Err(classify("ListObjectsV2", error)),
         };
         let storage_class = head
             .storage_class()
