@@ -86,6 +86,20 @@ fn copy_failed<E: std::error::Error + Send + Sync + 'static>(what: &str, error: 
     CopyError::Other(anyhow::anyhow!("{what}: {}", DisplayErrorContext(error)))
 }
 
+/// What a failed step of a copy means: the object changed under it, or
+/// the copy failed for another reason (`what` names the call and key).
+fn copy_error<E, R>(what: &str, error: SdkError<E, R>) -> CopyError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    if changed(&error) {
+        CopyError::Changed
+    } else {
+        copy_failed(what, error)
+    }
+}
+
 fn quoted(etag: &str) -> String {
     format!("\"{}\"", etag.trim_matches('"'))
 }
@@ -204,13 +218,7 @@ impl S3Bucket {
                 .copy_source_range(format!("bytes={first}-{last}"))
                 .send()
                 .await
-                .map_err(|e| {
-                    if changed(&e) {
-                        CopyError::Changed
-                    } else {
-                        copy_failed(&format!("UploadPartCopy {key} part {number}"), e)
-                    }
-                })?;
+                .map_err(|e| copy_error(&format!("UploadPartCopy {key} part {number}"), e))?;
             completed.push(
                 CompletedPart::builder()
                     .part_number(number)
@@ -238,13 +246,7 @@ impl S3Bucket {
             .if_match(quoted(etag))
             .send()
             .await
-            .map_err(|e| {
-                if changed(&e) {
-                    CopyError::Changed
-                } else {
-                    copy_failed(&format!("CompleteMultipartUpload {key}"), e)
-                }
-            })?;
+            .map_err(|e| copy_error(&format!("CompleteMultipartUpload {key}"), e))?;
         Ok(done
             .e_tag()
             .unwrap_or_default()
@@ -340,8 +342,7 @@ impl Bucket for S3Bucket {
                 .unwrap_or(etag)
                 .trim_matches('"')
                 .to_string()),
-            Err(error) if changed(&error) => Err(CopyError::Changed),
-            Err(error) => Err(copy_failed(&format!("CopyObject {key}"), error)),
+            Err(error) => Err(copy_error(&format!("CopyObject {key}"), error)),
         }
     }
 
