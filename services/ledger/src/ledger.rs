@@ -38,6 +38,7 @@ use crate::{
         sequencer::Sequencer,
         usage::{
             Change, DEFAULT_STORAGE_CLASS, Decision, ObjectEvent, ObjectRow, Usage, decide_holding,
+            unquoted,
         },
     },
     ports::{
@@ -782,11 +783,6 @@ impl Ledger {
             }
         }
     }
-}
-
-/// An entity tag without the quotes S3 puts around it in some places.
-fn unquoted(etag: Option<&str>) -> Option<&str> {
-    etag.map(|e| e.trim_matches('"'))
 }
 
 /// The `UsageChanged.v1` announcing `usage` after `key` became `row`

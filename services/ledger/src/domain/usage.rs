@@ -234,13 +234,17 @@ pub fn decide_holding(
 /// Whether a change at the sequencer of `row` agrees with S3 holding an
 /// object with entity tag `held` (or nothing) at the key.
 fn agrees(row: &ObjectRow, change: &Change, held: Option<&str>) -> bool {
-    let unquoted = |tag: Option<&str>| tag.map(|t| t.trim_matches('"').to_string());
     match change {
         Change::Created { etag, .. } | Change::ClassChanged { etag, .. } => {
             etag.is_some() && unquoted(etag.as_deref()) == unquoted(held)
         }
         Change::Deleted => row.live && unquoted(row.etag.as_deref()) != unquoted(held),
     }
+}
+
+/// An entity tag without the quotes S3 puts around it in some places.
+pub fn unquoted(etag: Option<&str>) -> Option<&str> {
+    etag.map(|e| e.trim_matches('"'))
 }
 
 /// Moves the live object with the change's entity tag to the change's
@@ -256,8 +260,9 @@ fn reclassify(current: Option<&ObjectRow>, usage: &Usage, change: &Change) -> De
     else {
         return Decision::Stale;
     };
-    let same = |tag: &str| tag.trim_matches('"') == etag.trim_matches('"');
-    let Some(row) = current.filter(|r| r.live && r.etag.as_deref().is_some_and(same)) else {
+    let Some(row) =
+        current.filter(|r| r.live && unquoted(r.etag.as_deref()) == unquoted(Some(etag)))
+    else {
         return Decision::Early;
     };
     if &row.storage_class == storage_class {
