@@ -46,6 +46,7 @@ bench-intake: emulators
 	cargo build --release -p stowage-intake -p stowage-e2e --bins
 	target/release/bench_intake sign --python $(BOTO3_PY) --script infra/local/bench_presign.py
 	target/release/bench_intake verify
+	target/release/bench_intake floor
 	$(STACK) run --state $(STATE)/bench -- target/release/bench_intake load target/release/stowage-intake
 	target/release/bench_intake load --stub target/release/stowage-intake
 	target/release/bench_intake load --stub --stub-delay-ms 10 target/release/stowage-intake

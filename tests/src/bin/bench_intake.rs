@@ -9,6 +9,10 @@
 //!   token, RS256 and ES256 against keys served as a JWKS on loopback and
 //!   HS256 with a shared secret, in full and when the same token was
 //!   verified before.
+//! - `bench_intake floor`: CPU microseconds a minimal blocking server (a
+//!   thread that reads one 200-byte message from a loopback connection and
+//!   writes it back) spends per message, at several request rates: what any
+//!   server pays this machine per request, before any work of its own.
 //! - `bench_intake load <release stowage-intake>` (inside `stack.py run`):
 //!   starts the release intake on a freshly deployed stack and has 64
 //!   concurrent clients ask it for upload grants; prints grants per second,
@@ -84,6 +88,16 @@ enum Command {
         /// Rounds of each kind, taken in turns.
         #[arg(long, default_value_t = 5)]
         rounds: usize,
+    },
+    /// CPU microseconds a minimal echo server spends per message, by rate.
+    Floor {
+        /// Messages per second sent, one at a time; 0 sends each as soon as
+        /// the previous one is answered.
+        #[arg(long, value_delimiter = ',', default_value = "200,500,2000,10000,0")]
+        rates: Vec<u32>,
+        /// Messages per rate.
+        #[arg(long, default_value_t = 3_000)]
+        messages: u32,
     },
     /// Grants per second, latency, CPU and memory of the release intake
     /// against the running emulators.
@@ -632,6 +646,64 @@ async fn load(intake: &Path, backend: Backend, grants: usize, clients: usize) {
     }
 }
 
+/// Bytes of one `floor` message, about a small HTTP request's.
+const FLOOR_MESSAGE: usize = 200;
+
+/// Echoes `messages` messages of [`FLOOR_MESSAGE`] bytes on the first
+/// connection to `listener` and returns the CPU time this took the serving
+/// thread, in nanoseconds.
+fn echo(listener: std::net::TcpListener, messages: u32) -> u64 {
+    use std::io::{Read, Write};
+    let (mut stream, _) = listener.accept().expect("the client connects");
+    stream.set_nodelay(true).expect("TCP_NODELAY");
+    let mut message = [0u8; FLOOR_MESSAGE];
+    let started = thread_cpu_ns();
+    for _ in 0..messages {
+        stream.read_exact(&mut message).expect("a message");
+        stream.write_all(&message).expect("the answer");
+    }
+    thread_cpu_ns().saturating_sub(started)
+}
+
+/// What a server pays this machine per request before doing anything: a
+/// thread that reads a message from a loopback connection and writes it
+/// back, while another thread sends the messages one at a time at each of
+/// `rates` per second (0: back to back).
+fn floor(rates: &[u32], messages: u32) {
+    use std::io::{Read, Write};
+    println!("| messages/s asked | messages/s sent | messages | server CPU µs per message |");
+    println!("| --- | --- | --- | --- |");
+    for &rate in rates {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let address = listener.local_addr().expect("its address");
+        let server = std::thread::spawn(move || echo(listener, messages));
+        let mut stream = std::net::TcpStream::connect(address).expect("connects");
+        stream.set_nodelay(true).expect("TCP_NODELAY");
+        let gap = (rate > 0).then(|| Duration::from_secs(1) / rate);
+        let mut message = [7u8; FLOOR_MESSAGE];
+        let started = Instant::now();
+        for sent in 1..=messages {
+            stream.write_all(&message).expect("sends");
+            stream.read_exact(&mut message).expect("is answered");
+            if let Some(due) = gap.map(|gap| started + gap * sent) {
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            }
+        }
+        let elapsed = started.elapsed();
+        let cpu_ns = server.join().expect("the server thread");
+        let asked = if rate == 0 {
+            "back to back".to_string()
+        } else {
+            rate.to_string()
+        };
+        println!(
+            "| {asked} | {:.0} | {messages} | {:.1} |",
+            f64::from(messages) / elapsed.as_secs_f64(),
+            cpu_ns as f64 / 1e3 / f64::from(messages),
+        );
+    }
+}
+
 /// Keys of the identity provider `verify` pretends to be.
 const JWKS: &str = include_str!("../../../services/intake/tests/fixtures/jwks.json");
 const RSA_KEY: &str = include_str!("../../../services/intake/tests/fixtures/rsa-1.key.pem");
@@ -754,6 +826,7 @@ fn main() {
             .build()
             .expect("tokio runtime")
             .block_on(verify(iterations, rounds)),
+        Command::Floor { rates, messages } => floor(&rates, messages),
         Command::Load {
             intake,
             grants,
