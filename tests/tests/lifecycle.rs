@@ -499,9 +499,9 @@ async fn a_sweep_costs_requests_per_due_object_not_per_object() {
         .await
         .expect("sweep");
     assert_eq!(report.tiered, 5, "{report:?}");
-    // 8 queries, 5 claims of a row and 5 copies, one transaction, one
-    // PutEvents.
-    assert_eq!(counter.get() - before, 8 + 5 + 5 + 1 + 1);
+    // 8 queries, one transaction claiming the 5 rows, 5 copies, one
+    // transaction settling them, one PutEvents.
+    assert_eq!(counter.get() - before, 8 + 1 + 5 + 1 + 1);
 
     let due = due_objects(&system, "tess", 25).await;
     load_projection(system.stack.get("STOWAGE_LIFECYCLE_TABLE"), &due, 4).await;
@@ -511,10 +511,110 @@ async fn a_sweep_costs_requests_per_due_object_not_per_object() {
         .await
         .expect("sweep");
     assert_eq!(report.tiered, 25, "{report:?}");
-    // 8 queries, 25 claims and 25 copies, one transaction, three PutEvents:
-    // the cost grows with the due objects; the 3,000 others are never read.
-    assert_eq!(counter.get() - before, 8 + 25 + 25 + 1 + 3);
+    // 8 queries, one claiming transaction, 25 copies, one settling
+    // transaction, three PutEvents: the cost grows with the due objects;
+    // the 3,000 others are never read.
+    assert_eq!(counter.get() - before, 8 + 1 + 25 + 1 + 3);
     system.stop().await;
+}
+
+/// A sweep claims the rows it copies in one transaction; a row that changed
+/// since the sweep read it cancels it, is left as it is and answered as a
+/// conflict, and the others are claimed in one more transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_skip_a_row_that_changed_and_write_the_others_together() {
+    use stowage_lifecycle::{
+        adapters::dynamodb::DynamoProjection,
+        ports::{DueIndex, DueObject, Projection, StoreError},
+    };
+
+    let stack = stowage_e2e::Stack::deploy().expect("stack deploys");
+    let table = stack.get("STOWAGE_LIFECYCLE_TABLE");
+    let rows: Vec<(String, ObjectRecord, i64)> = ["a", "b", "c"]
+        .iter()
+        .map(|name| {
+            (
+                format!("users/sam/{name}"),
+                standard_row(1 << 20, &format!("etag-{name}"), 1_700_000_000),
+                1_700_000_000,
+            )
+        })
+        .collect();
+    load_projection(table, &rows, 1).await;
+
+    let counter = RequestCounter::default();
+    let sdk = stowage_shared::aws::load().await;
+    let projection = DynamoProjection::new(
+        aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&sdk)
+                .interceptor(counter.clone())
+                .build(),
+        ),
+        table,
+    );
+    let due = projection.due(1_700_000_000).await.expect("due rows");
+    assert_eq!(due.len(), 3, "{due:?}");
+    // `b` is read after the sweep found it due: its row is written again.
+    let b = due
+        .iter()
+        .find(|d| d.key == "users/sam/b")
+        .expect("b is due");
+    let read = ObjectRecord {
+        last_access: Some(1_700_000_100),
+        ..b.row.record.clone()
+    };
+    projection
+        .put(
+            "sam",
+            &b.key,
+            &read,
+            Some(1_800_000_000),
+            Some(b.row.version),
+        )
+        .await
+        .expect("written again");
+
+    let before = counter.get();
+    let claimed_until = 1_700_086_400;
+    let refs: Vec<&DueObject> = due.iter().collect();
+    let claims = projection.claim(&refs, claimed_until).await;
+    assert_eq!(
+        counter.get() - before,
+        2,
+        "the cancelled transaction and one more"
+    );
+    for (row, claim) in due.iter().zip(&claims) {
+        if row.key == "users/sam/b" {
+            assert!(matches!(claim, Err(StoreError::Conflict)), "{claim:?}");
+        } else {
+            assert!(claim.is_ok(), "{}: {claim:?}", row.key);
+        }
+    }
+    // Claimed rows are at the next version and no longer due; the row that
+    // changed keeps what it was written with.
+    let now_due = projection.due(1_700_000_000).await.expect("due rows");
+    assert!(now_due.is_empty(), "{now_due:?}");
+    for row in &due {
+        let stored = projection
+            .get("sam", &row.key)
+            .await
+            .expect("row")
+            .expect("row exists");
+        assert_eq!(stored.version, row.row.version + 1, "{}", row.key);
+        let expected = if row.key == b.key {
+            &read
+        } else {
+            &row.row.record
+        };
+        assert_eq!(&stored.record, expected, "{}", row.key);
+    }
+    // A second sweep's claim of the same rows, as it read them, finds every
+    // one taken.
+    let again = projection.claim(&refs, claimed_until).await;
+    assert!(
+        again.iter().all(|c| matches!(c, Err(StoreError::Conflict))),
+        "{again:?}"
+    );
 }
 
 /// A sweep's write-back is one transaction; a row that changed since the

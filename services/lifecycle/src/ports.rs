@@ -36,6 +36,28 @@ pub trait Projection: Send + Sync + 'static {
         before: Option<u64>,
     ) -> Result<(), StoreError>;
 
+    /// Claims the rows of a sweep's copies: writes each row of `due` as it
+    /// was read, at the next version and due at `due_at`, if it is still at
+    /// the version read. Answers for each row, in order: claimed, or
+    /// [`StoreError::Conflict`] when the row changed or another sweep
+    /// claimed it first. One write per row unless the store can do better.
+    async fn claim(&self, due: &[&DueObject], due_at: i64) -> Vec<Result<(), StoreError>> {
+        let mut claimed = Vec::with_capacity(due.len());
+        for row in due {
+            claimed.push(
+                self.put(
+                    &row.user,
+                    &row.key,
+                    &row.row.record,
+                    Some(due_at),
+                    Some(row.row.version),
+                )
+                .await,
+            );
+        }
+        claimed
+    }
+
     /// Every row of `user` with its key and the date it is indexed at, for
     /// re-indexing after a policy change.
     async fn rows(&self, user: &str) -> Result<Vec<(String, Versioned, Option<i64>)>, StoreError>;

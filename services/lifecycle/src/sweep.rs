@@ -6,8 +6,9 @@
 //! operator sees beforehand what [`Sweeper::run`] would do.
 //!
 //! Requests: one query per index shard (more only past 1 MB of due rows),
-//! one copy per object tiered (parts plus two above the multipart
-//! threshold), one transaction per 100 decisions and one `PutEvents` per 10
+//! one transaction per 100 objects to tier (claiming their rows), one copy
+//! per object tiered (parts plus two above the multipart threshold), one
+//! transaction per 100 decisions and one `PutEvents` per 10
 //! transitions. Nothing is read per object that is not due.
 //!
 //! [`Sweeper::backfill`] brings objects that were stored before the service
@@ -271,38 +272,54 @@ impl Sweeper {
             .collect())
     }
 
-    /// Copies `due`'s object into `target`, conditional on `etag`, after
-    /// claiming its row at `at`: a write of the row as the sweep read it, at
-    /// the next version and due only after [`CLAIM_SECONDS`] (so that other
-    /// sweeps do not find it due meanwhile), conditional on the version
-    /// read. A row changed since (a read re-dates it, an upload replaces it)
-    /// or claimed by another sweep is left alone, for the next sweep to
-    /// decide on afresh. Returns the new entity tag and whether the copy
-    /// went in parts; the row is at `due.row.version + 1` if it is still as
-    /// claimed.
+    /// Claims the rows of the objects `decisions` tier, for the sweep at
+    /// `at`: each row is written as the sweep read it, at the next version
+    /// and due only after [`CLAIM_SECONDS`] (so that other sweeps do not
+    /// find it due meanwhile), if it is still at the version read, many to
+    /// a request. A row changed since (a read re-dates it, an upload
+    /// replaces it) or claimed by another sweep is left alone, for the next
+    /// sweep to decide on afresh. Answers for each decision, in order:
+    /// `None` if it copies nothing, else whether its row is claimed (at
+    /// `due.row.version + 1`).
+    async fn claim(
+        &self,
+        decisions: &[(DueObject, Decision, PlannedObject)],
+        at: i64,
+    ) -> Vec<Option<Result<(), CopyError>>> {
+        let copies = |decision: &Decision, planned: &PlannedObject| {
+            decision.action == Action::Tier && planned.etag.is_some()
+        };
+        let rows: Vec<&DueObject> = decisions
+            .iter()
+            .filter(|(_, decision, planned)| copies(decision, planned))
+            .map(|(due, ..)| due)
+            .collect();
+        let mut claims = self
+            .projection
+            .claim(&rows, at + CLAIM_SECONDS)
+            .await
+            .into_iter();
+        decisions
+            .iter()
+            .map(|(_, decision, planned)| {
+                copies(decision, planned).then(|| match claims.next() {
+                    Some(Ok(())) => Ok(()),
+                    Some(Err(StoreError::Conflict)) | None => Err(CopyError::Changed),
+                    Some(Err(error)) => Err(CopyError::Other(error.into())),
+                })
+            })
+            .collect()
+    }
+
+    /// Copies the object of `planned` into `target`, conditional on `etag`.
+    /// Returns the new entity tag and whether the copy went in parts.
     async fn copy(
         &self,
         due: &DueObject,
-        at: i64,
         target: ArchiveClass,
         planned: &PlannedObject,
         etag: &str,
     ) -> Result<(String, bool), CopyError> {
-        match self
-            .projection
-            .put(
-                &due.user,
-                &due.key,
-                &due.row.record,
-                Some(at + CLAIM_SECONDS),
-                Some(due.row.version),
-            )
-            .await
-        {
-            Ok(()) => {}
-            Err(StoreError::Conflict) => return Err(CopyError::Changed),
-            Err(error) => return Err(CopyError::Other(error.into())),
-        }
         let parts = self.options.copy.parts(planned.size);
         self.bucket
             .copy_to_class(
@@ -343,13 +360,15 @@ impl Sweeper {
     ) -> anyhow::Result<SweepReport> {
         let at = now.unix_timestamp();
         let decisions = self.decisions(at, user).await?;
-        let copies = futures::stream::iter(decisions.into_iter().map(
-            |(due, decision, planned)| async move {
-                let result = match (decision.action, planned.etag.as_deref()) {
-                    (Action::Tier, Some(etag)) => {
-                        Some(self.copy(&due, at, decision.target, &planned, etag).await)
+        let claims = self.claim(&decisions, at).await;
+        let copies = futures::stream::iter(decisions.into_iter().zip(claims).map(
+            |((due, decision, planned), claim)| async move {
+                let result = match (decision.action, planned.etag.as_deref(), claim) {
+                    (Action::Tier, Some(etag), Some(Ok(()))) => {
+                        Some(self.copy(&due, decision.target, &planned, etag).await)
                     }
-                    (Action::Tier, None) => Some(Err(CopyError::Changed)),
+                    (Action::Tier, _, Some(Err(error))) => Some(Err(error)),
+                    (Action::Tier, ..) => Some(Err(CopyError::Changed)),
                     _ => None,
                 };
                 (due, decision, planned, result)

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::{
     Client,
-    types::{AttributeValue, TransactWriteItem, Update},
+    types::{AttributeValue, Put, TransactWriteItem, Update},
 };
 use futures::{StreamExt, stream::BoxStream};
 use stowage_events::sequencer::Sequencer;
@@ -303,6 +303,26 @@ fn update_of(table: &str, settlement: &Settlement) -> Result<Update, StoreError>
         .map_err(|e| StoreError::Other(e.into()))
 }
 
+/// `due`'s row written as it was read, at the next version and due at
+/// `due_at`, if it is still at the version read: a sweep's claim.
+fn claim_of(table: &str, due: &DueObject, due_at: i64) -> Result<TransactWriteItem, StoreError> {
+    let item = record_item(
+        &due.user,
+        &due.key,
+        &due.row.record,
+        Some(due_at),
+        due.row.version + 1,
+    );
+    let put = Put::builder()
+        .table_name(table)
+        .set_item(Some(item))
+        .condition_expression("ver = :v")
+        .expression_attribute_values(":v", n(due.row.version))
+        .build()
+        .map_err(|e| StoreError::Other(e.into()))?;
+    Ok(TransactWriteItem::builder().put(put).build())
+}
+
 impl DynamoProjection {
     /// Puts `item` only if the stored row's `ver` is still `before`
     /// (`None`: no row yet).
@@ -391,6 +411,34 @@ impl Projection for DynamoProjection {
         let version = before.map_or(1, |v| v + 1);
         self.put_versioned(record_item(user, key, record, due_at, version), before)
             .await
+    }
+
+    /// Claims up to 100 rows to a transaction. A row that changed cancels
+    /// the transaction: it is answered [`StoreError::Conflict`] and the
+    /// others are sent again without it.
+    async fn claim(&self, due: &[&DueObject], due_at: i64) -> Vec<Result<(), StoreError>> {
+        let mut claimed = Vec::with_capacity(due.len());
+        for chunk in due.chunks(TRANSACTION_ITEMS) {
+            let groups = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, row)| Ok((i, vec![claim_of(&self.table, row, due_at)?])))
+                .collect::<Result<Vec<_>, StoreError>>();
+            let mut answers = match groups {
+                Ok(groups) => {
+                    let attempts = groups.len();
+                    transact_groups(&self.client, groups, attempts, |reason| match reason {
+                        None | Some("TransactionConflict") => Cancelled::Retry,
+                        Some(code) => Cancelled::Done(Err(item_failure(code))),
+                    })
+                    .await
+                }
+                Err(error) => (0..chunk.len()).map(|i| (i, Err(error.again()))).collect(),
+            };
+            answers.sort_by_key(|(i, _)| *i);
+            claimed.extend(answers.into_iter().map(|(_, answer)| answer));
+        }
+        claimed
     }
 
     async fn indexed_days(&self) -> Result<Option<(IndexedDays, u64)>, StoreError> {
