@@ -6,8 +6,8 @@
 //! operator sees beforehand what [`Sweeper::run`] would do.
 //!
 //! Requests: one query per index shard (more only past 1 MB of due rows),
-//! one transaction per 100 objects to tier (claiming their rows), one copy
-//! per object tiered (parts plus two above the multipart threshold), one
+//! one transaction per 100 objects to tier (claiming their rows just before
+//! copying them), one copy per object tiered (parts plus two above the multipart threshold), one
 //! transaction per 100 decisions and one `PutEvents` per 10
 //! transitions. Nothing is read per object that is not due.
 //!
@@ -27,7 +27,7 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use crate::{
     domain::{
         plan::{Action, CopyPlan, Decision, decide},
-        policy::{ArchiveClass, IndexedDays, Policies, Redating},
+        policy::{IndexedDays, Policies, Redating},
         projection::{Observation, Verdict},
     },
     handler::{Recorded, record},
@@ -38,9 +38,25 @@ use crate::{
 };
 
 /// How long a sweep's claim on a row keeps other sweeps from finding it
-/// due: longer than any copy takes. A sweep that stops before it settles
-/// leaves the row due again after it.
+/// due: longer than copying one batch of [`CLAIM_BATCH`] objects takes. A
+/// sweep that stops before it settles leaves the row due again after it.
 const CLAIM_SECONDS: i64 = 24 * 3600;
+
+/// Objects to copy whose rows a sweep claims at once, in one transaction,
+/// just before it starts copying them.
+const CLAIM_BATCH: usize = 100;
+
+/// A due object, the decision on it, and what a sweep would do with it.
+type Decided = (DueObject, Decision, PlannedObject);
+
+/// A decision and, for a transition, the copy's new entity tag and whether
+/// it went in parts, or why it did not happen.
+type Copied = (
+    DueObject,
+    Decision,
+    PlannedObject,
+    Option<Result<(String, bool), CopyError>>,
+);
 
 /// Objects a backfill looks at, at once.
 const BACKFILL_CONCURRENCY: usize = 16;
@@ -233,11 +249,7 @@ impl Sweeper {
 
     /// The due objects at `now` (of `user` only, when given) with the
     /// decision on each.
-    async fn decisions(
-        &self,
-        now: i64,
-        user: Option<&str>,
-    ) -> anyhow::Result<Vec<(DueObject, Decision, PlannedObject)>> {
+    async fn decisions(&self, now: i64, user: Option<&str>) -> anyhow::Result<Vec<Decided>> {
         let due = self.index.due(now).await?;
         Ok(due
             .into_iter()
@@ -272,65 +284,58 @@ impl Sweeper {
             .collect())
     }
 
-    /// Claims the rows of the objects `decisions` tier, for the sweep at
-    /// `at`: each row is written as the sweep read it, at the next version
-    /// and due only after [`CLAIM_SECONDS`] (so that other sweeps do not
-    /// find it due meanwhile), if it is still at the version read, many to
-    /// a request. A row changed since (a read re-dates it, an upload
-    /// replaces it) or claimed by another sweep is left alone, for the next
-    /// sweep to decide on afresh. Answers for each decision, in order:
-    /// `None` if it copies nothing, else whether its row is claimed (at
+    /// Claims the rows of `batch`, objects the sweep at `at` copies: each
+    /// row is written as the sweep read it, at the next version and due
+    /// only after [`CLAIM_SECONDS`] (so that other sweeps do not find it due
+    /// meanwhile), if it is still at the version read, in one request. A
+    /// row changed since (a read re-dates it, an upload replaces it) or
+    /// claimed by another sweep is left alone, for the next sweep to decide
+    /// on afresh. Pairs each object with whether its row is claimed (at
     /// `due.row.version + 1`).
-    async fn claim(
-        &self,
-        decisions: &[(DueObject, Decision, PlannedObject)],
-        at: i64,
-    ) -> Vec<Option<Result<(), CopyError>>> {
-        let copies = |decision: &Decision, planned: &PlannedObject| {
-            decision.action == Action::Tier && planned.etag.is_some()
-        };
-        let rows: Vec<&DueObject> = decisions
-            .iter()
-            .filter(|(_, decision, planned)| copies(decision, planned))
-            .map(|(due, ..)| due)
-            .collect();
+    async fn claim(&self, batch: Vec<Decided>, at: i64) -> Vec<(Decided, Result<(), CopyError>)> {
+        let rows: Vec<&DueObject> = batch.iter().map(|(due, ..)| due).collect();
         let mut claims = self
             .projection
             .claim(&rows, at + CLAIM_SECONDS)
             .await
             .into_iter();
-        decisions
-            .iter()
-            .map(|(_, decision, planned)| {
-                copies(decision, planned).then(|| match claims.next() {
+        batch
+            .into_iter()
+            .map(|decided| {
+                let claim = match claims.next() {
                     Some(Ok(())) => Ok(()),
                     Some(Err(StoreError::Conflict)) | None => Err(CopyError::Changed),
                     Some(Err(error)) => Err(CopyError::Other(error.into())),
-                })
+                };
+                (decided, claim)
             })
             .collect()
     }
 
-    /// Copies the object of `planned` into `target`, conditional on `etag`.
-    /// Returns the new entity tag and whether the copy went in parts.
-    async fn copy(
-        &self,
-        due: &DueObject,
-        target: ArchiveClass,
-        planned: &PlannedObject,
-        etag: &str,
-    ) -> Result<(String, bool), CopyError> {
-        let parts = self.options.copy.parts(planned.size);
-        self.bucket
-            .copy_to_class(
-                &planned.key,
-                etag,
-                target,
-                &due.row.record.encryption,
-                parts.as_deref(),
-            )
-            .await
-            .map(|etag| (etag, parts.is_some()))
+    /// Copies the object of `decided`, if `claim` says its row is claimed,
+    /// into the decision's class, conditional on the entity tag it was
+    /// decided on. Returns the new entity tag and whether the copy went in
+    /// parts, beside the decision.
+    async fn copy(&self, decided: Decided, claim: Result<(), CopyError>) -> Copied {
+        let (due, decision, planned) = decided;
+        let result = match (claim, planned.etag.as_deref()) {
+            (Ok(()), Some(etag)) => {
+                let parts = self.options.copy.parts(planned.size);
+                self.bucket
+                    .copy_to_class(
+                        &planned.key,
+                        etag,
+                        decision.target,
+                        &due.row.record.encryption,
+                        parts.as_deref(),
+                    )
+                    .await
+                    .map(|etag| (etag, parts.is_some()))
+            }
+            (Ok(()), None) => Err(CopyError::Changed),
+            (Err(error), _) => Err(error),
+        };
+        (due, decision, planned, Some(result))
     }
 
     /// What a sweep at `now` would do, without doing it.
@@ -359,24 +364,45 @@ impl Sweeper {
         user: Option<&str>,
     ) -> anyhow::Result<SweepReport> {
         let at = now.unix_timestamp();
-        let decisions = self.decisions(at, user).await?;
-        let claims = self.claim(&decisions, at).await;
-        let copies = futures::stream::iter(decisions.into_iter().zip(claims).map(
-            |((due, decision, planned), claim)| async move {
-                let result = match (decision.action, planned.etag.as_deref(), claim) {
-                    (Action::Tier, Some(etag), Some(Ok(()))) => {
-                        Some(self.copy(&due, decision.target, &planned, etag).await)
+        let (to_copy, others): (Vec<_>, Vec<_>) = self
+            .decisions(at, user)
+            .await?
+            .into_iter()
+            .partition(|(_, decision, planned)| {
+                decision.action == Action::Tier && planned.etag.is_some()
+            });
+        // Rows are claimed a batch at a time, when the copies before them
+        // have all started: a read or an upload that reaches a row before
+        // its claim keeps its object from being copied.
+        let concurrency = self.options.concurrency.max(1);
+        let mut waiting = to_copy.into_iter();
+        let mut claimed = std::collections::VecDeque::new();
+        let mut running = futures::stream::FuturesUnordered::new();
+        let mut copies = Vec::new();
+        loop {
+            while running.len() < concurrency {
+                if claimed.is_empty() {
+                    let batch: Vec<Decided> = waiting.by_ref().take(CLAIM_BATCH).collect();
+                    if batch.is_empty() {
+                        break;
                     }
-                    (Action::Tier, _, Some(Err(error))) => Some(Err(error)),
-                    (Action::Tier, ..) => Some(Err(CopyError::Changed)),
-                    _ => None,
-                };
-                (due, decision, planned, result)
-            },
-        ))
-        .buffer_unordered(self.options.concurrency.max(1))
-        .collect::<Vec<_>>()
-        .await;
+                    claimed.extend(self.claim(batch, at).await);
+                }
+                if let Some((decided, claim)) = claimed.pop_front() {
+                    running.push(self.copy(decided, claim));
+                }
+            }
+            match running.next().await {
+                Some(copied) => copies.push(copied),
+                None => break,
+            }
+        }
+        copies.extend(others.into_iter().map(|(due, decision, planned)| {
+            // A transition without an entity tag to make it conditional on
+            // is not attempted.
+            let result = (decision.action == Action::Tier).then_some(Err(CopyError::Changed));
+            (due, decision, planned, result)
+        }));
 
         let mut settlements = Vec::new();
         let mut events = Vec::new();

@@ -379,7 +379,7 @@ fn a_throttled_re_dating_is_an_error_not_a_row_left_late() {
     let sweeper = sweeper(
         Arc::new(DueNow(Vec::new())),
         &rows,
-        &Arc::new(Holding::new(HashMap::new())),
+        Arc::new(Holding::new(HashMap::new())),
     );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -557,7 +557,7 @@ fn an_object_read_after_the_sweep_found_it_due_is_not_copied() {
 
 /// A sweeper that finds due what `index` says (GLACIER after 30 days), on
 /// `rows` and `bucket`.
-fn sweeper(index: Arc<dyn DueIndex>, rows: &Arc<Rows>, bucket: &Arc<Holding>) -> Sweeper {
+fn sweeper(index: Arc<dyn DueIndex>, rows: &Arc<Rows>, bucket: Arc<dyn Bucket>) -> Sweeper {
     let policy = Policy {
         cold_after_days: 30,
         target: ArchiveClass::Glacier,
@@ -566,7 +566,7 @@ fn sweeper(index: Arc<dyn DueIndex>, rows: &Arc<Rows>, bucket: &Arc<Holding>) ->
     Sweeper::new(
         index,
         rows.clone(),
-        bucket.clone(),
+        bucket,
         Arc::new(Announced::default()),
         SweepOptions {
             policies: Arc::new(Policies::with_overrides(policy, "").expect("policies")),
@@ -588,16 +588,20 @@ fn sweep_of(
     rows: &Arc<Rows>,
     bucket: &Arc<Holding>,
 ) -> impl Fn() -> Vec<&'static str> {
-    let sweeper = sweeper(index, rows, bucket);
-    move || {
-        let report = runtime()
-            .block_on(sweeper.run(
-                time::OffsetDateTime::from_unix_timestamp(1_800_000_100).unwrap(),
-                None,
-            ))
-            .expect("swept");
-        report.objects.iter().map(|o| o.outcome).collect()
-    }
+    let sweeper = sweeper(index, rows, bucket.clone());
+    move || sweep_with(&sweeper)
+}
+
+/// Runs a sweep of `sweeper` at 1,800,000,100; returns each object's
+/// outcome.
+fn sweep_with(sweeper: &Sweeper) -> Vec<&'static str> {
+    let report = runtime()
+        .block_on(sweeper.run(
+            time::OffsetDateTime::from_unix_timestamp(1_800_000_100).unwrap(),
+            None,
+        ))
+        .expect("swept");
+    report.objects.iter().map(|o| o.outcome).collect()
 }
 
 #[test]
@@ -619,4 +623,83 @@ fn two_sweeps_of_the_same_due_object_copy_it_once() {
     assert_eq!(first(), ["tiered"]);
     assert!(second().is_empty(), "claimed rows are not due");
     assert_eq!(*bucket.2.lock().unwrap(), [key]);
+}
+
+/// A bucket whose first copy takes long enough for every due object not yet
+/// claimed to be read meanwhile (each read writes its row again).
+struct ReadDuringFirstCopy {
+    rows: Arc<Rows>,
+    copied: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Bucket for ReadDuringFirstCopy {
+    async fn head(&self, _key: &str) -> anyhow::Result<Option<ObjectHead>> {
+        anyhow::bail!("not used by a sweep")
+    }
+
+    async fn list(&self, _prefix: &str, _after: Option<String>) -> anyhow::Result<KeyPage> {
+        anyhow::bail!("not used by a sweep")
+    }
+
+    async fn copy_to_class(
+        &self,
+        key: &str,
+        etag: &str,
+        _class: ArchiveClass,
+        _encryption: &Encryption,
+        _parts: Option<&[(u64, u64)]>,
+    ) -> Result<String, CopyError> {
+        let mut copied = self.copied.lock().unwrap();
+        if copied.is_empty() {
+            for row in self.rows.rows.lock().unwrap().values_mut() {
+                if row.version == 1 {
+                    row.record.last_access = Some(1_800_000_050);
+                    row.version = 2;
+                }
+            }
+        }
+        copied.push(key.to_string());
+        Ok(etag.to_string())
+    }
+
+    async fn restore(&self, _key: &str, _days: u32, _tier: &str) -> anyhow::Result<RestoreStart> {
+        anyhow::bail!("not used by a sweep")
+    }
+}
+
+#[test]
+fn a_sweep_claims_rows_a_batch_at_a_time_just_before_copying_them() {
+    // 250 cold objects: the sweep's first batch of claims is 100 rows.
+    let rows = Arc::new(Rows::default());
+    for i in 0..250 {
+        let key = format!("users/u/cold-{i}.bin");
+        rows.rows.lock().unwrap().insert(
+            key.clone(),
+            Versioned {
+                record: record("STANDARD", Restore::None),
+                version: 1,
+            },
+        );
+        rows.due.lock().unwrap().insert(key, 1_710_000_000);
+    }
+    let bucket = Arc::new(ReadDuringFirstCopy {
+        rows: rows.clone(),
+        copied: Mutex::default(),
+    });
+    let outcomes = sweep_with(&sweeper(rows.clone(), &rows, bucket.clone()));
+    let count = |outcome| outcomes.iter().filter(|o| **o == outcome).count();
+    // Read while the first copy ran, the 150 objects of the later batches
+    // are no longer cold when their rows would be claimed: left alone.
+    assert_eq!((count("tiered"), count("changed")), (100, 150));
+    assert_eq!(bucket.copied.lock().unwrap().len(), 100);
+    for (key, row) in rows.rows.lock().unwrap().iter() {
+        let read = row.record.last_access.is_some();
+        assert_eq!(row.version, 2, "{key}: claimed or read, once");
+        assert_eq!(
+            rows.due.lock().unwrap()[key] == 1_710_000_000,
+            read,
+            "{key}: a claimed row is due only later; a read one is left as read"
+        );
+    }
 }

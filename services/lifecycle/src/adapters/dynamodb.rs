@@ -413,9 +413,10 @@ impl Projection for DynamoProjection {
             .await
     }
 
-    /// Claims up to 100 rows to a transaction. A row that changed cancels
-    /// the transaction: it is answered [`StoreError::Conflict`] and the
-    /// others are sent again without it.
+    /// Claims up to 100 rows to a transaction. A row that changed, or that
+    /// another transaction is writing, cancels the transaction: it is
+    /// answered [`StoreError::Conflict`] and the others are sent again
+    /// without it, so each round settles at least one row.
     async fn claim(&self, due: &[&DueObject], due_at: i64) -> Vec<Result<(), StoreError>> {
         let mut claimed = Vec::with_capacity(due.len());
         for chunk in due.chunks(TRANSACTION_ITEMS) {
@@ -428,7 +429,7 @@ impl Projection for DynamoProjection {
                 Ok(groups) => {
                     let attempts = groups.len();
                     transact_groups(&self.client, groups, attempts, |reason| match reason {
-                        None | Some("TransactionConflict") => Cancelled::Retry,
+                        None => Cancelled::Retry,
                         Some(code) => Cancelled::Done(Err(item_failure(code))),
                     })
                     .await
