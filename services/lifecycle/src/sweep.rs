@@ -7,9 +7,10 @@
 //!
 //! Requests: one query per index shard (more only past 1 MB of due rows),
 //! one transaction per 100 objects to tier (claiming their rows just before
-//! copying them), one copy per object tiered (parts plus two above the multipart threshold), one
-//! transaction per 100 decisions and one `PutEvents` per 10
-//! transitions. Nothing is read per object that is not due.
+//! copying them), one copy per object tiered (parts plus two above the
+//! multipart threshold), one transaction per 100 decisions and one
+//! `PutEvents` per 10 transitions. Nothing is read per object that is not
+//! due.
 //!
 //! [`Sweeper::backfill`] brings objects that were stored before the service
 //! knew of them (it was deployed later, or its table was lost) into the
@@ -38,12 +39,13 @@ use crate::{
 };
 
 /// How long a sweep's claim on a row keeps other sweeps from finding it
-/// due: longer than copying one batch of [`CLAIM_BATCH`] objects takes. A
-/// sweep that stops before it settles leaves the row due again after it.
+/// due, from the moment it is claimed: longer than a sweep takes, since a
+/// sweep settles its rows when it ends. A sweep that stops before it
+/// settles leaves the row due again after it.
 const CLAIM_SECONDS: i64 = 24 * 3600;
 
 /// Objects to copy whose rows a sweep claims at once, in one transaction,
-/// just before it starts copying them.
+/// when every object of the batch before has been handed to a copy.
 const CLAIM_BATCH: usize = 100;
 
 /// A due object, the decision on it, and what a sweep would do with it.
@@ -284,7 +286,7 @@ impl Sweeper {
             .collect())
     }
 
-    /// Claims the rows of `batch`, objects the sweep at `at` copies: each
+    /// Claims the rows of `batch`, objects the sweep copies, at `now`: each
     /// row is written as the sweep read it, at the next version and due
     /// only after [`CLAIM_SECONDS`] (so that other sweeps do not find it due
     /// meanwhile), if it is still at the version read, in one request. A
@@ -292,11 +294,11 @@ impl Sweeper {
     /// claimed by another sweep is left alone, for the next sweep to decide
     /// on afresh. Pairs each object with whether its row is claimed (at
     /// `due.row.version + 1`).
-    async fn claim(&self, batch: Vec<Decided>, at: i64) -> Vec<(Decided, Result<(), CopyError>)> {
+    async fn claim(&self, batch: Vec<Decided>, now: i64) -> Vec<(Decided, Result<(), CopyError>)> {
         let rows: Vec<&DueObject> = batch.iter().map(|(due, ..)| due).collect();
         let mut claims = self
             .projection
-            .claim(&rows, at + CLAIM_SECONDS)
+            .claim(&rows, now.saturating_add(CLAIM_SECONDS))
             .await
             .into_iter();
         batch
@@ -371,9 +373,11 @@ impl Sweeper {
             .partition(|(_, decision, planned)| {
                 decision.action == Action::Tier && planned.etag.is_some()
             });
-        // Rows are claimed a batch at a time, when the copies before them
-        // have all started: a read or an upload that reaches a row before
-        // its claim keeps its object from being copied.
+        // Rows are claimed a batch at a time, when every object before them
+        // has been handed to a copy: a read or an upload that reaches a row
+        // before its claim keeps its object from being copied. A claim
+        // lasts from when it is written.
+        let started = std::time::Instant::now();
         let concurrency = self.options.concurrency.max(1);
         let mut waiting = to_copy.into_iter();
         let mut claimed = std::collections::VecDeque::new();
@@ -386,7 +390,9 @@ impl Sweeper {
                     if batch.is_empty() {
                         break;
                     }
-                    claimed.extend(self.claim(batch, at).await);
+                    let elapsed = i64::try_from(started.elapsed().as_secs()).unwrap_or(i64::MAX);
+                    let now = at.saturating_add(elapsed);
+                    claimed.extend(self.claim(batch, now).await);
                 }
                 if let Some((decided, claim)) = claimed.pop_front() {
                     running.push(self.copy(decided, claim));
