@@ -377,7 +377,7 @@ impl Sweeper {
         // has been handed to a copy: a read or an upload that reaches a row
         // before its claim keeps its object from being copied. A claim
         // lasts from when it is written.
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let concurrency = self.options.concurrency.max(1);
         let mut waiting = to_copy.into_iter();
         let mut claimed = std::collections::VecDeque::new();

@@ -625,15 +625,24 @@ fn two_sweeps_of_the_same_due_object_copy_it_once() {
     assert_eq!(*bucket.2.lock().unwrap(), [key]);
 }
 
-/// A bucket whose first copy takes long enough for every due object not yet
-/// claimed to be read meanwhile (each read writes its row again).
-struct ReadDuringFirstCopy {
+/// What happens while a bucket's first copy runs.
+enum Meanwhile {
+    /// Every due object not yet claimed is read (each read writes its row
+    /// again).
+    EveryUnclaimedObjectIsRead,
+    /// An hour passes.
+    AnHourPasses,
+}
+
+/// A bucket whose first copy takes long enough for [`Meanwhile`].
+struct DuringFirstCopy {
     rows: Arc<Rows>,
+    meanwhile: Meanwhile,
     copied: Mutex<Vec<String>>,
 }
 
 #[async_trait]
-impl Bucket for ReadDuringFirstCopy {
+impl Bucket for DuringFirstCopy {
     async fn head(&self, _key: &str) -> anyhow::Result<Option<ObjectHead>> {
         anyhow::bail!("not used by a sweep")
     }
@@ -650,16 +659,23 @@ impl Bucket for ReadDuringFirstCopy {
         _encryption: &Encryption,
         _parts: Option<&[(u64, u64)]>,
     ) -> Result<String, CopyError> {
-        let mut copied = self.copied.lock().unwrap();
-        if copied.is_empty() {
-            for row in self.rows.rows.lock().unwrap().values_mut() {
-                if row.version == 1 {
-                    row.record.last_access = Some(1_800_000_050);
-                    row.version = 2;
+        let first = self.copied.lock().unwrap().is_empty();
+        self.copied.lock().unwrap().push(key.to_string());
+        if first {
+            match self.meanwhile {
+                Meanwhile::EveryUnclaimedObjectIsRead => {
+                    for row in self.rows.rows.lock().unwrap().values_mut() {
+                        if row.version == 1 {
+                            row.record.last_access = Some(1_800_000_050);
+                            row.version = 2;
+                        }
+                    }
+                }
+                Meanwhile::AnHourPasses => {
+                    tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
                 }
             }
         }
-        copied.push(key.to_string());
         Ok(etag.to_string())
     }
 
@@ -668,9 +684,8 @@ impl Bucket for ReadDuringFirstCopy {
     }
 }
 
-#[test]
-fn a_sweep_claims_rows_a_batch_at_a_time_just_before_copying_them() {
-    // 250 cold objects: the sweep's first batch of claims is 100 rows.
+/// 250 cold objects, due since 1,710,000,000.
+fn cold_rows() -> Arc<Rows> {
     let rows = Arc::new(Rows::default());
     for i in 0..250 {
         let key = format!("users/u/cold-{i}.bin");
@@ -683,8 +698,16 @@ fn a_sweep_claims_rows_a_batch_at_a_time_just_before_copying_them() {
         );
         rows.due.lock().unwrap().insert(key, 1_710_000_000);
     }
-    let bucket = Arc::new(ReadDuringFirstCopy {
+    rows
+}
+
+#[test]
+fn a_sweep_claims_rows_a_batch_at_a_time_just_before_copying_them() {
+    // The sweep's first batch of claims is 100 rows.
+    let rows = cold_rows();
+    let bucket = Arc::new(DuringFirstCopy {
         rows: rows.clone(),
+        meanwhile: Meanwhile::EveryUnclaimedObjectIsRead,
         copied: Mutex::default(),
     });
     let outcomes = sweep_with(&sweeper(rows.clone(), &rows, bucket.clone()));
@@ -702,4 +725,35 @@ fn a_sweep_claims_rows_a_batch_at_a_time_just_before_copying_them() {
             "{key}: a claimed row is due only later; a read one is left as read"
         );
     }
+}
+
+#[test]
+fn a_claim_lasts_a_day_from_when_it_is_written() {
+    let rows = cold_rows();
+    let bucket = Arc::new(DuringFirstCopy {
+        rows: rows.clone(),
+        meanwhile: Meanwhile::AnHourPasses,
+        copied: Mutex::default(),
+    });
+    let sweeper = sweeper(rows.clone(), &rows, bucket.clone());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let at = 1_800_000_100;
+    let report = runtime
+        .block_on(sweeper.run(time::OffsetDateTime::from_unix_timestamp(at).unwrap(), None))
+        .expect("swept");
+    assert_eq!(report.tiered, 250);
+    // The first batch was claimed as the sweep began; the others an hour
+    // later, after the first copy: each is due again a day after its claim.
+    let mut due_at: HashMap<i64, usize> = HashMap::new();
+    for due in rows.due.lock().unwrap().values() {
+        *due_at.entry(*due).or_default() += 1;
+    }
+    assert_eq!(
+        due_at,
+        HashMap::from([(at + 86_400, 100), (at + 3_600 + 86_400, 150)])
+    );
 }
