@@ -518,19 +518,16 @@ async fn a_sweep_costs_requests_per_due_object_not_per_object() {
     system.stop().await;
 }
 
-/// A sweep claims the rows it copies in one transaction; a row that changed
-/// since the sweep read it cancels it, is left as it is and answered as a
-/// conflict, and the others are claimed in one more transaction.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claims_skip_a_row_that_changed_and_write_the_others_together() {
-    use stowage_lifecycle::{
-        adapters::dynamodb::DynamoProjection,
-        ports::{DueIndex, DueObject, Projection, StoreError},
-    };
-
-    let stack = stowage_e2e::Stack::deploy().expect("stack deploys");
+/// Loads one Standard row of 1 MiB for each of `names` under
+/// `users/sam/`, all due at 1,700,000,000, into `stack`'s projection, and
+/// returns the projection on a client whose requests `counter` counts.
+async fn sams_rows(
+    stack: &stowage_e2e::Stack,
+    names: &[&str],
+    counter: &RequestCounter,
+) -> stowage_lifecycle::adapters::dynamodb::DynamoProjection {
     let table = stack.get("STOWAGE_LIFECYCLE_TABLE");
-    let rows: Vec<(String, ObjectRecord, i64)> = ["a", "b", "c"]
+    let rows: Vec<(String, ObjectRecord, i64)> = names
         .iter()
         .map(|name| {
             (
@@ -541,17 +538,27 @@ async fn claims_skip_a_row_that_changed_and_write_the_others_together() {
         })
         .collect();
     load_projection(table, &rows, 1).await;
-
-    let counter = RequestCounter::default();
     let sdk = stowage_shared::aws::load().await;
-    let projection = DynamoProjection::new(
+    stowage_lifecycle::adapters::dynamodb::DynamoProjection::new(
         aws_sdk_dynamodb::Client::from_conf(
             aws_sdk_dynamodb::config::Builder::from(&sdk)
                 .interceptor(counter.clone())
                 .build(),
         ),
         table,
-    );
+    )
+}
+
+/// A sweep claims the rows it copies in one transaction; a row that changed
+/// since the sweep read it cancels it, is left as it is and answered as a
+/// conflict, and the others are claimed in one more transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_skip_a_row_that_changed_and_write_the_others_together() {
+    use stowage_lifecycle::ports::{DueIndex, DueObject, Projection, StoreError};
+
+    let stack = stowage_e2e::Stack::deploy().expect("stack deploys");
+    let counter = RequestCounter::default();
+    let projection = sams_rows(&stack, &["a", "b", "c"], &counter).await;
     let due = projection.due(1_700_000_000).await.expect("due rows");
     assert_eq!(due.len(), 3, "{due:?}");
     // `b` is read after the sweep found it due: its row is written again.
@@ -623,35 +630,13 @@ async fn claims_skip_a_row_that_changed_and_write_the_others_together() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settlements_skip_a_row_that_changed_and_write_the_others_together() {
     use stowage_lifecycle::{
-        adapters::dynamodb::DynamoProjection,
         domain::projection::Verdict,
         ports::{DueIndex, Projection, Settlement},
     };
 
     let stack = stowage_e2e::Stack::deploy().expect("stack deploys");
-    let table = stack.get("STOWAGE_LIFECYCLE_TABLE");
-    let rows: Vec<(String, ObjectRecord, i64)> = ["a", "b", "c", "d"]
-        .iter()
-        .map(|name| {
-            (
-                format!("users/sam/{name}"),
-                standard_row(1 << 20, &format!("etag-{name}"), 1_700_000_000),
-                1_700_000_000,
-            )
-        })
-        .collect();
-    load_projection(table, &rows, 1).await;
-
     let counter = RequestCounter::default();
-    let sdk = stowage_shared::aws::load().await;
-    let projection = DynamoProjection::new(
-        aws_sdk_dynamodb::Client::from_conf(
-            aws_sdk_dynamodb::config::Builder::from(&sdk)
-                .interceptor(counter.clone())
-                .build(),
-        ),
-        table,
-    );
+    let projection = sams_rows(&stack, &["a", "b", "c", "d"], &counter).await;
     let tiered = |name: &str, from_etag: &str| Settlement::Tiered {
         user: "sam".into(),
         key: format!("users/sam/{name}"),
