@@ -118,12 +118,13 @@ pub struct UsageChangedV1 {
     /// The object's storage class after the change; absent when deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class: Option<String>,
-    /// The upload grant the object was uploaded under, when the ledger knows it.
+    /// The upload grant the object was uploaded under, when the ledger knows
+    /// it; never with `reclassified`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant_id: Option<Uuid>,
-    /// When S3 stored the object (its event's time); absent when deleted. A
-    /// consumer looking for the grant of an upload the ledger could not name
-    /// looks among the grants issued before it.
+    /// When S3 stored the object (its event's time); absent when deleted or
+    /// `reclassified`. A consumer looking for the grant of an upload the
+    /// ledger could not name looks among the grants issued before it.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -137,6 +138,12 @@ pub struct UsageChangedV1 {
     /// key's.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub repeated: bool,
+    /// Set when nothing was uploaded: the object already stored moved to
+    /// another storage class (lifecycle copied it onto itself, or S3 changed
+    /// its class). No grant came with the change, and none is complete by
+    /// it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reclassified: bool,
     /// Set when a user upload broke the rules: it arrived without a grant, or
     /// larger than its grant. The object is counted all the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -810,6 +810,7 @@ async fn an_upload_the_ledger_could_not_credit_completes_a_grant_issued_before_i
         uploaded_at: Some(uploaded_at),
         violation: None,
         repeated: false,
+        reclassified: false,
     };
     UsageProjection::new(store.clone())
         .apply(&report)
@@ -817,6 +818,74 @@ async fn an_upload_the_ledger_could_not_credit_completes_a_grant_issued_before_i
         .expect("applied");
     assert_eq!(record(first).await.state, GrantState::Complete);
     assert_eq!(record(second).await.state, GrantState::Initiated);
+    system.stop().await;
+}
+
+/// An object moved to another class while its key has a grant out (as
+/// lifecycle tiers it) leaves the grant waiting for its upload; the upload
+/// completes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_move_to_another_class_leaves_the_key_s_grant_waiting_for_its_upload() {
+    use std::{collections::BTreeMap, sync::Arc};
+
+    use stowage_events::{EventMeta, UsageChangedV1, stowage::ObjectChange};
+    use stowage_intake::{
+        adapters::dynamodb::DynamoAccountStore,
+        ports::{AccountStore, GrantState},
+        projection::UsageProjection,
+    };
+
+    let system = System::start_parts(&[], stowage_e2e::Parts::INTAKE_ONLY)
+        .await
+        .expect("system starts");
+    let token = system.token("mona");
+    let sdk = stowage_shared::aws::load().await;
+    let store = Arc::new(DynamoAccountStore::new(
+        stowage_shared::aws::dynamodb(&sdk),
+        system.stack.get("STOWAGE_INTAKE_TABLE"),
+    ));
+    let reply = system
+        .grant(
+            &token,
+            &json!({"path": "old.txt", "size": 100, "content_type": "text/plain"}),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let grant = reply.body["grant_id"].as_str().expect("id").to_string();
+    let report = |revision, class: &str, reclassified: bool| UsageChangedV1 {
+        meta: EventMeta::new("mona", Default::default()),
+        revision,
+        used_bytes: 80,
+        object_count: 1,
+        by_storage_class: BTreeMap::from([(class.to_string(), 80)]),
+        key: "users/mona/old.txt".into(),
+        change: ObjectChange::Created,
+        object_size: Some(80),
+        storage_class: Some(class.into()),
+        grant_id: None,
+        uploaded_at: (!reclassified).then(time::OffsetDateTime::now_utc),
+        violation: None,
+        repeated: false,
+        reclassified,
+    };
+    let projection = UsageProjection::new(store.clone());
+    let state = || async { store.grant(&grant).await.expect("read").expect("a grant") };
+
+    projection
+        .apply(&report(1, "GLACIER", true))
+        .await
+        .expect("applied");
+    assert_eq!(state().await.state, GrantState::Initiated);
+
+    projection
+        .apply(&report(2, "STANDARD", false))
+        .await
+        .expect("applied");
+    let record = state().await;
+    assert_eq!(
+        (record.state, record.size),
+        (GrantState::Complete, Some(80))
+    );
     system.stop().await;
 }
 

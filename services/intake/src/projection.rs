@@ -60,7 +60,11 @@ impl UsageProjection {
                     Err(error) => return Err(error.into()),
                 }
             };
-            if let (ObjectChange::Created, Some(size)) = (event.change, event.object_size) {
+            // A grant is complete by an upload, never by the move of an
+            // object already stored to another class.
+            if let (ObjectChange::Created, Some(size), false) =
+                (event.change, event.object_size, event.reclassified)
+            {
                 let grant = match event.grant_id {
                     Some(grant) => Some(grant.to_string()),
                     None => self.grant_of_upload(&held, event.uploaded_at).await?,

@@ -144,10 +144,6 @@ enum Step {
         /// The upload came under a grant issued before the key's newest,
         /// which the ledger no longer holds: it is not judged.
         earlier_grant: bool,
-        /// The live object, same size, now in another class: a transition
-        /// made by copying the object onto itself (as lifecycle does in
-        /// parts above 5 GiB), not a user's upload.
-        transition: bool,
     },
 }
 
@@ -177,7 +173,11 @@ impl Plan {
         let mut steps = Vec::with_capacity(group.len());
         for (&index, snapshot) in group.iter().zip(snapshots.iter()) {
             let Pending {
-                key, event, time, ..
+                key,
+                event,
+                time,
+                user_upload,
+                ..
             } = &pending[index];
             let position = match rows.iter().position(|(k, ..)| k == key) {
                 Some(position) => position,
@@ -203,14 +203,20 @@ impl Plan {
                     grant,
                 },
                 Decision::Apply {
-                    object,
+                    mut object,
                     usage: after,
                 } => {
+                    // The live object, same size, now in another class: a
+                    // transition made by copying the object onto itself (as
+                    // lifecycle does in parts above 5 GiB), not an upload.
                     let transition = row.1.as_ref().is_some_and(|previous| {
                         previous.live
                             && previous.size == object.size
                             && previous.storage_class != object.storage_class
                     });
+                    // A live object that no upload brought (a copy, a change
+                    // of class) is the one already stored, in another class.
+                    object.reclassified = object.live && (transition || !*user_upload);
                     row.1 = Some(object.clone());
                     row.3 = true;
                     let before = std::mem::replace(&mut usage, after.clone());
@@ -220,7 +226,6 @@ impl Plan {
                         usage: after,
                         grant,
                         earlier_grant,
-                        transition,
                     }
                 }
             });
@@ -602,7 +607,6 @@ impl Ledger {
             let Pending {
                 user,
                 key,
-                user_upload,
                 time,
                 span,
                 ..
@@ -641,10 +645,9 @@ impl Ledger {
                     usage,
                     grant,
                     earlier_grant,
-                    transition,
                 } => {
                     self.count_bytes(&before, &usage);
-                    let user_upload = *user_upload && !transition;
+                    let user_upload = row.live && !row.reclassified;
                     let live_grant = grant.as_ref().filter(|g| user_upload && !expired(g, *time));
                     let apply = span.in_scope(|| apply_span(user, key, live_grant));
                     let _entered = apply.enter();
@@ -787,7 +790,8 @@ impl Ledger {
 
 /// The `UsageChanged.v1` announcing `usage` after `key` became `row`
 /// (`None` when only the totals changed), by an event S3 sent at
-/// `uploaded_at` when it stored an object.
+/// `uploaded_at` when it stored an object. A row that is not an upload's
+/// names neither grant nor upload time.
 pub fn usage_changed(
     user: &str,
     key: &str,
@@ -798,6 +802,9 @@ pub fn usage_changed(
     uploaded_at: Option<OffsetDateTime>,
 ) -> UsageChangedV1 {
     let live = row.filter(|r| r.live);
+    let reclassified = live.is_some_and(|r| r.reclassified);
+    // Only an upload comes under a grant, at a time S3 stored it.
+    let upload = live.is_some() && !reclassified;
     UsageChangedV1 {
         meta: EventMeta::new(user, telemetry::current_trace()),
         revision: usage.revision,
@@ -812,10 +819,11 @@ pub fn usage_changed(
         },
         object_size: live.map(|r| r.size),
         storage_class: live.map(|r| r.storage_class.clone()),
-        grant_id,
-        uploaded_at: uploaded_at.filter(|_| live.is_some()),
+        grant_id: grant_id.filter(|_| upload),
+        uploaded_at: uploaded_at.filter(|_| upload),
         violation,
         repeated: false,
+        reclassified,
     }
 }
 

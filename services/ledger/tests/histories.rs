@@ -697,17 +697,21 @@ fn a_copy_in_parts_into_an_archive_class_is_a_transition_not_an_upload_without_a
     let events = published.events.lock().unwrap();
     let violations: Vec<_> = events
         .iter()
-        .map(|e| (e.key.as_str(), e.violation))
+        .map(|e| (e.key.as_str(), e.violation, e.reclassified))
         .collect();
     assert_eq!(
         violations,
         [
             // An upload that no grant allowed is reported...
-            (moved.as_str(), Some(UploadViolation::NoGrant)),
-            // ...its move to GLACIER in parts is not...
-            (moved.as_str(), None),
+            (moved.as_str(), Some(UploadViolation::NoGrant), false),
+            // ...its move to GLACIER in parts is not, and is no upload...
+            (moved.as_str(), None, true),
             // ...but an object arriving in GLACIER without a grant is.
-            (archived_directly.as_str(), Some(UploadViolation::NoGrant)),
+            (
+                archived_directly.as_str(),
+                Some(UploadViolation::NoGrant),
+                false
+            ),
         ]
     );
     assert_eq!(
@@ -951,29 +955,42 @@ fn granted(grant_id: &str, key: &str, issued: &str, expires: &str) -> String {
     .to_string()
 }
 
+/// `event` as S3 sent it at `time` (RFC 3339).
+fn at(event: String, time: &str) -> String {
+    let mut event: serde_json::Value = serde_json::from_str(&event).unwrap();
+    event["time"] = json!(time);
+    event.to_string()
+}
+
+/// Hands the ledger each message in turn; each is done with.
+fn handle_each(ledger: &Ledger, bodies: impl IntoIterator<Item = String>) {
+    runtime().block_on(async {
+        for (i, body) in bodies.into_iter().enumerate() {
+            let outcome = ledger.handle(&Delivery::new(i.to_string(), body, 1)).await;
+            assert!(matches!(outcome, Disposition::Done(_)), "{outcome:?}");
+        }
+    });
+}
+
 #[test]
 fn an_upload_is_never_credited_to_a_grant_issued_after_it() {
     let key = key_name(1);
     let first = "00000000-0000-4000-8000-000000000001";
     let second = "00000000-0000-4000-8000-000000000002";
     let uploaded = |sequencer: &str, size: u64, time: &str| {
-        let mut event: serde_json::Value =
-            serde_json::from_str(&created(sequencer, &key, size, sequencer, "POST Object"))
-                .unwrap();
-        event["time"] = json!(time);
-        event.to_string()
+        at(
+            created(sequencer, &key, size, sequencer, "POST Object"),
+            time,
+        )
     };
     let (ledger, _, published) = ledger(
         BTreeMap::new(),
         MemoryStore::default(),
         Published::default(),
     );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        for (i, body) in [
+    handle_each(
+        &ledger,
+        [
             granted(first, &key, "2026-11-23T10:00:00Z", "2026-11-23T10:15:00Z"),
             // A second grant for the key, issued after the first upload...
             granted(second, &key, "2026-11-23T10:05:00Z", "2026-11-23T10:20:00Z"),
@@ -982,14 +999,8 @@ fn an_upload_is_never_credited_to_a_grant_issued_after_it() {
             uploaded("01", 90, "2026-11-23T10:01:00Z"),
             // The upload under the second grant.
             uploaded("02", 100, "2026-11-23T10:06:00Z"),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let outcome = ledger.handle(&Delivery::new(i.to_string(), body, 1)).await;
-            assert!(matches!(outcome, Disposition::Done(_)), "{outcome:?}");
-        }
-    });
+        ],
+    );
     let events = published.events.lock().unwrap();
     let credited: Vec<_> = events
         .iter()
@@ -1016,4 +1027,69 @@ fn an_event_delivered_again_is_announced_as_repeated() {
     let events = published.events.lock().unwrap();
     let announced: Vec<_> = events.iter().map(|e| (e.revision, e.repeated)).collect();
     assert_eq!(announced, [(1, false), (1, true)]);
+}
+
+#[test]
+fn a_move_to_another_class_names_no_grant_even_when_delivered_again() {
+    let key = key_name(1);
+    let first = "00000000-0000-4000-8000-000000000001";
+    let second = "00000000-0000-4000-8000-000000000002";
+    // S3 holds the upload copied onto itself into GLACIER.
+    let bucket = BTreeMap::from([(
+        key.clone(),
+        Stored {
+            size: 100,
+            class: "GLACIER".into(),
+            etag: "copied".into(),
+        },
+    )]);
+    let (ledger, store, published) =
+        ledger(bucket.clone(), MemoryStore::default(), Published::default());
+    let copy = at(
+        created("02", &key, 100, "copied", "CopyObject"),
+        "2026-11-23T10:06:00Z",
+    );
+    handle_each(
+        &ledger,
+        [
+            granted(first, &key, "2026-11-23T10:00:00Z", "2026-11-23T10:15:00Z"),
+            at(
+                created("01", &key, 100, "up", "POST Object"),
+                "2026-11-23T10:01:00Z",
+            ),
+            // The user is granted an overwrite of the key and has not
+            // uploaded it when lifecycle moves the object to GLACIER.
+            granted(second, &key, "2026-11-23T10:05:00Z", "2026-11-23T10:20:00Z"),
+            copy.clone(),
+            copy,
+        ],
+    );
+    let events = published.events.lock().unwrap();
+    let announced: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
+                e.grant_id.map(|g| g.to_string()),
+                e.uploaded_at.is_some(),
+                e.reclassified,
+                e.repeated,
+            )
+        })
+        .collect();
+    assert_eq!(
+        announced,
+        [
+            (Some(first.to_string()), true, false, false),
+            // Neither the move nor its second delivery completes the
+            // second grant, whose upload is still to come.
+            (None, false, true, false),
+            (None, false, true, true),
+        ]
+    );
+    assert_eq!(
+        events[1].by_storage_class,
+        BTreeMap::from([("GLACIER".to_string(), 100)])
+    );
+    drop(events);
+    check(&store, &published, &bucket).unwrap();
 }

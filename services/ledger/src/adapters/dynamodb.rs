@@ -132,6 +132,9 @@ impl DynamoLedgerStore {
             ("applied".to_string(), str_list(&row.applied)),
             ("ver".to_string(), n(version)),
         ]);
+        if row.reclassified {
+            item.insert("reclassified".to_string(), AttributeValue::Bool(true));
+        }
         if let Some(etag) = &row.etag {
             item.insert("etag".to_string(), s(etag));
         }
@@ -161,6 +164,7 @@ fn object_from_item(item: &Item) -> Result<(ObjectRow, u64), StoreError> {
         etag: get_str(item, "etag")?.map(str::to_string),
         sequencer,
         applied: get_str_list(item, "applied")?,
+        reclassified: matches!(item.get("reclassified"), Some(AttributeValue::Bool(true))),
     };
     Ok((row, req_num(item, "ver")?))
 }
@@ -504,10 +508,22 @@ mod tests {
             etag: None,
             sequencer: Sequencer::parse("00AB").unwrap(),
             applied: vec!["created:e:1:STANDARD".into(), "deleted".into()],
+            reclassified: false,
         };
         let item = store.object_item("alice", "users/alice/x", &row, 3);
         assert!(item.contains_key("expires_at_epoch"), "tombstones expire");
-        assert_eq!(object_from_item(&item).unwrap(), (row, 3));
+        assert_eq!(object_from_item(&item).unwrap(), (row.clone(), 3));
+
+        let moved = ObjectRow {
+            live: true,
+            size: 1,
+            etag: Some("e".into()),
+            reclassified: true,
+            ..row
+        };
+        let item = store.object_item("alice", "users/alice/x", &moved, 4);
+        assert!(!item.contains_key("expires_at_epoch"));
+        assert_eq!(object_from_item(&item).unwrap(), (moved, 4));
 
         let usage = Usage {
             used_bytes: 10,

@@ -89,6 +89,10 @@ pub struct ObjectRow {
     pub sequencer: Sequencer,
     /// Fingerprints of the events applied at `sequencer`.
     pub applied: Vec<String>,
+    /// The live object came by a move to another storage class of the one
+    /// already stored (a copy onto itself, or S3 changing its class), not by
+    /// an upload.
+    pub reclassified: bool,
 }
 
 /// One user's totals.
@@ -214,6 +218,7 @@ pub fn decide_holding(
                 etag: etag.clone(),
                 sequencer: sequencer.clone(),
                 applied,
+                reclassified: false,
             }
         }
         Change::ClassChanged { .. } | Change::Deleted => ObjectRow {
@@ -225,6 +230,7 @@ pub fn decide_holding(
             etag: None,
             sequencer: sequencer.clone(),
             applied,
+            reclassified: false,
         },
     };
     usage.revision += 1;
@@ -291,6 +297,7 @@ fn reclassify(current: Option<&ObjectRow>, usage: &Usage, change: &Change) -> De
         object: ObjectRow {
             storage_class: storage_class.clone(),
             applied,
+            reclassified: true,
             ..row.clone()
         },
         usage,
@@ -345,6 +352,8 @@ pub fn reconcile(
                 etag: seen.etag.clone(),
                 sequencer,
                 applied,
+                // The object counted, found in another class.
+                reclassified: live.is_some_and(|r| r.etag.is_some() && r.etag == seen.etag),
             }
         }
         None => ObjectRow {
@@ -356,6 +365,7 @@ pub fn reconcile(
             etag: None,
             sequencer,
             applied,
+            reclassified: false,
         },
     };
     usage.revision += 1;
@@ -607,7 +617,16 @@ mod tests {
         let (fixed, fixed_usage) = reconcile(row.as_ref(), &usage, Some(&seen)).unwrap();
         assert_eq!((fixed_usage.used_bytes, fixed_usage.object_count), (4, 1));
         assert_eq!(fixed.sequencer, Sequencer::parse("05").unwrap());
+        assert!(!fixed.reclassified, "another object than the one counted");
         assert!(reconcile(Some(&fixed), &fixed_usage, Some(&seen)).is_none());
+
+        // The object counted, found in another class, was not uploaded.
+        let moved = Observed {
+            storage_class: "DEEP_ARCHIVE".into(),
+            ..seen
+        };
+        let (moved, _) = reconcile(Some(&fixed), &fixed_usage, Some(&moved)).unwrap();
+        assert!(moved.reclassified);
 
         let (gone, gone_usage) = reconcile(Some(&fixed), &fixed_usage, None).unwrap();
         assert!(!gone.live);
