@@ -691,11 +691,13 @@ impl Ledger {
     /// - An event with an entity tag means the reading S3 holds with that
     ///   tag. When none does, its object has since been replaced or deleted
     ///   under its key, and the event that did so is the one that counts.
-    /// - A delete means the reading the ledger counts as live but S3 no
-    ///   longer holds as counted. When there is none, the delete has nothing
-    ///   left to do: every reading the ledger counts is as S3 holds it, and
-    ///   an upload the delete came before is counted only if S3 still holds
-    ///   it (above).
+    /// - A delete means a reading the ledger counts as live where S3 now
+    ///   holds nothing. When there is none, the delete has nothing left to
+    ///   do: where S3 holds another object than the one counted, the upload
+    ///   that stored it is still to come and replaces the counted one itself
+    ///   (a delete taken for that reading could be another key's, and its
+    ///   sequencer would say nothing of the upload's); an upload the delete
+    ///   came before is counted only if S3 still holds it (above).
     /// - A change of class without an entity tag means the one reading S3
     ///   holds, if only one.
     async fn resolve_key(
@@ -737,14 +739,14 @@ impl Ledger {
     }
 
     /// The reading of an ambiguous key a delete means: the first the ledger
-    /// counts as live that S3 no longer holds with the counted entity tag.
+    /// counts as live where S3 holds nothing.
     async fn deleted_reading(
         &self,
         candidates: &[String],
         heads: &[Option<ObjectHead>],
     ) -> Result<Option<usize>, Failure> {
         for (i, (candidate, head)) in candidates.iter().zip(heads).enumerate() {
-            let Some(user) = keys::owner(candidate) else {
+            let Some(user) = keys::owner(candidate).filter(|_| head.is_none()) else {
                 continue;
             };
             let snapshot = self
@@ -752,13 +754,7 @@ impl Ledger {
                 .snapshot(user, candidate)
                 .await
                 .map_err(|e| Failure::Transient(e.into()))?;
-            let gone = snapshot.object.is_some_and(|row| {
-                row.live
-                    && head.as_ref().is_none_or(|h| {
-                        unquoted(h.etag.as_deref()) != unquoted(row.etag.as_deref())
-                    })
-            });
-            if gone {
+            if snapshot.object.is_some_and(|row| row.live) {
                 return Ok(Some(i));
             }
         }

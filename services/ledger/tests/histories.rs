@@ -22,7 +22,10 @@ use proptest::prelude::*;
 use serde_json::json;
 use stowage_events::UsageChangedV1;
 use stowage_ledger::{
-    domain::usage::{ObjectRow, Usage},
+    domain::{
+        sequencer::Sequencer,
+        usage::{ObjectRow, Usage},
+    },
     ledger::{ClassChangeTooEarly, Ledger},
     ports::{
         BucketLister, GrantNote, LedgerRows, LedgerStore, ListedObject, ObjectHead, ObjectProbe,
@@ -785,6 +788,57 @@ fn an_ambiguous_key_never_moves_one_object_s_events_onto_another() {
     let objects = store.objects.lock().unwrap();
     assert!(objects[kept].0.live);
     assert!(objects.get("users/u0/a+b").is_none_or(|(row, _)| !row.live));
+    drop(objects);
+    check(&store, &published, &bucket).unwrap();
+}
+
+#[test]
+fn a_delete_of_an_ambiguous_key_never_takes_an_object_s3_still_holds() {
+    // The ledger counts `a%2Bb` (key 2) with tag e2. The user overwrites it
+    // (tag e3), then uploads `a+b` (key 0) and deletes it. Percent-encoded,
+    // `a+b` reads `a%2Bb` too, and S3 holds e3 there: the delete is not
+    // the overwritten object's.
+    let (kept, brief) = (key_name(2), key_name(0));
+    let row = ObjectRow {
+        live: true,
+        size: 100,
+        storage_class: "STANDARD".into(),
+        etag: Some("e2".into()),
+        sequencer: Sequencer::parse("01").unwrap(),
+        applied: vec!["created:e2:100:STANDARD".into()],
+        reclassified: false,
+    };
+    let store = MemoryStore {
+        objects: Mutex::new(HashMap::from([(kept.clone(), (row, 1))])),
+        usage: Mutex::new(HashMap::from([(
+            "u0".to_string(),
+            Usage {
+                used_bytes: 100,
+                object_count: 1,
+                by_storage_class: BTreeMap::from([("STANDARD".to_string(), 100)]),
+                revision: 1,
+            },
+        )])),
+        ..MemoryStore::default()
+    };
+    let stored = Stored {
+        size: 300,
+        class: "STANDARD".into(),
+        etag: "e3".into(),
+    };
+    let bucket = BTreeMap::from([(kept.clone(), stored)]);
+    let (ledger, store, published) = ledger(bucket.clone(), store, Published::default());
+    handle_each(
+        &ledger,
+        [
+            deleted("04", &event_key(&brief)),
+            created("02", &event_key(&kept), 300, "e3", "PutObject"),
+            created("03", &event_key(&brief), 1, "e1", "PutObject"),
+        ],
+    );
+    let objects = store.objects.lock().unwrap();
+    assert_eq!(objects[&kept].0.etag.as_deref(), Some("e3"));
+    assert!(objects.get(&brief).is_none_or(|(row, _)| !row.live));
     drop(objects);
     check(&store, &published, &bucket).unwrap();
 }

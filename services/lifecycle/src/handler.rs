@@ -355,8 +355,9 @@ impl EventHandler {
     /// - with an entity tag, the reading S3 holds with it (none: the object
     ///   was replaced or deleted since, and that event counts instead);
     /// - without one, the one reading S3 holds, if only one;
-    /// - a delete means the reading the projection has live that S3 no
-    ///   longer holds with the recorded entity tag.
+    /// - a delete means a reading the projection has live where S3 now
+    ///   holds nothing (where S3 holds another object, its upload's event is
+    ///   still to come and replaces the row itself).
     async fn resolve_key(
         &self,
         raw: &str,
@@ -384,17 +385,11 @@ impl EventHandler {
             None => {
                 let mut gone = None;
                 for (i, (candidate, head)) in candidates.iter().zip(&heads).enumerate() {
-                    let Some(user) = keys::owner(candidate) else {
+                    let Some(user) = keys::owner(candidate).filter(|_| head.is_none()) else {
                         continue;
                     };
-                    let live = self
-                        .projection
-                        .get(user, candidate)
-                        .await?
-                        .filter(|row| row.record.live);
-                    if live
-                        .is_some_and(|row| head.as_ref().is_none_or(|h| h.etag != row.record.etag))
-                    {
+                    let row = self.projection.get(user, candidate).await?;
+                    if row.is_some_and(|row| row.record.live) {
                         gone = Some(i);
                         break;
                     }

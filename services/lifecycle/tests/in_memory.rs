@@ -263,6 +263,17 @@ fn s3_event(detail_type: &str, sequencer: &str, raw: &str, object: serde_json::V
     .to_string()
 }
 
+/// An `Object Created` event of `size` bytes with entity tag `etag`, its
+/// key spelt `raw`.
+fn created(sequencer: &str, raw: &str, size: u64, etag: &str) -> String {
+    s3_event(
+        "Object Created",
+        sequencer,
+        raw,
+        json!({"size": size, "etag": etag}),
+    )
+}
+
 #[test]
 fn an_ambiguous_key_never_moves_one_object_s_events_onto_another() {
     // The user keeps an object under the literal key `a%2Bb`, then uploads
@@ -271,14 +282,6 @@ fn an_ambiguous_key_never_moves_one_object_s_events_onto_another() {
     let kept = "users/u/a%2Bb";
     let rows = Arc::new(Rows::default());
     let handler = handler(rows.clone(), holding(kept, 1_000_000, "kept", "STANDARD"));
-    let created = |sequencer, raw, size: u64, etag: &str| {
-        s3_event(
-            "Object Created",
-            sequencer,
-            raw,
-            json!({"size": size, "etag": etag}),
-        )
-    };
     let outcomes = handle_all(
         &handler,
         vec![
@@ -293,6 +296,41 @@ fn an_ambiguous_key_never_moves_one_object_s_events_onto_another() {
     let row = &rows[kept].record;
     assert!(row.live);
     assert_eq!((row.size, row.etag.as_deref()), (1_000_000, Some("kept")));
+    assert!(rows.get("users/u/a+b").is_none_or(|row| !row.record.live));
+}
+
+#[test]
+fn a_delete_of_an_ambiguous_key_never_takes_an_object_s3_still_holds() {
+    // The projection has `a%2Bb` with tag e2. The user overwrites it (tag
+    // e3), then uploads `a+b` and deletes it: percent-encoded, `a+b` reads
+    // `a%2Bb` too, and S3 holds e3 there, so the delete is not its.
+    let kept = "users/u/a%2Bb";
+    let rows = Arc::new(Rows::default());
+    rows.rows.lock().unwrap().insert(
+        kept.into(),
+        Versioned {
+            record: ObjectRecord {
+                size: 100,
+                etag: Some("e2".into()),
+                sequencer: Sequencer::parse("01").unwrap(),
+                ..record("STANDARD", Restore::None)
+            },
+            version: 1,
+        },
+    );
+    let handler = handler(rows.clone(), holding(kept, 300, "e3", "STANDARD"));
+    handle_all(
+        &handler,
+        vec![
+            s3_event("Object Deleted", "04", "users/u/a%2Bb", json!({})),
+            created("02", "users/u/a%252Bb", 300, "e3"),
+            created("03", "users/u/a%2Bb", 1, "e1"),
+        ],
+    );
+    let rows = rows.rows.lock().unwrap();
+    let row = &rows[kept].record;
+    assert!(row.live);
+    assert_eq!((row.size, row.etag.as_deref()), (300, Some("e3")));
     assert!(rows.get("users/u/a+b").is_none_or(|row| !row.record.live));
 }
 
