@@ -3,7 +3,13 @@
 //! as written, and two processes each keeping their own copy of an account
 //! never overwrite each other's writes.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst},
+    },
+};
 
 use stowage_e2e::Stack;
 use stowage_intake::{
@@ -327,4 +333,88 @@ async fn a_grant_that_lost_its_race_fails_alone() {
     };
     assert!(reader.grant(&kept.grant_id).await.expect("grant").is_some());
     assert_eq!(reader.grant(&lost.grant_id).await.expect("grant"), None);
+}
+
+/// Loses the answer to the first `TransactWriteItems` once DynamoDB has
+/// made it: the caller sees a server error, and the SDK sends the
+/// transaction again.
+#[derive(Debug, Clone, Default)]
+struct FirstAnswerLost {
+    losing: Arc<AtomicBool>,
+    lost: Arc<AtomicUsize>,
+}
+
+impl aws_sdk_dynamodb::config::Intercept for FirstAnswerLost {
+    fn name(&self) -> &'static str {
+        "FirstAnswerLost"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _components: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        let transaction = context.request().headers().get("x-amz-target")
+            == Some("DynamoDB_20120810.TransactWriteItems");
+        self.losing
+            .store(transaction && self.lost.load(SeqCst) == 0, SeqCst);
+        Ok(())
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut aws_sdk_dynamodb::config::interceptors::BeforeDeserializationInterceptorContextMut<'_>,
+        _components: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        if self.losing.swap(false, SeqCst) {
+            self.lost.fetch_add(1, SeqCst);
+            *context.response_mut().status_mut() = 500u16.try_into()?;
+        }
+        Ok(())
+    }
+}
+
+/// A grant whose write was made but whose answer was lost is reserved and
+/// recorded once: the write sent again finds it made, and the account read
+/// again holds it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_grant_whose_answer_was_lost_is_reserved_once() {
+    use stowage_intake::accounts::{GrantLimits, reserve};
+
+    let stack = Stack::deploy().expect("stack deploys");
+    let sdk = stowage_shared::aws::load().await;
+    let table = stack.get("STOWAGE_INTAKE_TABLE");
+    let losing = FirstAnswerLost::default();
+    let store = DynamoAccountStore::new(
+        aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&sdk)
+                .interceptor(losing.clone())
+                .build(),
+        ),
+        table,
+    );
+    let user = UserId::parse("unanswered").expect("valid id");
+    let (_, grant) = granted(&user, 1);
+    let limits = GrantLimits {
+        default_quota: 1 << 30,
+        max_outstanding: 10,
+        lapses_at: time::OffsetDateTime::now_utc().unix_timestamp() + 3600,
+    };
+
+    let reserved = reserve(&store, &user, &grant, &limits).await;
+    assert!(matches!(reserved, Ok(Ok(()))), "{reserved:?}");
+    assert_eq!(losing.lost.load(SeqCst), 1, "the first answer was lost");
+
+    let reader = DynamoAccountStore::new(stowage_shared::aws::dynamodb(&sdk), table);
+    let stored = reader.load(&user).await.expect("account");
+    assert_eq!(stored.version, Some(1), "written once");
+    let reservation = &stored.value.reservations[grant.key.as_str()];
+    assert_eq!(
+        (reservation.held, &reservation.grants[..]),
+        (grant.max_size, &[grant.grant_id.clone()][..])
+    );
+    let record = reader.grant(&grant.grant_id).await.expect("grant");
+    assert_eq!(record.as_ref(), Some(&grant));
 }

@@ -126,6 +126,13 @@ impl Account {
             .sum()
     }
 
+    /// Whether `key`'s reservation was made for `grant_id`, among others.
+    pub fn holds_grant(&self, key: &str, grant_id: &str) -> bool {
+        self.reservations
+            .get(key)
+            .is_some_and(|r| r.grants.iter().any(|g| g == grant_id))
+    }
+
     /// Drops the reservations that lapsed before `now`.
     pub fn prune(&mut self, now: i64) {
         self.reservations.retain(|_, r| r.lapses_at > now);

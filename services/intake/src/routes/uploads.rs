@@ -1,8 +1,6 @@
 //! `POST /v1/uploads`: reserve quota for one upload and hand out a signed S3
 //! POST policy that allows exactly that upload.
 
-use std::sync::Arc;
-
 use axum::{
     Json,
     extract::{
@@ -22,14 +20,15 @@ use uuid::Uuid;
 
 use super::{AppState, bad_json, integer};
 use crate::{
+    accounts::{self, GrantLimits},
     auth::Caller,
     domain::{
         keys::{UserId, UserPath, object_key},
         policy::UploadPolicy,
-        quota::{Refusal, ReservationRequest},
+        quota::Refusal,
     },
     error::{ApiError, CommonProblems, Problem},
-    ports::{GrantRecord, GrantState, StoreError},
+    ports::{GrantRecord, GrantState},
 };
 
 /// An upload request.
@@ -67,10 +66,6 @@ pub struct UploadGrant {
     pub expires_at: OffsetDateTime,
     pub max_size: u64,
 }
-
-/// Concurrent grants for one user race on the account's version; a loser
-/// reads again and retries this many times before answering 503.
-const MAX_RESERVE_ATTEMPTS: usize = 200;
 
 /// Reserves quota for one upload and signs an S3 POST policy for it.
 #[utoipa::path(
@@ -164,7 +159,15 @@ async fn issue(
         created_at: now,
         expires_at,
     };
-    if let Err(refusal) = reserve(state, &caller.user, &grant).await? {
+    let limits = GrantLimits {
+        default_quota: settings.default_quota_bytes,
+        max_outstanding: settings.max_outstanding_grants,
+        lapses_at: (expires_at + settings.settle_window()).unix_timestamp(),
+    };
+    let reserved = accounts::reserve(state.store.as_ref(), &caller.user, &grant, &limits)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.into()))?;
+    if let Err(refusal) = reserved {
         let rejected = GrantRecord {
             state: GrantState::Rejected,
             ..grant
@@ -208,59 +211,6 @@ async fn issue(
             max_size: size,
         }),
     ))
-}
-
-/// Reserves the grant's size against the caller's quota and records the
-/// grant, in one conditional write. `Ok(Err(_))` is a refusal.
-///
-/// The first attempt works on the account as this process last knew it,
-/// which saves a read; if the store has moved on the write fails and the
-/// account is read again, and a refusal is only given on an account read
-/// from the store.
-async fn reserve(
-    state: &AppState,
-    user: &UserId,
-    grant: &GrantRecord,
-) -> Result<Result<(), Refusal>, ApiError> {
-    let settings = &state.settings;
-    let lapses_at = (grant.expires_at + settings.settle_window()).unix_timestamp();
-    let unavailable = |e: StoreError| ApiError::Unavailable(e.into());
-    let mut stored = state.store.load_recent(user).await.map_err(unavailable)?;
-    let mut read = false;
-    let mut pauses = super::conflict_pauses();
-    for _ in 0..MAX_RESERVE_ATTEMPTS {
-        let mut account = stored.value.clone();
-        let request = ReservationRequest {
-            grant_id: &grant.grant_id,
-            key: &grant.key,
-            size: grant.max_size,
-            lapses_at,
-        };
-        let now = OffsetDateTime::now_utc().unix_timestamp();
-        if let Err(refusal) = account.reserve(
-            &request,
-            now,
-            settings.default_quota_bytes,
-            settings.max_outstanding_grants,
-        ) {
-            if read {
-                return Ok(Err(refusal));
-            }
-        } else {
-            match state.store.save(user, &stored, account, Some(grant)).await {
-                Ok(()) => return Ok(Ok(())),
-                Err(error) if error.is_retryable() => {
-                    if let Some(pause) = pauses.next() {
-                        tokio::time::sleep(pause).await;
-                    }
-                }
-                Err(error) => return Err(unavailable(error)),
-            }
-        }
-        stored = Arc::new(state.store.load(user).await.map_err(unavailable)?);
-        read = true;
-    }
-    Err(ApiError::Unavailable(StoreError::Conflict.into()))
 }
 
 async fn publish_granted(state: &AppState, user: &UserId, grant_id: Uuid, policy: &UploadPolicy) {
