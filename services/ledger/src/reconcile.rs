@@ -35,6 +35,10 @@ pub struct Drift {
     pub ledger: Option<Counted>,
     /// Size and class the bucket holds; `None` when it holds nothing.
     pub bucket: Option<Counted>,
+    /// The ledger was corrected to the bucket. False when no correction was
+    /// asked for, or when the key's row changed while it was compared (an
+    /// event came for it) and was left to its events.
+    pub corrected: bool,
 }
 
 /// Bytes of one storage class.
@@ -59,7 +63,7 @@ pub struct UserTotals {
 pub struct Report {
     pub users: Vec<UserTotals>,
     pub drift: Vec<Drift>,
-    /// True when the ledger was corrected.
+    /// True when corrections were asked for.
     pub fixed: bool,
 }
 
@@ -72,6 +76,17 @@ impl Report {
                 .iter()
                 .all(|u| u.ledger_bytes == u.bucket_bytes && u.ledger_objects == u.bucket_objects)
     }
+
+    /// True when the ledger matches the bucket now: it did, or every key
+    /// that drifted was corrected.
+    pub fn settled(&self) -> bool {
+        self.clean() || (self.fixed && self.drift.iter().all(|d| d.corrected))
+    }
+}
+
+/// Whether `user` is a user id, as the keys under `users/` name them.
+fn is_user(user: &str) -> bool {
+    keys::owner(&format!("users/{user}/-")) == Some(user)
 }
 
 /// Compares and corrects the ledger.
@@ -112,12 +127,18 @@ impl Reconciler {
     }
 
     /// Reconciles one user, or every user the ledger or the bucket knows.
+    /// Folders under `users/` that name no user id hold no user's objects
+    /// and are left out.
     pub async fn run(&self, user: Option<&str>, fix: bool) -> anyhow::Result<Report> {
         let users = match user {
-            Some(user) => vec![user.to_string()],
+            Some(user) if is_user(user) => vec![user.to_string()],
+            Some(user) => anyhow::bail!(
+                "{user:?} is not a user id: 1 to 128 ASCII letters, digits, `_` or `-`"
+            ),
             None => {
                 let mut users = self.rows.users().await?;
                 users.extend(self.bucket.users().await?);
+                users.retain(|user| is_user(user));
                 users.sort();
                 users.dedup();
                 users
@@ -171,16 +192,19 @@ impl Reconciler {
                 storage_class: o.storage_class.clone(),
             });
             if ledger != bucket {
+                let corrected = if fix {
+                    let read = rows.get(key).map(|(_, version)| *version);
+                    self.fix_key(user, key, read, listed.get(key)).await?
+                } else {
+                    false
+                };
                 report.drift.push(Drift {
                     user: user.to_string(),
                     key: key.clone(),
                     ledger,
                     bucket,
+                    corrected,
                 });
-                if fix {
-                    let read = rows.get(key).map(|(_, version)| *version);
-                    self.fix_key(user, key, read, listed.get(key)).await?;
-                }
             }
         }
         if fix && !self.fix_totals(user).await? {
@@ -205,26 +229,29 @@ impl Reconciler {
     /// Corrects `key`'s row towards what the listing `observed`, unless the
     /// row changed since it was read (`read`: its version then, `None` when
     /// there was none) before the listing: an event committed since may be
-    /// newer than the listing.
+    /// newer than the listing. True when the row is as the listing shows.
     async fn fix_key(
         &self,
         user: &str,
         key: &str,
         read: Option<u64>,
         observed: Option<&Observed>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<bool> {
         for attempt in 0..25u32 {
             let snapshot = self.store.snapshot(user, key).await?;
             if snapshot.object_version != read {
                 tracing::info!(%key, "changed since it was read; left to its events");
-                return Ok(());
+                return Ok(false);
             }
             let Some((row, usage)) = reconcile(snapshot.object.as_ref(), &snapshot.usage, observed)
             else {
-                return Ok(());
+                return Ok(true);
             };
             match self.store.commit(user, key, &snapshot, &row, &usage).await {
-                Ok(()) => return self.publish(user, key, Some(&row), &usage).await,
+                Ok(()) => {
+                    self.publish(user, key, Some(&row), &usage).await?;
+                    return Ok(true);
+                }
                 Err(error) if error.is_retryable() => {
                     tokio::time::sleep(Duration::from_millis(5 << attempt.min(6))).await
                 }

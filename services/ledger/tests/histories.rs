@@ -31,7 +31,7 @@ use stowage_ledger::{
         BucketLister, GrantNote, LedgerRows, LedgerStore, ListedObject, ObjectHead, ObjectProbe,
         Snapshot, StoreError, UsagePublisher, UserCommit,
     },
-    reconcile::Reconciler,
+    reconcile::{Reconciler, Report},
 };
 use stowage_shared::consumer::{Delivery, Disposition, Handler};
 
@@ -865,8 +865,9 @@ impl BucketLister for ListingThen {
         Ok(self.listed.clone())
     }
 
+    /// `u1`, and a folder under `users/` that names no user.
     async fn users(&self) -> anyhow::Result<Vec<String>> {
-        Ok(vec!["u1".into()])
+        Ok(vec!["u1".into(), "not a user".into()])
     }
 }
 
@@ -878,27 +879,30 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Reconciles user `u1` with `--fix`, listing `listed` while the ledger
-/// handles `meanwhile`; returns the store.
-fn reconcile_while(listed: Vec<ListedObject>, meanwhile: Vec<String>) -> Arc<MemoryStore> {
+/// Reconciles every user with `--fix`, listing `listed` while the ledger
+/// handles `meanwhile`; returns the store and the report.
+fn reconcile_while(
+    listed: Vec<ListedObject>,
+    meanwhile: Vec<String>,
+) -> (Arc<MemoryStore>, Report) {
     let (ledger, store, published) = ledger(
         BTreeMap::new(),
         MemoryStore::default(),
         Published::default(),
     );
     let ledger = Arc::new(ledger);
-    runtime().block_on(async {
+    let report = runtime().block_on(async {
         let lister = ListingThen {
             listed,
             ledger: ledger.clone(),
             meanwhile,
         };
         Reconciler::new(store.clone(), store.clone(), Arc::new(lister), published)
-            .run(Some("u1"), true)
+            .run(None, true)
             .await
-            .expect("reconciled");
+            .expect("reconciled")
     });
-    store
+    (store, report)
 }
 
 #[test]
@@ -906,12 +910,35 @@ fn reconcile_never_undoes_an_upload_committed_while_it_listed() {
     let key = key_name(1);
     // The listing was taken before the upload; the ledger commits the
     // upload's event while the listing is on its way.
-    let store = reconcile_while(
+    let (store, report) = reconcile_while(
         Vec::new(),
         vec![created("01", &key, 100, "up", "POST Object")],
     );
     assert_eq!(store.usage.lock().unwrap()["u1"].used_bytes, 100);
     assert!(store.objects.lock().unwrap()[&key].0.live);
+    // A folder that names no user is no user's.
+    let users: Vec<_> = report.users.iter().map(|u| u.user.as_str()).collect();
+    assert_eq!(users, ["u1"]);
+}
+
+#[test]
+fn reconcile_of_a_name_that_is_no_user_id_is_refused_and_announces_nothing() {
+    let (ledger, store, published) = ledger(
+        BTreeMap::new(),
+        MemoryStore::default(),
+        Published::default(),
+    );
+    let lister = ListingThen {
+        listed: Vec::new(),
+        ledger: Arc::new(ledger),
+        meanwhile: Vec::new(),
+    };
+    let reconciler = Reconciler::new(store.clone(), store, Arc::new(lister), published.clone());
+    let error = runtime()
+        .block_on(reconciler.run(Some("Bad.Name"), true))
+        .expect_err("refused");
+    assert!(error.to_string().contains("not a user id"), "{error}");
+    assert!(published.events.lock().unwrap().is_empty());
 }
 
 #[test]
@@ -919,7 +946,7 @@ fn reconcile_never_revives_an_object_deleted_while_it_listed() {
     let key = key_name(1);
     // The listing shows the upload; its delete follows, and the ledger
     // commits both while the listing is on its way.
-    let store = reconcile_while(
+    let (store, report) = reconcile_while(
         vec![ListedObject {
             key: key.clone(),
             size: 100,
@@ -933,6 +960,14 @@ fn reconcile_never_revives_an_object_deleted_while_it_listed() {
     );
     assert_eq!(store.usage.lock().unwrap()["u1"].used_bytes, 0);
     assert!(!store.objects.lock().unwrap()[&key].0.live);
+    // The drift it saw is reported, as left to the key's events.
+    let left: Vec<_> = report
+        .drift
+        .iter()
+        .map(|d| (d.key.as_str(), d.corrected))
+        .collect();
+    assert_eq!(left, [(key.as_str(), false)]);
+    assert!(!report.settled());
 }
 
 #[test]

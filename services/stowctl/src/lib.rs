@@ -36,23 +36,19 @@ fn parse_time_at(value: &str, now: OffsetDateTime) -> Result<OffsetDateTime, Str
     };
     if let Some(sign) = relative {
         let amount = &value[1..];
-        let split = amount.len().saturating_sub(1);
-        let (count, unit) = amount.split_at(split);
-        let seconds = match unit {
-            "s" => 1,
-            "m" => 60,
-            "h" => 3600,
-            "d" => 86_400,
-            _ => 0,
-        };
-        return match count.parse::<i64>() {
-            Ok(count) if seconds > 0 && count >= 0 => {
-                Ok(now + time::Duration::seconds(sign * count * seconds))
-            }
-            _ => Err(format!(
+        let shifted = [("s", 1), ("m", 60), ("h", 3600), ("d", 86_400)]
+            .into_iter()
+            .find_map(|(unit, seconds)| Some((amount.strip_suffix(unit)?, seconds)))
+            .and_then(|(count, seconds)| {
+                let count = count.parse::<i64>().ok().filter(|c| *c >= 0)?;
+                let seconds = count.checked_mul(seconds)?.checked_mul(sign)?;
+                now.checked_add(time::Duration::seconds(seconds))
+            });
+        return shifted.ok_or_else(|| {
+            format!(
                 "{value:?} is not a time: use RFC 3339, `now` or e.g. `-1h`, `+90d` (units s, m, h, d)"
-            )),
-        };
+            )
+        });
     }
     OffsetDateTime::parse(value, &Rfc3339)
         .map(|t| t.to_offset(time::UtcOffset::UTC))
@@ -79,7 +75,20 @@ mod tests {
             at("2026-11-30T23:00:00+01:00").unwrap(),
             "2026-11-30T22:00:00Z"
         );
-        for bad in ["-1w", "-h", "+-1d", "yesterday", "2026-12-01", "-", "+", ""] {
+        for bad in [
+            "-1w",
+            "-h",
+            "+-1d",
+            "yesterday",
+            "2026-12-01",
+            "-",
+            "+",
+            "",
+            "-1é",
+            "-9999999999d",
+            "+106751991167301d",
+            "+99999999999999999999d",
+        ] {
             assert!(at(bad).is_err(), "{bad}");
         }
     }

@@ -182,7 +182,9 @@ enum Tier {
         /// Only this user's objects.
         #[arg(long)]
         user: Option<String>,
-        /// Sweep as of this time instead of now: RFC 3339 or relative, e.g. `+90d`.
+        /// Sweep as of this earlier time instead of now (objects due by
+        /// then): RFC 3339 or relative, e.g. `-1d`. A time to come is
+        /// refused: `tier plan --at` shows what a sweep then would do.
         #[arg(long, value_parser = stowctl::parse_time, allow_hyphen_values = true)]
         at: Option<time::OffsetDateTime>,
         /// Print JSON instead of a table.
@@ -341,6 +343,9 @@ fn token(user: &str, ttl: i64, admin: bool) -> anyhow::Result<String> {
 }
 
 async fn reconcile(user: Option<String>, fix: bool, json: bool) -> anyhow::Result<bool> {
+    if let Some(user) = &user {
+        user_id(user)?;
+    }
     let path_style = setting("STOWAGE_S3_PATH_STYLE", Some("false"))? == "true";
     let reconciler = stowage_ledger::startup::reconciler(
         &setting("STOWAGE_BUCKET", None)?,
@@ -357,7 +362,7 @@ async fn reconcile(user: Option<String>, fix: bool, json: bool) -> anyhow::Resul
     } else {
         print_report(&report);
     }
-    Ok(report.clean() || report.fixed)
+    Ok(report.settled())
 }
 
 fn print_report(report: &stowage_ledger::reconcile::Report) {
@@ -402,10 +407,16 @@ fn print_report(report: &stowage_ledger::reconcile::Report) {
         ]);
     }
     println!("{drift}");
-    if report.fixed {
+    let left = report.drift.iter().filter(|d| !d.corrected).count();
+    if report.fixed && left == 0 {
         println!(
             "Corrected {} key(s); the totals now match the bucket.",
             report.drift.len()
+        );
+    } else if report.fixed {
+        println!(
+            "Corrected {} key(s); {left} changed while they were compared and are left to their own events: run reconcile again to check them.",
+            report.drift.len() - left
         );
     } else {
         println!(
@@ -527,6 +538,23 @@ async fn replay(request: ReplayRequest, json: bool) -> anyhow::Result<bool> {
 }
 
 async fn tier(command: Tier) -> anyhow::Result<bool> {
+    let user = match &command {
+        Tier::Plan { user, .. }
+        | Tier::Run { user, .. }
+        | Tier::Reindex { user, .. }
+        | Tier::Backfill { user, .. } => user.as_deref(),
+    };
+    if let Some(user) = user {
+        user_id(user)?;
+    }
+    let now = time::OffsetDateTime::now_utc();
+    if let Tier::Run { at: Some(at), .. } = &command
+        && *at > now
+    {
+        anyhow::bail!(
+            "a sweep tiers objects now, so it cannot run as of a time to come ({at}); `tier plan --at` shows what a sweep then would do"
+        );
+    }
     // Parsed after the env file is loaded, from the same variables the
     // lifecycle service reads; the two without defaults are named first.
     setting("STOWAGE_BUCKET", None)?;
@@ -536,7 +564,6 @@ async fn tier(command: Tier) -> anyhow::Result<bool> {
             anyhow::anyhow!("the lifecycle settings (STOWAGE_TIER_*, prices) do not parse: {e}")
         })?;
     let sweeper = stowage_lifecycle::startup::sweeper(&settings).await?;
-    let now = time::OffsetDateTime::now_utc();
     match command {
         Tier::Plan { user, at, json } => {
             let plan = sweeper
