@@ -139,11 +139,15 @@ pub struct Settings {
     pub grant_burst: u32,
 
     /// Workers reading intake's queue.
-    #[arg(long, env = "STOWAGE_CONSUMER_WORKERS", default_value_t = 2)]
+    #[arg(long, env = "STOWAGE_CONSUMER_WORKERS", default_value_t = 2,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub consumer_workers: usize,
 
-    /// Long-poll wait of the queue consumer, in seconds.
-    #[arg(long, env = "STOWAGE_CONSUMER_WAIT_SECONDS", default_value_t = 20)]
+    /// Long-poll wait of the queue consumer, in seconds: 1 to 20 (SQS's
+    /// longest; without a wait an idle worker would ask again at once, in a
+    /// loop).
+    #[arg(long, env = "STOWAGE_CONSUMER_WAIT_SECONDS", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..=20))]
     pub consumer_wait_seconds: u64,
 
     /// How often the depth of the queue's dead-letter queue is read, in

@@ -38,19 +38,23 @@ pub struct Settings {
     pub tombstone_ttl_days: u64,
 
     /// Concurrent workers reading the queue.
-    #[arg(long, env = "STOWAGE_CONSUMER_WORKERS", default_value_t = 4)]
+    #[arg(long, env = "STOWAGE_CONSUMER_WORKERS", default_value_t = 4,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub workers: usize,
 
-    /// Long-poll wait, in seconds.
-    #[arg(long, env = "STOWAGE_CONSUMER_WAIT_SECONDS", default_value_t = 20)]
+    /// Long-poll wait, in seconds: 1 to 20 (SQS's longest; without a wait
+    /// an idle worker would ask again at once, in a loop).
+    #[arg(long, env = "STOWAGE_CONSUMER_WAIT_SECONDS", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..=20))]
     pub wait_seconds: u64,
 
-    /// Seconds a received message stays hidden; a message whose worker died
-    /// is redelivered after this.
+    /// Seconds a received message stays hidden (1 to 43,200, SQS's range);
+    /// a message whose worker died is redelivered after this.
     #[arg(
         long,
         env = "STOWAGE_CONSUMER_VISIBILITY_SECONDS",
-        default_value_t = 60
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..=43_200)
     )]
     pub visibility_seconds: u64,
 
@@ -68,5 +72,34 @@ pub struct Settings {
 impl Settings {
     pub fn tombstone_ttl(&self) -> Duration {
         Duration::from_secs(self.tombstone_ttl_days * 24 * 3600)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_consumer_that_would_spin_or_do_nothing_cannot_be_configured() {
+        let parse = |flag: &str| {
+            Settings::try_parse_from([
+                "stowage-ledger",
+                "--bucket=b",
+                "--table=t",
+                "--queue-url=q",
+                flag,
+            ])
+        };
+        assert_eq!(parse("--wait-seconds=20").unwrap().wait_seconds, 20);
+        assert_eq!(parse("--workers=1").unwrap().workers, 1);
+        for refused in [
+            "--wait-seconds=0",
+            "--wait-seconds=21",
+            "--workers=0",
+            "--visibility-seconds=0",
+            "--visibility-seconds=43201",
+        ] {
+            assert!(parse(refused).is_err(), "{refused}");
+        }
     }
 }

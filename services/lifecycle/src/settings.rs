@@ -159,19 +159,23 @@ pub struct Settings {
     pub restore_max_days: u32,
 
     /// Concurrent workers reading the queue.
-    #[arg(long, env = "STOWAGE_CONSUMER_WORKERS", default_value_t = 2)]
+    #[arg(long, env = "STOWAGE_CONSUMER_WORKERS", default_value_t = 2,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub workers: usize,
 
-    /// Long-poll wait, in seconds.
-    #[arg(long, env = "STOWAGE_CONSUMER_WAIT_SECONDS", default_value_t = 20)]
+    /// Long-poll wait, in seconds: 1 to 20 (SQS's longest; without a wait
+    /// an idle worker would ask again at once, in a loop).
+    #[arg(long, env = "STOWAGE_CONSUMER_WAIT_SECONDS", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..=20))]
     pub wait_seconds: u64,
 
-    /// Seconds a received message stays hidden; a message whose worker died
-    /// is redelivered after this.
+    /// Seconds a received message stays hidden (1 to 43,200, SQS's range);
+    /// a message whose worker died is redelivered after this.
     #[arg(
         long,
         env = "STOWAGE_CONSUMER_VISIBILITY_SECONDS",
-        default_value_t = 300
+        default_value_t = 300,
+        value_parser = clap::value_parser!(u64).range(1..=43_200)
     )]
     pub visibility_seconds: u64,
 }
