@@ -114,6 +114,9 @@ struct Pending {
     event: ObjectEvent,
     /// A user's upload (as opposed to a copy or a transition), held to its grant.
     user_upload: bool,
+    /// The object was completed in parts: a user's upload in parts, or
+    /// lifecycle's copy of an object above 5 GiB onto itself.
+    in_parts: bool,
     time: OffsetDateTime,
     /// The span of the message the event came in.
     span: tracing::Span,
@@ -177,6 +180,7 @@ impl Plan {
                 event,
                 time,
                 user_upload,
+                in_parts,
                 ..
             } = &pending[index];
             let position = match rows.iter().position(|(k, ..)| k == key) {
@@ -206,14 +210,17 @@ impl Plan {
                     mut object,
                     usage: after,
                 } => {
-                    // The live object, same size, now in another class: a
-                    // transition made by copying the object onto itself (as
-                    // lifecycle does in parts above 5 GiB), not an upload.
-                    let transition = row.1.as_ref().is_some_and(|previous| {
-                        previous.live
-                            && previous.size == object.size
-                            && previous.storage_class != object.storage_class
-                    });
+                    // The live object, same size, completed in parts into
+                    // another class: a transition made by copying the object
+                    // onto itself (as lifecycle does above 5 GiB), not an
+                    // upload. A single upload of the same size (a file sent
+                    // again over its tiered copy) is an upload all the same.
+                    let transition = *in_parts
+                        && row.1.as_ref().is_some_and(|previous| {
+                            previous.live
+                                && previous.size == object.size
+                                && previous.storage_class != object.storage_class
+                        });
                     // A live object that no upload brought (a copy, a change
                     // of class) is the one already stored, in another class.
                     object.reclassified = object.live && (transition || !*user_upload);
@@ -440,6 +447,7 @@ impl Ledger {
             key,
             event: ObjectEvent { change, sequencer },
             user_upload,
+            in_parts: reason == IN_PARTS,
             time,
             span: tracing::Span::current(),
         }))
@@ -828,12 +836,9 @@ pub fn usage_changed(
 const POST_UPLOADS: [&str; 2] = ["POST Object", "PostObject"];
 /// Reasons that mean a user uploaded the object (as opposed to a copy made by
 /// the system, such as tiering).
-const USER_UPLOADS: [&str; 4] = [
-    "POST Object",
-    "PostObject",
-    "PutObject",
-    "CompleteMultipartUpload",
-];
+const USER_UPLOADS: [&str; 4] = ["POST Object", "PostObject", "PutObject", IN_PARTS];
+/// The `reason` of an object completed in parts.
+const IN_PARTS: &str = "CompleteMultipartUpload";
 /// An upload may reach S3 this long after its grant's expiry was checked.
 const GRANT_EXPIRY_SLACK_SECONDS: i64 = 300;
 

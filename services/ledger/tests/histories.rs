@@ -792,6 +792,34 @@ fn an_ambiguous_key_never_moves_one_object_s_events_onto_another() {
     check(&store, &published, &bucket).unwrap();
 }
 
+/// A store that counts one object at `key` (its only row, applied at
+/// sequencer `01`), as its user's only one.
+fn counting(key: &str, size: u64, class: &str, etag: &str) -> MemoryStore {
+    let row = ObjectRow {
+        live: true,
+        size,
+        storage_class: class.into(),
+        etag: Some(etag.into()),
+        sequencer: Sequencer::parse("01").unwrap(),
+        applied: vec![format!("created:{etag}:{size}:{class}")],
+        reclassified: false,
+    };
+    let user = key.split('/').nth(1).unwrap().to_string();
+    MemoryStore {
+        objects: Mutex::new(HashMap::from([(key.to_string(), (row, 1))])),
+        usage: Mutex::new(HashMap::from([(
+            user,
+            Usage {
+                used_bytes: size,
+                object_count: 1,
+                by_storage_class: BTreeMap::from([(class.to_string(), size)]),
+                revision: 1,
+            },
+        )])),
+        ..MemoryStore::default()
+    }
+}
+
 #[test]
 fn a_delete_of_an_ambiguous_key_never_takes_an_object_s3_still_holds() {
     // The ledger counts `a%2Bb` (key 2) with tag e2. The user overwrites it
@@ -799,28 +827,7 @@ fn a_delete_of_an_ambiguous_key_never_takes_an_object_s3_still_holds() {
     // `a+b` reads `a%2Bb` too, and S3 holds e3 there: the delete is not
     // the overwritten object's.
     let (kept, brief) = (key_name(2), key_name(0));
-    let row = ObjectRow {
-        live: true,
-        size: 100,
-        storage_class: "STANDARD".into(),
-        etag: Some("e2".into()),
-        sequencer: Sequencer::parse("01").unwrap(),
-        applied: vec!["created:e2:100:STANDARD".into()],
-        reclassified: false,
-    };
-    let store = MemoryStore {
-        objects: Mutex::new(HashMap::from([(kept.clone(), (row, 1))])),
-        usage: Mutex::new(HashMap::from([(
-            "u0".to_string(),
-            Usage {
-                used_bytes: 100,
-                object_count: 1,
-                by_storage_class: BTreeMap::from([("STANDARD".to_string(), 100)]),
-                revision: 1,
-            },
-        )])),
-        ..MemoryStore::default()
-    };
+    let store = counting(&kept, 100, "STANDARD", "e2");
     let stored = Stored {
         size: 300,
         class: "STANDARD".into(),
@@ -1179,6 +1186,46 @@ fn a_move_to_another_class_names_no_grant_even_when_delivered_again() {
         events[1].by_storage_class,
         BTreeMap::from([("GLACIER".to_string(), 100)])
     );
+    drop(events);
+    check(&store, &published, &bucket).unwrap();
+}
+
+#[test]
+fn a_file_uploaded_again_over_its_tiered_copy_completes_its_grant() {
+    // The ledger counts the object in GLACIER_IR, where lifecycle moved it;
+    // the user uploads the same file (same size) again under a grant.
+    let key = key_name(1);
+    let grant = "00000000-0000-4000-8000-000000000001";
+    let store = counting(&key, 100, "GLACIER_IR", "up");
+    let stored = Stored {
+        size: 100,
+        class: "STANDARD".into(),
+        etag: "again".into(),
+    };
+    let bucket = BTreeMap::from([(key.clone(), stored)]);
+    let (ledger, store, published) = ledger(bucket.clone(), store, Published::default());
+    handle_each(
+        &ledger,
+        [
+            granted(grant, &key, "2026-11-23T10:00:00Z", "2026-11-23T10:15:00Z"),
+            at(
+                created("02", &key, 100, "again", "POST Object"),
+                "2026-11-23T10:01:00Z",
+            ),
+        ],
+    );
+    let events = published.events.lock().unwrap();
+    let announced: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
+                e.grant_id.map(|g| g.to_string()),
+                e.reclassified,
+                e.violation,
+            )
+        })
+        .collect();
+    assert_eq!(announced, [(Some(grant.to_string()), false, None)]);
     drop(events);
     check(&store, &published, &bucket).unwrap();
 }
