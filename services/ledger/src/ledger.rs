@@ -210,20 +210,19 @@ impl Plan {
                     mut object,
                     usage: after,
                 } => {
+                    let previous = row.1.as_ref().filter(|p| p.live && p.size == object.size);
                     // The live object, same size, completed in parts into
                     // another class: a transition made by copying the object
                     // onto itself (as lifecycle does above 5 GiB), not an
                     // upload. A single upload of the same size (a file sent
                     // again over its tiered copy) is an upload all the same.
                     let transition = *in_parts
-                        && row.1.as_ref().is_some_and(|previous| {
-                            previous.live
-                                && previous.size == object.size
-                                && previous.storage_class != object.storage_class
-                        });
-                    // A live object that no upload brought (a copy, a change
-                    // of class) is the one already stored, in another class.
-                    object.reclassified = object.live && (transition || !*user_upload);
+                        && previous.is_some_and(|p| p.storage_class != object.storage_class);
+                    // The live object, same size, that no upload brought (a
+                    // copy onto itself, a change of class) is the one already
+                    // stored.
+                    object.reclassified =
+                        object.live && previous.is_some() && (transition || !*user_upload);
                     row.1 = Some(object.clone());
                     row.3 = true;
                     let before = std::mem::replace(&mut usage, after.clone());
@@ -630,6 +629,8 @@ impl Ledger {
                 }
                 // The first delivery may have committed and then failed to
                 // publish; publishing the current totals again is harmless.
+                // The row says whether it was an upload, unless S3 changed
+                // the object's class since (then it names no grant).
                 Step::Duplicate { row, usage, grant } => Applied {
                     label: "duplicate",
                     announce: row.map(|row| {

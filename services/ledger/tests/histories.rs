@@ -1229,3 +1229,26 @@ fn a_file_uploaded_again_over_its_tiered_copy_completes_its_grant() {
     drop(events);
     check(&store, &published, &bucket).unwrap();
 }
+
+#[test]
+fn another_object_copied_onto_a_key_is_no_reclassification() {
+    // An operator copies another object (another size) onto the key.
+    let key = key_name(1);
+    let store = counting(&key, 100, "STANDARD", "up");
+    let stored = Stored {
+        size: 250,
+        class: "STANDARD".into(),
+        etag: "other".into(),
+    };
+    let bucket = BTreeMap::from([(key.clone(), stored)]);
+    let (ledger, store, published) = ledger(bucket.clone(), store, Published::default());
+    handle_each(&ledger, [created("02", &key, 250, "other", "CopyObject")]);
+    let events = published.events.lock().unwrap();
+    let announced: Vec<_> = events
+        .iter()
+        .map(|e| (e.object_size, e.reclassified))
+        .collect();
+    assert_eq!(announced, [(Some(250), false)]);
+    drop(events);
+    check(&store, &published, &bucket).unwrap();
+}

@@ -352,8 +352,12 @@ pub fn reconcile(
                 etag: seen.etag.clone(),
                 sequencer,
                 applied,
-                // The object counted, found in another class.
-                reclassified: live.is_some_and(|r| r.etag.is_some() && r.etag == seen.etag),
+                // The object counted, found in another class (a copy in
+                // parts has an entity tag of its own, and is not told).
+                reclassified: live.is_some_and(|r| {
+                    unquoted(r.etag.as_deref()).is_some()
+                        && unquoted(r.etag.as_deref()) == unquoted(seen.etag.as_deref())
+                }),
             }
         }
         None => ObjectRow {
