@@ -10,15 +10,20 @@
 
 use percent_encoding::percent_decode_str;
 
+/// Whether `user` is a user id: `^[A-Za-z0-9_-]{1,128}$`, as tokens' `sub`
+/// and the folders under `users/` spell them.
+pub fn is_user_id(user: &str) -> bool {
+    (1..=128).contains(&user.len())
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// The user who owns `key`, if it lies under `users/<id>/`.
 pub fn owner(key: &str) -> Option<&str> {
     let rest = key.strip_prefix("users/")?;
     let (user, path) = rest.split_once('/')?;
-    let valid = (1..=128).contains(&user.len())
-        && user
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    (valid && !path.is_empty()).then_some(user)
+    (is_user_id(user) && !path.is_empty()).then_some(user)
 }
 
 /// The possible readings of an event's key, most likely first, without

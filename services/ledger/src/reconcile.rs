@@ -84,11 +84,6 @@ impl Report {
     }
 }
 
-/// Whether `user` is a user id, as the keys under `users/` name them.
-fn is_user(user: &str) -> bool {
-    keys::owner(&format!("users/{user}/-")) == Some(user)
-}
-
 /// Compares and corrects the ledger.
 #[derive(Clone)]
 pub struct Reconciler {
@@ -131,14 +126,14 @@ impl Reconciler {
     /// and are left out.
     pub async fn run(&self, user: Option<&str>, fix: bool) -> anyhow::Result<Report> {
         let users = match user {
-            Some(user) if is_user(user) => vec![user.to_string()],
+            Some(user) if keys::is_user_id(user) => vec![user.to_string()],
             Some(user) => anyhow::bail!(
                 "{user:?} is not a user id: 1 to 128 ASCII letters, digits, `_` or `-`"
             ),
             None => {
                 let mut users = self.rows.users().await?;
                 users.extend(self.bucket.users().await?);
-                users.retain(|user| is_user(user));
+                users.retain(|user| keys::is_user_id(user));
                 users.sort();
                 users.dedup();
                 users

@@ -20,11 +20,7 @@ pub struct UserId(String);
 
 impl UserId {
     pub fn parse(value: &str) -> Result<Self, InvalidName> {
-        let valid = (1..=128).contains(&value.len())
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if valid {
+        if stowage_events::keys::is_user_id(value) {
             Ok(Self(value.to_string()))
         } else {
             Err(InvalidName(
