@@ -182,11 +182,6 @@ enum Tier {
         /// Only this user's objects.
         #[arg(long)]
         user: Option<String>,
-        /// Sweep as of this earlier time instead of now (objects due by
-        /// then): RFC 3339 or relative, e.g. `-1d`. A time to come is
-        /// refused: `tier plan --at` shows what a sweep then would do.
-        #[arg(long, value_parser = stowctl::parse_time, allow_hyphen_values = true)]
-        at: Option<time::OffsetDateTime>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -548,13 +543,6 @@ async fn tier(command: Tier) -> anyhow::Result<bool> {
         user_id(user)?;
     }
     let now = time::OffsetDateTime::now_utc();
-    if let Tier::Run { at: Some(at), .. } = &command
-        && *at > now
-    {
-        anyhow::bail!(
-            "a sweep tiers objects now, so it cannot run as of a time to come ({at}); `tier plan --at` shows what a sweep then would do"
-        );
-    }
     // Parsed after the env file is loaded, from the same variables the
     // lifecycle service reads; the two without defaults are named first.
     setting("STOWAGE_BUCKET", None)?;
@@ -572,13 +560,12 @@ async fn tier(command: Tier) -> anyhow::Result<bool> {
                 .context("planning failed (check the lifecycle table and your credentials)")?;
             print(&plan, json, stowctl::tier::plan_table)
         }
-        Tier::Run { user, at, json } => {
-            let report = sweeper
-                .run(at.unwrap_or(now), user.as_deref())
-                .await
-                .context(
-                    "the sweep failed (check the bucket, the lifecycle table and your credentials)",
-                )?;
+        // Always as of now: an object is cold only once it has been, and a
+        // claim lasts a day from the time the sweep runs as of.
+        Tier::Run { user, json } => {
+            let report = sweeper.run(now, user.as_deref()).await.context(
+                "the sweep failed (check the bucket, the lifecycle table and your credentials)",
+            )?;
             print(&report, json, stowctl::tier::report_table)?;
             Ok(report.failed == 0)
         }
