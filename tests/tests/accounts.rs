@@ -381,7 +381,7 @@ impl aws_sdk_dynamodb::config::Intercept for FirstAnswerLost {
 /// again holds it.
 #[tokio::test(flavor = "current_thread")]
 async fn a_grant_whose_answer_was_lost_is_reserved_once() {
-    use stowage_intake::accounts::{GrantLimits, reserve};
+    use stowage_intake::accounts::{GrantTerms, reserve};
 
     let stack = Stack::deploy().expect("stack deploys");
     let sdk = stowage_shared::aws::load().await;
@@ -397,13 +397,13 @@ async fn a_grant_whose_answer_was_lost_is_reserved_once() {
     );
     let user = UserId::parse("unanswered").expect("valid id");
     let (_, grant) = granted(&user, 1);
-    let limits = GrantLimits {
+    let terms = GrantTerms {
         default_quota: 1 << 30,
         max_outstanding: 10,
         lapses_at: time::OffsetDateTime::now_utc().unix_timestamp() + 3600,
     };
 
-    let reserved = reserve(&store, &user, &grant, &limits).await;
+    let reserved = reserve(&store, &user, &grant, &terms).await;
     assert!(matches!(reserved, Ok(Ok(()))), "{reserved:?}");
     assert_eq!(losing.lost.load(SeqCst), 1, "the first answer was lost");
 

@@ -19,9 +19,10 @@ const MAX_ATTEMPTS: usize = 50;
 /// reads again and retries this many times before giving up.
 const MAX_RESERVE_ATTEMPTS: usize = 200;
 
-/// What one grant is held to.
+/// What one grant is held to: the account's limits, and when its
+/// reservation lapses.
 #[derive(Debug, Clone, Copy)]
-pub struct GrantLimits {
+pub struct GrantTerms {
     /// The quota of a user without one of their own.
     pub default_quota: u64,
     /// Outstanding grants a user may hold.
@@ -38,20 +39,20 @@ pub struct GrantLimits {
 /// which saves a read; if the store has moved on the write fails and the
 /// account is read again, and a refusal is only given on an account read
 /// from the store. A write that failed may still have been made (its answer
-/// lost, or a retry of it refused because it had been): when the account
-/// read again holds the grant, which only that write can have put there, the
-/// grant is reserved and recorded.
+/// lost to a timeout, or the SDK's retries running out after DynamoDB made
+/// it): when the account read again holds the grant, which only that write
+/// can have put there, the grant is reserved and recorded.
 pub async fn reserve(
     store: &dyn AccountStore,
     user: &UserId,
     grant: &GrantRecord,
-    limits: &GrantLimits,
+    terms: &GrantTerms,
 ) -> Result<Result<(), Refusal>, StoreError> {
     let request = ReservationRequest {
         grant_id: &grant.grant_id,
         key: &grant.key,
         size: grant.max_size,
-        lapses_at: limits.lapses_at,
+        lapses_at: terms.lapses_at,
     };
     let mut stored = store.load_recent(user).await?;
     let mut read = false;
@@ -61,7 +62,7 @@ pub async fn reserve(
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let mut failed = None;
         if let Err(refusal) =
-            account.reserve(&request, now, limits.default_quota, limits.max_outstanding)
+            account.reserve(&request, now, terms.default_quota, terms.max_outstanding)
         {
             if read {
                 return Ok(Err(refusal));

@@ -169,8 +169,9 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(1..=20))]
     pub wait_seconds: u64,
 
-    /// Seconds a received message stays hidden (1 to 43,200, SQS's range);
-    /// a message whose worker died is redelivered after this.
+    /// Seconds a received message stays hidden (1 to 43,200: at 0 SQS would
+    /// hand it to another worker at once); a message whose worker died is
+    /// redelivered after this.
     #[arg(
         long,
         env = "STOWAGE_CONSUMER_VISIBILITY_SECONDS",

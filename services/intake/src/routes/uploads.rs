@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::{AppState, bad_json, integer};
 use crate::{
-    accounts::{self, GrantLimits},
+    accounts::{self, GrantTerms},
     auth::Caller,
     domain::{
         keys::{UserId, UserPath, object_key},
@@ -159,12 +159,12 @@ async fn issue(
         created_at: now,
         expires_at,
     };
-    let limits = GrantLimits {
+    let terms = GrantTerms {
         default_quota: settings.default_quota_bytes,
         max_outstanding: settings.max_outstanding_grants,
         lapses_at: (expires_at + settings.settle_window()).unix_timestamp(),
     };
-    let reserved = accounts::reserve(state.store.as_ref(), &caller.user, &grant, &limits)
+    let reserved = accounts::reserve(state.store.as_ref(), &caller.user, &grant, &terms)
         .await
         .map_err(|e| ApiError::Unavailable(e.into()))?;
     if let Err(refusal) = reserved {
