@@ -507,8 +507,12 @@ async fn replay(request: ReplayRequest, json: bool) -> anyhow::Result<bool> {
     if let Some(bar) = &bar {
         bar.set_length(1000);
     }
-    let cancel = async {
-        if tokio::signal::ctrl_c().await.is_err() {
+    // Listening to Ctrl-C starts here, before the replay is asked for: an
+    // interrupt at any point after cancels the replay instead of ending
+    // the process with the replay running on.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let cancel = async move {
+        if interrupt.recv().await.is_none() {
             std::future::pending::<()>().await;
         }
     };
