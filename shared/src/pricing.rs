@@ -39,6 +39,22 @@ const US_EAST_1_TRANSITIONS: [(&str, f64); 6] = [
     ("DEEP_ARCHIVE", 0.05),
 ];
 
+/// Every storage class S3 names, the ones a price may be given for.
+const CLASSES: [&str; 12] = [
+    "STANDARD",
+    "REDUCED_REDUNDANCY",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+    "OUTPOSTS",
+    "GLACIER_IR",
+    "SNOW",
+    "EXPRESS_ONEZONE",
+    "FSX_OPENZFS",
+];
+
 /// Bytes in a KB as S3's billing rules count them.
 const KB: u64 = 1024;
 
@@ -192,14 +208,14 @@ fn parse_pairs(overrides: &str) -> Result<Vec<(String, f64)>, BadPrice> {
             .split_once('=')
             .ok_or_else(|| BadPrice(format!("expected CLASS=price, got {pair:?}")))?;
         let class = class.trim();
-        let valid_class = !class.is_empty()
-            && class
-                .bytes()
-                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
-        if !valid_class {
+        if !CLASSES.contains(&class) {
             return Err(BadPrice(format!(
-                "storage class {class:?} must be an S3 class name such as GLACIER_IR"
+                "{class:?} is not an S3 storage class; one of {}",
+                CLASSES.join(", ")
             )));
+        }
+        if pairs.iter().any(|(named, _)| named == class) {
+            return Err(BadPrice(format!("{class} is priced twice")));
         }
         let price: f64 = price
             .trim()
@@ -297,8 +313,18 @@ mod tests {
             "standard=1",
             "=1",
             "X=NaN",
+            // A misspelt or unknown class would never be read: the default
+            // price would stay in force unnoticed.
+            "STANDRAD=0.03",
+            "GLACIER_FLEXIBLE_RETRIEVAL=0.004",
+            "STANDARD=0.03,STANDARD=0.02",
         ] {
             assert!(bad.parse::<PriceTable>().is_err(), "{bad}");
+            assert!(
+                PriceTable::default().override_transitions(bad).is_err(),
+                "{bad}"
+            );
         }
+        assert!("OUTPOSTS=0.05".parse::<PriceTable>().is_ok());
     }
 }
