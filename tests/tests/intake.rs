@@ -221,8 +221,15 @@ async fn archived_objects_answer_409_until_restored_and_restores_are_published()
     assert_eq!(accepted.body["state"], "ARCHIVED");
     assert_eq!(restore("new.txt", 3).await.status, 409);
     assert_eq!(restore("missing.zip", 3).await.status, 404);
-    for days in [0, -1, 366] {
-        assert_eq!(restore("old/2019.zip", days).await.status, 400, "{days}");
+    // Past the deployment's longest restore (30 days here) is refused, as
+    // the lifecycle service would grant no more.
+    for days in [0, -1, 31, 366] {
+        let refused = restore("old/2019.zip", days).await;
+        assert_eq!(refused.status, 400, "{days}");
+        assert_eq!(
+            refused.body["detail"], "days must be between 1 and 30",
+            "{days}"
+        );
     }
     assert_eq!(restore("../dave/x.zip", 3).await.status, 400);
 

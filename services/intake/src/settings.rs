@@ -117,6 +117,13 @@ pub struct Settings {
     )]
     pub allowed_content_types: Vec<String>,
 
+    /// The longest restore a user may ask for, in days (at most 365, S3's
+    /// longest that intake offers); the lifecycle service reads the same
+    /// variable and grants no longer.
+    #[arg(long, env = "STOWAGE_RESTORE_MAX_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=365))]
+    pub restore_max_days: u32,
+
     /// Lifetime of a download URL, in seconds.
     #[arg(long, env = "STOWAGE_DOWNLOAD_TTL_SECONDS", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(1..=604_800))]

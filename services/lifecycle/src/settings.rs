@@ -154,8 +154,10 @@ pub struct Settings {
           value_parser = ["Standard", "Bulk", "Expedited"])]
     pub restore_tier: String,
 
-    /// The longest restore granted, in days; longer requests are shortened.
-    #[arg(long, env = "STOWAGE_RESTORE_MAX_DAYS", default_value_t = 30)]
+    /// The longest restore granted, in days (1 to 365, as intake, which
+    /// refuses longer requests, reads it); longer requests are shortened.
+    #[arg(long, env = "STOWAGE_RESTORE_MAX_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=365))]
     pub restore_max_days: u32,
 
     /// Concurrent workers reading the queue.

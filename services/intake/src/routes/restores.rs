@@ -20,16 +20,15 @@ use crate::{
     ports::Readability,
 };
 
-/// Longest restore a user may ask for, in days.
-pub const MAX_RESTORE_DAYS: i64 = 365;
-
 /// A restore request.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateRestore {
     /// The archived object's path.
     #[schema(min_length = 1, example = "archive/2019/taxes.pdf")]
     pub path: String,
-    /// How long the restored copy stays readable, 1 to 365 days.
+    /// How long the restored copy stays readable, in days: 1 to the
+    /// deployment's `STOWAGE_RESTORE_MAX_DAYS` (30 unless configured, at
+    /// most 365).
     #[schema(minimum = 1, maximum = 365, example = 7)]
     #[serde(deserialize_with = "integer")]
     pub days: i64,
@@ -67,12 +66,11 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<RestoreAccepted>), ApiError> {
     let request = body.map_err(bad_json)?.0;
     let path = UserPath::parse(&request.path).map_err(|e| ApiError::BadRequest(e.0))?;
+    let max_days = state.settings.restore_max_days;
     let days = u32::try_from(request.days)
         .ok()
-        .filter(|d| (1..=MAX_RESTORE_DAYS).contains(&i64::from(*d)))
-        .ok_or_else(|| {
-            ApiError::BadRequest(format!("days must be between 1 and {MAX_RESTORE_DAYS}"))
-        })?;
+        .filter(|d| (1..=max_days).contains(d))
+        .ok_or_else(|| ApiError::BadRequest(format!("days must be between 1 and {max_days}")))?;
     let key = object_key(&caller.user, &path);
     let head = state
         .objects
