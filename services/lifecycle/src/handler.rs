@@ -279,7 +279,7 @@ impl EventHandler {
         let days = event.days.clamp(1, self.restore.max_days.max(1));
         let outcome = match self
             .bucket
-            .restore(&event.key, days, &self.restore.tier)
+            .restore(&event.key, &event.storage_class, days, &self.restore.tier)
             .await?
         {
             RestoreStart::Started => "restore-started",

@@ -195,9 +195,16 @@ pub trait Bucket: Send + Sync + 'static {
         parts: Option<&[(u64, u64)]>,
     ) -> Result<String, CopyError>;
 
-    /// Starts restoring archived `key` for `days` at `tier` (`Standard`,
-    /// `Bulk` or `Expedited`).
-    async fn restore(&self, key: &str, days: u32, tier: &str) -> anyhow::Result<RestoreStart>;
+    /// Starts restoring archived `key`, stored in `storage_class`, for
+    /// `days` at `tier` (`Standard`, `Bulk` or `Expedited`), as far as the
+    /// class allows them.
+    async fn restore(
+        &self,
+        key: &str,
+        storage_class: &str,
+        days: u32,
+        tier: &str,
+    ) -> anyhow::Result<RestoreStart>;
 }
 
 /// Publishes the lifecycle service's events.

@@ -173,7 +173,13 @@ impl Bucket for Holding {
         Ok(etag.to_string())
     }
 
-    async fn restore(&self, key: &str, _days: u32, _tier: &str) -> anyhow::Result<RestoreStart> {
+    async fn restore(
+        &self,
+        key: &str,
+        _class: &str,
+        _days: u32,
+        _tier: &str,
+    ) -> anyhow::Result<RestoreStart> {
         self.1.lock().unwrap().push(key.to_string());
         Ok(RestoreStart::Started)
     }
@@ -717,7 +723,13 @@ impl Bucket for DuringFirstCopy {
         Ok(etag.to_string())
     }
 
-    async fn restore(&self, _key: &str, _days: u32, _tier: &str) -> anyhow::Result<RestoreStart> {
+    async fn restore(
+        &self,
+        _key: &str,
+        _class: &str,
+        _days: u32,
+        _tier: &str,
+    ) -> anyhow::Result<RestoreStart> {
         anyhow::bail!("not used by a sweep")
     }
 }

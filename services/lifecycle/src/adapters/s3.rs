@@ -346,15 +346,14 @@ impl Bucket for S3Bucket {
         }
     }
 
-    async fn restore(&self, key: &str, days: u32, tier: &str) -> anyhow::Result<RestoreStart> {
-        let request = RestoreRequest::builder()
-            .days(i32::try_from(days).unwrap_or(i32::MAX))
-            .glacier_job_parameters(
-                GlacierJobParameters::builder()
-                    .tier(Tier::from(tier))
-                    .build()?,
-            )
-            .build();
+    async fn restore(
+        &self,
+        key: &str,
+        storage_class: &str,
+        days: u32,
+        tier: &str,
+    ) -> anyhow::Result<RestoreStart> {
+        let request = restore_request(storage_class, days, tier)?;
         match self
             .client
             .restore_object()
@@ -380,9 +379,61 @@ impl Bucket for S3Bucket {
     }
 }
 
+/// The `RestoreObject` request for an object of `storage_class`, as S3
+/// takes it: an Intelligent-Tiering object leaves its archive tier for good,
+/// so it is restored without days; Deep Archive (and Intelligent-Tiering's,
+/// which the class does not tell from its Archive tier) has no Expedited
+/// retrieval, so it is restored at Standard instead.
+fn restore_request(
+    storage_class: &str,
+    days: u32,
+    tier: &str,
+) -> Result<RestoreRequest, aws_sdk_s3::error::BuildError> {
+    let tier = match (storage_class, tier) {
+        ("DEEP_ARCHIVE" | "INTELLIGENT_TIERING", "Expedited") => "Standard",
+        (_, tier) => tier,
+    };
+    let days =
+        (storage_class != "INTELLIGENT_TIERING").then(|| i32::try_from(days).unwrap_or(i32::MAX));
+    Ok(RestoreRequest::builder()
+        .set_days(days)
+        .glacier_job_parameters(
+            GlacierJobParameters::builder()
+                .tier(Tier::from(tier))
+                .build()?,
+        )
+        .build())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restores_ask_for_what_the_class_allows() {
+        let asked = |class, tier| {
+            let request = restore_request(class, 7, tier).unwrap();
+            let tier = request
+                .glacier_job_parameters()
+                .map(|p| p.tier().as_str().to_string());
+            (request.days(), tier.unwrap())
+        };
+        assert_eq!(asked("GLACIER", "Expedited"), (Some(7), "Expedited".into()));
+        assert_eq!(asked("GLACIER", "Bulk"), (Some(7), "Bulk".into()));
+        assert_eq!(
+            asked("DEEP_ARCHIVE", "Expedited"),
+            (Some(7), "Standard".into())
+        );
+        assert_eq!(asked("DEEP_ARCHIVE", "Bulk"), (Some(7), "Bulk".into()));
+        assert_eq!(
+            asked("INTELLIGENT_TIERING", "Standard"),
+            (None, "Standard".into())
+        );
+        assert_eq!(
+            asked("INTELLIGENT_TIERING", "Expedited"),
+            (None, "Standard".into())
+        );
+    }
 
     #[test]
     fn copy_sources_encode_everything_but_the_path() {
