@@ -41,8 +41,9 @@ pub struct RestoreAccepted {
     pub days: u32,
     pub storage_class: String,
     /// The object's state when the request was accepted: `ARCHIVED` (the
-    /// restore will start), `RESTORING` or `RESTORED` (a restored copy exists;
-    /// the request extends it).
+    /// restore will start), `RESTORING` (one is under way, and keeps the days
+    /// it was asked with) or `RESTORED` (a restored copy exists; the request
+    /// sets how long it stays).
     pub state: &'static str,
 }
 
