@@ -265,7 +265,8 @@ impl EventHandler {
         // A request delivered again (a redrive, a replay of the archive) must
         // not pay for another retrieval: one no newer than the last request,
         // or than the object's last version, has nothing left to do.
-        if let Some(row) = self.projection.get(user, &event.key).await?
+        let row = self.projection.get(user, &event.key).await?;
+        if let Some(row) = &row
             && (row
                 .record
                 .restore
@@ -288,6 +289,15 @@ impl EventHandler {
             RestoreStart::NotFound => return Ok("not-found"),
         };
         tracing::info!(key = %event.key, days, tier = %self.restore.tier, outcome, "restore requested");
+        // An object without a row (stored before the service knew of the
+        // bucket) gets one from S3, as a backfill gives it, so that the
+        // request is remembered and the same request again costs nothing.
+        if row.is_none()
+            && let Some(head) = self.bucket.head(&event.key).await?
+        {
+            let now = OffsetDateTime::now_utc().unix_timestamp();
+            self.record(user, &event.key, &head.observed(now)).await?;
+        }
         let observation = Observation::RestoreRequested { at, days };
         self.record(user, &event.key, &observation).await?;
         Ok(outcome)

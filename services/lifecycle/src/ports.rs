@@ -9,7 +9,7 @@ pub use stowage_shared::store::StoreError;
 
 use crate::domain::{
     policy::{ArchiveClass, IndexedDays},
-    projection::{Encryption, ObjectRecord, Verdict},
+    projection::{Encryption, ObjectRecord, Observation, Verdict},
 };
 
 /// A projection row as read, with the version a conditional write checks.
@@ -139,6 +139,20 @@ pub struct ObjectHead {
     pub encryption: Encryption,
     /// Unix seconds.
     pub last_modified: Option<i64>,
+}
+
+impl ObjectHead {
+    /// What this HEAD tells of the object, to give it a row: modified at
+    /// `last_modified` (`now` when S3 did not say).
+    pub fn observed(self, now: i64) -> Observation {
+        Observation::Listed {
+            at: self.last_modified.unwrap_or(now),
+            size: self.size,
+            etag: self.etag,
+            storage_class: self.storage_class,
+            encryption: self.encryption,
+        }
+    }
 }
 
 /// One page of a bucket listing: keys, and where the next page starts.

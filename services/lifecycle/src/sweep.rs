@@ -29,7 +29,7 @@ use crate::{
     domain::{
         plan::{Action, CopyPlan, Decision, decide},
         policy::{IndexedDays, Policies, Redating},
-        projection::{Observation, Verdict},
+        projection::Verdict,
     },
     handler::{Recorded, record},
     ports::{
@@ -582,15 +582,7 @@ impl Sweeper {
         let Some(head) = self.bucket.head(key).await? else {
             return Ok(Found::Gone);
         };
-        let observation = Observation::Listed {
-            at: head
-                .last_modified
-                .unwrap_or_else(|| OffsetDateTime::now_utc().unix_timestamp()),
-            size: head.size,
-            etag: head.etag,
-            storage_class: head.storage_class,
-            encryption: head.encryption,
-        };
+        let observation = head.observed(OffsetDateTime::now_utc().unix_timestamp());
         let days = self.options.policies.for_user(user).cold_after_days;
         Ok(
             match record(self.projection.as_ref(), user, key, &observation, days).await? {

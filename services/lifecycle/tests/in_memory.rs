@@ -233,7 +233,7 @@ fn handle_all(handler: &EventHandler, bodies: Vec<String>) -> Vec<String> {
 
 /// The event handler on `rows` and `bucket`, tiering to Glacier Instant
 /// Retrieval after 90 days.
-fn handler(rows: Arc<Rows>, bucket: Holding) -> EventHandler {
+fn handler(rows: Arc<Rows>, bucket: impl Into<Arc<Holding>>) -> EventHandler {
     let policy = Policy {
         cold_after_days: 90,
         target: ArchiveClass::GlacierIr,
@@ -241,7 +241,7 @@ fn handler(rows: Arc<Rows>, bucket: Holding) -> EventHandler {
     };
     EventHandler::new(
         rows,
-        Arc::new(bucket),
+        bucket.into(),
         Arc::new(Announced::default()),
         Arc::new(Policies::with_overrides(policy, "").expect("policies")),
         BUCKET,
@@ -472,6 +472,35 @@ fn restore_requested(key: &str, at: i64) -> String {
         },
     })
     .to_string()
+}
+
+#[test]
+fn a_restore_of_an_object_without_a_row_is_remembered_and_not_paid_for_twice() {
+    // Stored before the service knew of the bucket: no row yet.
+    let key = "users/u/before.bin";
+    let requested = 1_750_000_000;
+    let rows = Arc::new(Rows::default());
+    let bucket = Arc::new(holding(key, 1 << 20, "e", "GLACIER"));
+    let handler = handler(rows.clone(), bucket.clone());
+    let outcomes = handle_all(
+        &handler,
+        vec![
+            restore_requested(key, requested),
+            restore_requested(key, requested),
+        ],
+    );
+    assert_eq!(outcomes, ["restore-started", "already-requested"]);
+    assert_eq!(*bucket.1.lock().unwrap(), [key]);
+    let rows = rows.rows.lock().unwrap();
+    let row = &rows[key].record;
+    assert_eq!((row.size, row.storage_class.as_str()), (1 << 20, "GLACIER"));
+    assert_eq!(
+        row.restore,
+        Restore::Requested {
+            at: requested,
+            days: 7
+        }
+    );
 }
 
 #[test]
