@@ -831,6 +831,79 @@ impl aws_sdk_s3::config::Intercept for RequestCounter {
     }
 }
 
+/// Turns the status of the answers to the requests `matches` picks into
+/// `status` once the server has acted on them (at most `limit` of them,
+/// when set), as a refusing server or an answer lost on the way back does.
+/// Installs on any SDK client.
+#[derive(Debug, Clone)]
+pub struct StatusRewrite {
+    matches: fn(&aws_sdk_s3::config::http::HttpRequest) -> bool,
+    status: u16,
+    limit: Option<usize>,
+    pending: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    rewritten: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl StatusRewrite {
+    pub fn new(
+        matches: fn(&aws_sdk_s3::config::http::HttpRequest) -> bool,
+        status: u16,
+        limit: Option<usize>,
+    ) -> Self {
+        Self {
+            matches,
+            status,
+            limit,
+            pending: Default::default(),
+            rewritten: Default::default(),
+        }
+    }
+
+    /// Answers rewritten so far.
+    pub fn rewritten(&self) -> usize {
+        self.rewritten.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl aws_sdk_s3::config::Intercept for StatusRewrite {
+    fn name(&self) -> &'static str {
+        "StatusRewrite"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _components: &aws_sdk_s3::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let room = self.limit.is_none_or(|limit| self.rewritten() < limit);
+        self.pending.store(
+            room && (self.matches)(context.request()),
+            std::sync::atomic::Ordering::SeqCst,
+        );
+        Ok(())
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut aws_sdk_s3::config::interceptors::BeforeDeserializationInterceptorContextMut<
+            '_,
+        >,
+        _components: &aws_sdk_s3::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        if self
+            .pending
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            self.rewritten
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            *context.response_mut().status_mut() = self.status.try_into()?;
+        }
+        Ok(())
+    }
+}
+
 /// A lifecycle sweeper whose DynamoDB, S3 and EventBridge requests all
 /// go through `counter`.
 pub async fn counted_sweeper(

@@ -3,13 +3,7 @@
 //! as written, and two processes each keeping their own copy of an account
 //! never overwrite each other's writes.
 
-use std::{
-    collections::BTreeMap,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst},
-    },
-};
+use std::{collections::BTreeMap, sync::Arc};
 
 use stowage_e2e::Stack;
 use stowage_intake::{
@@ -335,47 +329,6 @@ async fn a_grant_that_lost_its_race_fails_alone() {
     assert_eq!(reader.grant(&lost.grant_id).await.expect("grant"), None);
 }
 
-/// Loses the answer to the first `TransactWriteItems` once DynamoDB has
-/// made it: the caller sees a server error, and the SDK sends the
-/// transaction again.
-#[derive(Debug, Clone, Default)]
-struct FirstAnswerLost {
-    losing: Arc<AtomicBool>,
-    lost: Arc<AtomicUsize>,
-}
-
-impl aws_sdk_dynamodb::config::Intercept for FirstAnswerLost {
-    fn name(&self) -> &'static str {
-        "FirstAnswerLost"
-    }
-
-    fn read_before_transmit(
-        &self,
-        context: &aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
-        _components: &aws_sdk_dynamodb::config::RuntimeComponents,
-        _cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
-    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
-        let transaction = context.request().headers().get("x-amz-target")
-            == Some("DynamoDB_20120810.TransactWriteItems");
-        self.losing
-            .store(transaction && self.lost.load(SeqCst) == 0, SeqCst);
-        Ok(())
-    }
-
-    fn modify_before_deserialization(
-        &self,
-        context: &mut aws_sdk_dynamodb::config::interceptors::BeforeDeserializationInterceptorContextMut<'_>,
-        _components: &aws_sdk_dynamodb::config::RuntimeComponents,
-        _cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
-    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
-        if self.losing.swap(false, SeqCst) {
-            self.lost.fetch_add(1, SeqCst);
-            *context.response_mut().status_mut() = 500u16.try_into()?;
-        }
-        Ok(())
-    }
-}
-
 /// A grant whose write was made but whose answer was lost is reserved and
 /// recorded once: the write sent again finds it made, and the account read
 /// again holds it.
@@ -386,7 +339,16 @@ async fn a_grant_whose_answer_was_lost_is_reserved_once() {
     let stack = Stack::deploy().expect("stack deploys");
     let sdk = stowage_shared::aws::load().await;
     let table = stack.get("STOWAGE_INTAKE_TABLE");
-    let losing = FirstAnswerLost::default();
+    // The answer to the first `TransactWriteItems` is lost once DynamoDB has
+    // made it: the caller sees a server error, and the SDK sends the
+    // transaction again.
+    let losing = stowage_e2e::StatusRewrite::new(
+        |request| {
+            request.headers().get("x-amz-target") == Some("DynamoDB_20120810.TransactWriteItems")
+        },
+        500,
+        Some(1),
+    );
     let store = DynamoAccountStore::new(
         aws_sdk_dynamodb::Client::from_conf(
             aws_sdk_dynamodb::config::Builder::from(&sdk)
@@ -405,7 +367,7 @@ async fn a_grant_whose_answer_was_lost_is_reserved_once() {
 
     let reserved = reserve(&store, &user, &grant, &terms).await;
     assert!(matches!(reserved, Ok(Ok(()))), "{reserved:?}");
-    assert_eq!(losing.lost.load(SeqCst), 1, "the first answer was lost");
+    assert_eq!(losing.rewritten(), 1, "the first answer was lost");
 
     let reader = DynamoAccountStore::new(stowage_shared::aws::dynamodb(&sdk), table);
     let stored = reader.load(&user).await.expect("account");

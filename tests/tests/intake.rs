@@ -946,46 +946,6 @@ async fn listings_page_past_objects_stored_another_way() {
     system.stop().await;
 }
 
-/// Turns the status of every `HeadObject` answer into 403, as S3 answers a
-/// caller whose permission to list does not reach the key. (The request is
-/// gone by the time its answer is read: the method is noted on the way out.)
-#[derive(Debug, Default)]
-struct HeadsRefused {
-    heading: std::sync::atomic::AtomicBool,
-}
-
-impl aws_sdk_s3::config::Intercept for HeadsRefused {
-    fn name(&self) -> &'static str {
-        "HeadsRefused"
-    }
-
-    fn read_before_transmit(
-        &self,
-        context: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
-        _components: &aws_sdk_s3::config::RuntimeComponents,
-        _cfg: &mut aws_sdk_s3::config::ConfigBag,
-    ) -> Result<(), aws_sdk_s3::error::BoxError> {
-        let heading = context.request().method() == "HEAD";
-        self.heading
-            .store(heading, std::sync::atomic::Ordering::SeqCst);
-        Ok(())
-    }
-
-    fn modify_before_deserialization(
-        &self,
-        context: &mut aws_sdk_s3::config::interceptors::BeforeDeserializationInterceptorContextMut<
-            '_,
-        >,
-        _components: &aws_sdk_s3::config::RuntimeComponents,
-        _cfg: &mut aws_sdk_s3::config::ConfigBag,
-    ) -> Result<(), aws_sdk_s3::error::BoxError> {
-        if self.heading.load(std::sync::atomic::Ordering::SeqCst) {
-            *context.response_mut().status_mut() = 403u16.try_into()?;
-        }
-        Ok(())
-    }
-}
-
 /// Where S3 answers `HeadObject` of a missing key with 403, intake still
 /// tells a missing object (`None`, a 404 to the user) from a refusal, and so
 /// does the `HeadObject` the ledger and lifecycle resolve keys with.
@@ -1011,7 +971,13 @@ async fn a_missing_object_is_told_from_a_refusal_when_s3_answers_403() {
     let refusing = aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(true)
-            .interceptor(HeadsRefused::default())
+            // Every `HeadObject` answered 403, as S3 answers a caller whose
+            // permission to list does not reach the key.
+            .interceptor(stowage_e2e::StatusRewrite::new(
+                |request| request.method() == "HEAD",
+                403,
+                None,
+            ))
             .build(),
     );
     let store = S3Objects::new(refusing.clone(), bucket);
