@@ -387,6 +387,10 @@ def cmd_dev(args):
         settings["STOWAGE_INTAKE_URL"] = f"http://127.0.0.1:{port}"
         settings["STOWAGE_LISTEN"] = f"127.0.0.1:{port}"
         settings["STOWAGE_JWT_SECRET"] = "stowage-local-development-secret"
+        # A frontend's dev server may call the API from the origins the
+        # bucket allows.
+        origins = load_template()["Parameters"]["AllowedOrigins"]["Default"]
+        settings["STOWAGE_CORS_ORIGINS"] = origins
         (state / "dev.env").write_text(env_lines(settings))
         logs = state / "logs"
         for service in ("intake", "ledger", "lifecycle"):

@@ -1003,3 +1003,92 @@ async fn a_missing_object_is_told_from_a_refusal_when_s3_answers_403() {
         assert!(refused.is_err(), "a refusal of {key}: {refused:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pages_on_the_configured_origins_may_call_the_api() {
+    let frontend = "http://localhost:5173";
+    let system = System::start_with(&[(
+        "cors-origins",
+        &format!("{frontend}, https://App.Example.com"),
+    )])
+    .await
+    .expect("system starts");
+    let header = |response: &reqwest::Response, name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_ascii_lowercase())
+    };
+    let preflight = |origin: &'static str| {
+        system
+            .http
+            .request(Method::OPTIONS, format!("{}/v1/uploads", system.intake_url))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
+            .send()
+    };
+
+    for origin in [frontend, "https://app.example.com"] {
+        let allowed = preflight(origin).await.expect("intake answers");
+        assert_eq!(allowed.status(), 200);
+        assert_eq!(
+            header(&allowed, "access-control-allow-origin").as_deref(),
+            Some(origin)
+        );
+        let methods = header(&allowed, "access-control-allow-methods").unwrap_or_default();
+        assert!(
+            methods.contains("post") && methods.contains("delete"),
+            "{methods}"
+        );
+        let headers = header(&allowed, "access-control-allow-headers").unwrap_or_default();
+        assert!(
+            headers.contains("authorization") && headers.contains("content-type"),
+            "{headers}"
+        );
+        assert!(header(&allowed, "access-control-allow-credentials").is_none());
+    }
+    let foreign = preflight("https://evil.example")
+        .await
+        .expect("intake answers");
+    assert_eq!(header(&foreign, "access-control-allow-origin"), None);
+
+    // Answers, refusals included, name the page's origin so that it may
+    // read them, and let it see how long to wait after a 429.
+    let token = system.token("olive");
+    let usage = |origin: &'static str, token: Option<&str>| {
+        let request = system
+            .http
+            .get(format!("{}/v1/usage", system.intake_url))
+            .header("origin", origin);
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+        .send()
+    };
+    let read = usage(frontend, Some(&token)).await.expect("intake answers");
+    assert_eq!(read.status(), 200);
+    assert_eq!(
+        header(&read, "access-control-allow-origin").as_deref(),
+        Some(frontend)
+    );
+    assert!(header(&read, "vary").unwrap_or_default().contains("origin"));
+    let exposed = header(&read, "access-control-expose-headers").unwrap_or_default();
+    assert!(exposed.contains("retry-after"), "{exposed}");
+    let refused = usage(frontend, None).await.expect("intake answers");
+    assert_eq!(refused.status(), 401);
+    assert_eq!(
+        header(&refused, "access-control-allow-origin").as_deref(),
+        Some(frontend)
+    );
+    // Another origin's page gets no permission to read the answer.
+    let elsewhere = usage("https://evil.example", Some(&token))
+        .await
+        .expect("intake answers");
+    assert_eq!(header(&elsewhere, "access-control-allow-origin"), None);
+    system.stop().await;
+}

@@ -22,6 +22,7 @@
 pub mod accounts;
 pub mod adapters;
 pub mod auth;
+pub mod cors;
 pub mod domain;
 pub mod error;
 pub mod http_trace;

@@ -3,6 +3,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use axum::http::HeaderValue;
 use clap::Parser;
 use secrecy::SecretString;
 use stowage_shared::pricing::PriceTable;
@@ -107,6 +108,13 @@ pub struct Settings {
     /// Most grants a user may have outstanding at once.
     #[arg(long, env = "STOWAGE_MAX_OUTSTANDING_GRANTS", default_value_t = 100)]
     pub max_outstanding_grants: usize,
+
+    /// Origins of browser frontends served from elsewhere than the API, as
+    /// `scheme://host[:port]`, comma-separated; their pages may call the
+    /// API. Empty: same-origin callers only.
+    #[arg(long, env = "STOWAGE_CORS_ORIGINS", value_delimiter = ',',
+          value_parser = crate::cors::parse_origin)]
+    pub cors_origins: Vec<HeaderValue>,
 
     /// Content types an upload may declare.
     #[arg(

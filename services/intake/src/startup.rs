@@ -123,9 +123,13 @@ impl App {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let mut router = router(state);
+        if let Some(cors) = crate::cors::layer(&settings.cors_origins) {
+            router = router.layer(cors);
+        }
         Ok(Self {
             listener,
-            router: router(state).layer(crate::http_trace::layer()),
+            router: router.layer(crate::http_trace::layer()),
             consumer: Arc::new(consumer),
             limiter,
         })
