@@ -50,7 +50,9 @@ impl PostSigner {
         }
     }
 
-    async fn credentials(&self) -> anyhow::Result<Credentials> {
+    /// The credentials the next policies are signed with, fetched again
+    /// when close to expiry. Fails when none can be had.
+    pub async fn credentials(&self) -> anyhow::Result<Credentials> {
         let fresh = |c: &Credentials| {
             c.expiry()
                 .is_none_or(|expiry| expiry > SystemTime::now() + REFRESH_BEFORE_EXPIRY)
@@ -77,14 +79,18 @@ impl PostSigner {
         policy: &UploadPolicy,
         now: OffsetDateTime,
     ) -> anyhow::Result<SignedUpload> {
-        let credentials = self.credentials().await?;
-        Ok(sign_with(
-            &credentials,
-            &self.region,
-            &self.url,
-            policy,
-            now,
-        ))
+        Ok(self.sign_with(&self.credentials().await?, policy, now))
+    }
+
+    /// Signs `policy` at `now` with `credentials` from
+    /// [`PostSigner::credentials`]; cannot fail.
+    pub fn sign_with(
+        &self,
+        credentials: &Credentials,
+        policy: &UploadPolicy,
+        now: OffsetDateTime,
+    ) -> SignedUpload {
+        sign_with(credentials, &self.region, &self.url, policy, now)
     }
 }
 

@@ -143,6 +143,14 @@ async fn issue(
         return Err(ApiError::UnsupportedContentType(request.content_type));
     }
 
+    // Credentials first: a grant that could not be signed must hold no
+    // quota. Retrying later may succeed.
+    let credentials = state
+        .signer
+        .credentials()
+        .await
+        .map_err(ApiError::Unavailable)?;
+
     let key = object_key(&caller.user, &path);
     let now = OffsetDateTime::now_utc();
     let now = now.replace_nanosecond(0).unwrap_or(now);
@@ -186,13 +194,7 @@ async fn issue(
         max_size: size,
         expires_at,
     };
-    // Signing fails when no credentials can be had: retrying later may
-    // succeed.
-    let signed = state
-        .signer
-        .sign(&policy, now)
-        .await
-        .map_err(ApiError::Unavailable)?;
+    let signed = state.signer.sign_with(&credentials, &policy, now);
     publish_granted(state, &caller.user, grant_id, &policy).await;
     tracing::info!(user = %caller.user, %grant_id, size, "grant issued");
 
@@ -288,4 +290,133 @@ pub async fn show(
         max_size: grant.max_size,
         expires_at: grant.expires_at,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        num::NonZeroU32,
+        sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        },
+    };
+
+    use async_trait::async_trait;
+    use aws_credential_types::provider::{
+        ProvideCredentials, SharedCredentialsProvider, error::CredentialsError, future,
+    };
+    use clap::Parser;
+    use stowage_shared::{aws, publisher::EventBus};
+
+    use super::*;
+    use crate::{
+        adapters::{post_signer::PostSigner, s3::S3Objects},
+        domain::quota::Account,
+        ports::{AccountStore, StoreError, Versioned},
+        rate::GrantLimiter,
+        settings::Settings,
+        startup::authenticator,
+    };
+
+    /// An empty store that counts its writes.
+    #[derive(Default)]
+    struct CountingStore {
+        writes: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl AccountStore for CountingStore {
+        async fn load(&self, _: &UserId) -> Result<Versioned<Account>, StoreError> {
+            Ok(Versioned {
+                value: Account::default(),
+                version: None,
+            })
+        }
+        async fn save(
+            &self,
+            _: &UserId,
+            _: &Versioned<Account>,
+            _: Account,
+            _: Option<&GrantRecord>,
+        ) -> Result<(), StoreError> {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        async fn record_grant(&self, _: &GrantRecord) -> Result<(), StoreError> {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        async fn grant(&self, _: &str) -> Result<Option<GrantRecord>, StoreError> {
+            Ok(None)
+        }
+        async fn complete_grant(&self, _: &UserId, _: &str, _: u64) -> Result<(), StoreError> {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    /// Credentials that cannot be had, as when the instance role's
+    /// endpoint does not answer.
+    #[derive(Debug)]
+    struct NoCredentials;
+
+    impl ProvideCredentials for NoCredentials {
+        fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            future::ProvideCredentials::ready(Err(CredentialsError::not_loaded(
+                "no credentials here",
+            )))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_grant_that_cannot_be_signed_holds_no_quota() {
+        let settings = Settings::try_parse_from([
+            "stowage-intake",
+            "--bucket=b",
+            "--table=t",
+            "--queue-url=http://127.0.0.1:1/q",
+            "--jwt-secret=a-secret-of-enough-length",
+        ])
+        .unwrap();
+        let sdk = aws::load().await;
+        let store = Arc::new(CountingStore::default());
+        let state = AppState {
+            auth: Arc::new(authenticator(&settings).unwrap()),
+            store: Arc::clone(&store) as Arc<dyn AccountStore>,
+            objects: Arc::new(S3Objects::new(aws::s3(&sdk, true), "b")),
+            signer: PostSigner::new(
+                SharedCredentialsProvider::new(NoCredentials),
+                "us-east-1",
+                "http://127.0.0.1:1/b",
+            ),
+            bus: EventBus::new(aws::eventbridge(&sdk), "stowage"),
+            limiter: GrantLimiter::new(NonZeroU32::MAX, NonZeroU32::MAX),
+            grant_outcomes: opentelemetry::global::meter("test")
+                .u64_counter("grants")
+                .build(),
+            settings: Arc::new(settings),
+        };
+        let caller = Caller {
+            user: UserId::parse("alice").unwrap(),
+            admin: false,
+        };
+        let request: CreateUpload = serde_json::from_value(serde_json::json!({
+            "path": "a.txt", "size": 10, "content_type": "text/plain"
+        }))
+        .unwrap();
+
+        let answer = issue(&state, &caller, Ok(Json(request))).await;
+        assert!(
+            matches!(answer, Err(ApiError::Unavailable(_))),
+            "{answer:?}"
+        );
+        assert_eq!(store.writes.load(Ordering::SeqCst), 0);
+    }
 }
