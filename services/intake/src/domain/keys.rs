@@ -9,6 +9,9 @@ use unicode_normalization::UnicodeNormalization;
 /// `users/<id>/` prefix a key stays under S3's 1024-byte limit.
 pub const MAX_PATH_BYTES: usize = 880;
 
+/// S3's longest key, in UTF-8 bytes.
+const MAX_KEY_BYTES: usize = 1024;
+
 /// Why a user id or path was refused; the message is shown to the caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -86,17 +89,30 @@ fn checked(raw: &str, what: &str) -> Result<String, InvalidName> {
     Ok(path)
 }
 
-/// A path as the bucket lists it, to resume a listing after: the rules of
-/// [`UserPath`] but as stored, neither normalised nor refused for empty
-/// segments, since objects put in the bucket another way than through the
-/// API (a folder marker `docs/`, a name in another Unicode form) are listed
-/// too.
+/// A path as the bucket lists it, to resume a listing after: whatever a
+/// listing can show, since objects put in the bucket another way than
+/// through the API (a folder marker `docs/`, a name in another Unicode form
+/// or with a `..` segment) are listed too. Only what S3 could not be asked
+/// to list after is refused.
 pub fn listed_path(raw: &str) -> Result<&str, InvalidName> {
-    within_rules(raw, "listed path")?;
-    if raw.is_empty() {
-        return Err(InvalidName("listed path must not be empty".into()));
+    if raw.is_empty() || raw.len() > MAX_KEY_BYTES {
+        return Err(InvalidName(format!(
+            "listed path must be 1 to {MAX_KEY_BYTES} bytes of UTF-8"
+        )));
+    }
+    if !raw.chars().all(fits_xml) {
+        return Err(InvalidName(
+            "listed path must not contain control characters".into(),
+        ));
     }
     Ok(raw)
+}
+
+/// Whether S3 can name `c` in its XML answers: XML 1.0 has no control
+/// characters but tab and line breaks, and neither U+FFFE nor U+FFFF. A key
+/// holding one would make every listing page it is on unreadable.
+fn fits_xml(c: char) -> bool {
+    !c.is_control() && c != '\u{FFFE}' && c != '\u{FFFF}'
 }
 
 /// The rules every path obeys, whatever its form.
@@ -111,8 +127,8 @@ fn within_rules(path: &str, what: &str) -> Result<(), InvalidName> {
     if path.contains('\\') {
         return refuse("must not contain a backslash");
     }
-    if path.chars().any(char::is_control) {
-        return refuse("must not contain control characters");
+    if !path.chars().all(fits_xml) {
+        return refuse("must not contain control characters, U+FFFE or U+FFFF");
     }
     if path
         .split('/')
@@ -205,6 +221,8 @@ mod tests {
             "tab\there",
             "del\u{7f}",
             "c1\u{85}",
+            "not-xml\u{FFFE}",
+            "not-xml\u{FFFF}",
         ];
         for raw in bad {
             assert!(UserPath::parse(raw).is_err(), "{raw:?} must be refused");
@@ -213,10 +231,19 @@ mod tests {
 
     #[test]
     fn listed_paths_are_taken_as_stored() {
-        for ok in ["docs/", "cafe\u{301}.txt", "a//b", "photos/2026/cat.jpg"] {
+        for ok in [
+            "docs/",
+            "cafe\u{301}.txt",
+            "a//b",
+            "photos/2026/cat.jpg",
+            "a/../b",
+            "/a",
+            "a\\b",
+        ] {
             assert_eq!(listed_path(ok), Ok(ok), "{ok:?}");
         }
-        for bad in ["", "../bob/a", "a/./b", "/a", "a\\b", "a\u{0}b"] {
+        let long = "a".repeat(1025);
+        for bad in ["", "a\u{0}b", "a\u{FFFF}", &long] {
             assert!(listed_path(bad).is_err(), "{bad:?} must be refused");
         }
     }

@@ -95,7 +95,9 @@ fn encode_cursor(path: &str) -> String {
     URL_SAFE_NO_PAD.encode(path)
 }
 
-/// The path a cursor resumes after, as the bucket listed it.
+/// The path a cursor resumes after, as the bucket listed it. Any path a
+/// listing can show is one: the listing stays within the caller's prefix
+/// whatever it resumes after.
 fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
     let invalid = || ApiError::BadRequest("cursor is not one this API returned".into());
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
@@ -143,15 +145,18 @@ pub async fn list(
     let prefix = PathPrefix::parse(query.prefix.as_deref().unwrap_or_default())
         .map_err(|e| ApiError::BadRequest(e.0))?;
     let root = user_prefix(&caller.user);
+    // Without a cursor a page starts after the root itself: the caller's
+    // folder marker (`users/<id>/`, put there another way) has no path to
+    // show, and its empty cursor would start the listing over.
     let start_after = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
-        Some(cursor) => Some(format!("{root}{}", decode_cursor(cursor)?)),
-        None => None,
+        Some(cursor) => format!("{root}{}", decode_cursor(cursor)?),
+        None => root.clone(),
     };
     let page = state
         .objects
         .list(
             &format!("{root}{}", prefix.as_str()),
-            start_after.as_deref(),
+            Some(&start_after),
             limit,
         )
         .await
@@ -278,7 +283,8 @@ mod tests {
     fn cursors_round_trip_and_garbage_is_refused() {
         let path = "photos/caf\u{e9} 1.jpg";
         assert_eq!(decode_cursor(&encode_cursor(path)).unwrap().as_str(), path);
-        for bad in ["%%%", "Lw", "Li4", "_-_-"] {
+        // Not base64, "/" then U+FFFF, a NUL, not UTF-8.
+        for bad in ["%%%", "L--_vw", "AA", "_-_-"] {
             assert!(decode_cursor(bad).is_err(), "{bad}");
         }
     }
