@@ -1111,3 +1111,103 @@ async fn pages_on_the_configured_origins_may_call_the_api() {
     assert_eq!(header(&elsewhere, "access-control-allow-origin"), None);
     system.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn other_methods_get_problems_and_a_head_reads_nothing() {
+    let system = System::start_parts(&[], stowage_e2e::Parts::INTAKE_ONLY)
+        .await
+        .expect("system starts");
+    let token = system.token("hana");
+
+    // A path that exists, with a method it does not take.
+    let wrong = system
+        .http
+        .post(format!("{}/v1/usage", system.intake_url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("intake answers");
+    assert_eq!(wrong.status(), 405);
+    assert_eq!(wrong.headers()["content-type"], "application/problem+json");
+    let allow = wrong.headers()["allow"].to_str().unwrap().to_string();
+    assert!(allow.contains("GET"), "{allow}");
+    let problem: Value = wrong.json().await.expect("problem JSON");
+    assert_eq!(problem["type"], "/problems/method-not-allowed");
+    assert_eq!(problem["status"], 405);
+
+    // The bearer scheme is case-insensitive; a header that is not text is a
+    // 401 like any other bad token.
+    let shouting = system
+        .http
+        .get(format!("{}/v1/usage", system.intake_url))
+        .header("authorization", format!("BEARER {token}"))
+        .send()
+        .await
+        .expect("intake answers");
+    assert_eq!(shouting.status(), 200);
+    let garbled = system
+        .http
+        .get(format!("{}/v1/usage", system.intake_url))
+        .header(
+            "authorization",
+            reqwest::header::HeaderValue::from_bytes(b"Bearer \xff").unwrap(),
+        )
+        .send()
+        .await
+        .expect("intake answers");
+    assert_eq!(garbled.status(), 401);
+    assert_eq!(
+        garbled.headers()["content-type"],
+        "application/problem+json"
+    );
+
+    // Quotas are JSON Schema integers, as the document says: 2e9 is one.
+    let admin = system.admin_token("root");
+    let body = json!({"quota_bytes": 2e9});
+    let set = system
+        .call(
+            Method::PUT,
+            "/v1/admin/quotas/hana",
+            Some(&admin),
+            Some(&body),
+        )
+        .await;
+    assert_eq!(set.status, 200, "{}", set.body);
+    assert_eq!(set.body["quota_bytes"], 2_000_000_000u64);
+
+    // A HEAD answers as a GET would, without a body, and publishes no read.
+    for path in ["users/hana/headed.png", "users/hana/read.png"] {
+        system.put_object(path, vec![1; 8], "STANDARD").await;
+    }
+    let headed = system
+        .http
+        .head(format!("{}/v1/objects/headed.png", system.intake_url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("intake answers");
+    assert_eq!(headed.status(), 200);
+    assert_eq!(system.get(&token, "/v1/objects/read.png").await.status, 200);
+    // The HEAD came first, so a read it published would be on the bus
+    // before the GET's; one more receive collects stragglers.
+    let mut accessed = events(
+        &system,
+        "STOWAGE_LIFECYCLE_QUEUE_URL",
+        "ObjectAccessed.v1",
+        1,
+    )
+    .await;
+    accessed.extend(
+        system
+            .drain(system.stack.get("STOWAGE_LIFECYCLE_QUEUE_URL"))
+            .await
+            .iter()
+            .map(|body| serde_json::from_str::<Value>(body).expect("event JSON")["detail"].clone()),
+    );
+    let keys: Vec<&str> = accessed
+        .iter()
+        .map(|e| e["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["users/hana/read.png"]);
+    system.stop().await;
+}

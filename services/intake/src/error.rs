@@ -33,6 +33,9 @@ pub enum ApiError {
     RateLimited(Duration),
     #[error("not found")]
     NotFound,
+    /// The path exists, not with this method (`Allow` names those it has).
+    #[error("this method is not allowed here")]
+    MethodNotAllowed,
     #[error("the object is archived in {storage_class}; request a restore first")]
     Archived {
         storage_class: String,
@@ -143,6 +146,7 @@ impl ApiError {
             } => (StatusCode::TOO_MANY_REQUESTS, "too-many-grants"),
             Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate-limited"),
             Self::NotFound => (StatusCode::NOT_FOUND, "not-found"),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed"),
             Self::Archived { .. } => (StatusCode::CONFLICT, "object-archived"),
             Self::NotArchived { .. } => (StatusCode::CONFLICT, "not-archived"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),

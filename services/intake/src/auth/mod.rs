@@ -294,9 +294,12 @@ impl Authenticator {
     /// Checks an `Authorization` header value.
     pub async fn verify_header(&self, header: Option<&str>) -> Result<Caller, AuthError> {
         let header = header.ok_or(AuthError::Missing)?;
+        // The scheme is case-insensitive (RFC 9110).
         let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
+            .trim_start()
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token)
             .ok_or_else(|| AuthError::Invalid("expected 'Authorization: Bearer <token>'".into()))?;
         self.verify(token.trim()).await
     }
@@ -401,6 +404,7 @@ mod tests {
         let auth = authenticator();
         assert_eq!(auth.verify_header(None).await, Err(AuthError::Missing));
         assert!(auth.verify_header(Some("Basic abc")).await.is_err());
+        assert!(auth.verify_header(Some("Bearerabc")).await.is_err());
         let t = token(json!({"sub": "alice", "iss": "iss", "aud": "aud", "exp": now() + 60}));
         let caller = auth.verify_header(Some(&format!("Bearer {t}"))).await;
         assert_eq!(caller.unwrap().user.as_str(), "alice");

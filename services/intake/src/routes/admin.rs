@@ -8,7 +8,7 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{AppState, bad_json};
+use super::{AppState, bad_json, integer};
 use crate::{
     auth::Caller,
     domain::keys::UserId,
@@ -19,6 +19,8 @@ use crate::{
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct SetQuota {
     /// Bytes the user may store; 0 stops new uploads.
+    #[schema(minimum = 0, example = 10_737_418_240_i64)]
+    #[serde(deserialize_with = "integer")]
     pub quota_bytes: i64,
 }
 

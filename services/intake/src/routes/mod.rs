@@ -31,7 +31,7 @@ use utoipa::{
 
 use crate::{
     adapters::post_signer::PostSigner,
-    auth::{Authenticator, Caller},
+    auth::{AuthError, Authenticator, Caller},
     error::ApiError,
     ports::{AccountStore, ObjectStore},
     rate::GrantLimiter,
@@ -139,6 +139,7 @@ pub fn router(state: AppState) -> Router {
                 )
             }),
         )
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)
 }
@@ -150,10 +151,12 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
+        let header = match parts.headers.get(header::AUTHORIZATION) {
+            Some(value) => Some(value.to_str().map_err(|_| {
+                AuthError::Invalid("the Authorization header is not plain text".into())
+            })?),
+            None => None,
+        };
         Ok(state.auth.verify_header(header).await?)
     }
 }
