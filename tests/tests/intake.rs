@@ -1211,3 +1211,57 @@ async fn other_methods_get_problems_and_a_head_reads_nothing() {
     assert_eq!(keys, ["users/hana/read.png"]);
     system.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clients_that_stall_are_let_go() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let system = System::start_parts(
+        &[("http-idle-seconds", "1")],
+        stowage_e2e::Parts::INTAKE_ONLY,
+    )
+    .await
+    .expect("system starts");
+    let address = system.intake_url.trim_start_matches("http://").to_string();
+    let connect = || tokio::net::TcpStream::connect(address.clone());
+    // Everything the server sends until it closes the connection; the
+    // guard only keeps a broken server from hanging the test.
+    async fn until_closed(stream: &mut tokio::net::TcpStream) -> String {
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut answer))
+            .await
+            .expect("the server closes the connection")
+            .ok();
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    // Headers that never end.
+    let mut stream = connect().await.expect("connects");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: intake\r\n")
+        .await
+        .unwrap();
+    assert_eq!(until_closed(&mut stream).await, "");
+
+    // A kept-alive connection with no next request.
+    let mut stream = connect().await.expect("connects");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: intake\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = until_closed(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // A body that stops coming.
+    let mut stream = connect().await.expect("connects");
+    let token = system.token("ivan");
+    let head = format!(
+        "POST /v1/uploads HTTP/1.1\r\nHost: intake\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"path\":"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let answer = until_closed(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    assert_eq!(system.usage(&token).await["reserved_bytes"], 0);
+    system.stop().await;
+}

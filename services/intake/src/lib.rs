@@ -30,6 +30,7 @@ pub mod ports;
 pub mod projection;
 pub mod rate;
 pub mod routes;
+pub mod serve;
 pub mod settings;
 pub mod startup;
 

@@ -109,6 +109,16 @@ pub struct Settings {
     #[arg(long, env = "STOWAGE_MAX_OUTSTANDING_GRANTS", default_value_t = 100)]
     pub max_outstanding_grants: usize,
 
+    /// Seconds intake waits on a client (for a request's headers, for the
+    /// next piece of its body, for the next request on a kept-alive
+    /// connection) before it gives up: the connection is closed, or the
+    /// request refused. Above a load balancer's idle timeout (60 s on an
+    /// ALB), so that the balancer, not intake, closes the idle connections
+    /// it keeps.
+    #[arg(long, env = "STOWAGE_HTTP_IDLE_SECONDS", default_value_t = 75,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub http_idle_seconds: u64,
+
     /// Origins of browser frontends served from elsewhere than the API, as
     /// `scheme://host[:port]`, comma-separated; their pages may call the
     /// API. Empty: same-origin callers only.

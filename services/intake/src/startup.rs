@@ -11,6 +11,7 @@ use stowage_shared::{
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::{
     adapters::{dynamodb::DynamoAccountStore, post_signer::PostSigner, s3::S3Objects},
@@ -61,6 +62,7 @@ pub struct App {
     router: axum::Router,
     consumer: Arc<QueueConsumer<UsageProjection>>,
     limiter: GrantLimiter,
+    header_timeout: Duration,
 }
 
 impl App {
@@ -123,7 +125,8 @@ impl App {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
-        let mut router = router(state);
+        let idle = Duration::from_secs(settings.http_idle_seconds);
+        let mut router = router(state).layer(RequestBodyTimeoutLayer::new(idle));
         if let Some(cors) = crate::cors::layer(&settings.cors_origins) {
             router = router.layer(cors);
         }
@@ -132,6 +135,7 @@ impl App {
             router: router.layer(crate::http_trace::layer()),
             consumer: Arc::new(consumer),
             limiter,
+            header_timeout: idle,
         })
     }
 
@@ -154,13 +158,14 @@ impl App {
                 limiter.prune();
             }
         });
-        let stop = shutdown.clone();
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        shutdown.cancel();
-        consumer.await.context("usage projection panicked")?;
-        served.context("HTTP server failed")
+        crate::serve::serve(
+            self.listener,
+            self.router,
+            self.header_timeout,
+            shutdown.clone(),
+        )
+        .await;
+        consumer.await.context("usage projection panicked")
     }
 }
 
