@@ -198,8 +198,15 @@ class KeepAliveHandler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
+class Server(ThreadingHTTPServer):
+    # The default listen backlog is 5; the services and tests open tens of
+    # connections at once, and connections beyond the backlog wait for a
+    # SYN retransmit (a second or more) or are refused.
+    request_queue_size = 128
+    daemon_threads = True
+
+
 if __name__ == "__main__":
     host, port = sys.argv[1], int(sys.argv[2])
-    server = ThreadingHTTPServer((host, port), KeepAliveHandler)
-    server.daemon_threads = True
+    server = Server((host, port), KeepAliveHandler)
     server.serve_forever()

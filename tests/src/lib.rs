@@ -30,6 +30,12 @@ pub const JWT_SECRET: &str = "end-to-end-test-secret-0123456789";
 pub const ISSUER: &str = "stowage-e2e";
 /// `aud` of the test system's tokens.
 pub const AUDIENCE: &str = "stowage";
+/// Seconds a message the ledger or lifecycle received stays hidden. The
+/// services' defaults (60 s, 300 s) outlast the tests' waits, so a message
+/// a handler left for redelivery would come back only after the test gave
+/// up; this is still longer than handling a batch takes. (intake's consumer
+/// has no such setting.)
+pub const VISIBILITY_SECONDS: &str = "5";
 
 /// One deployed copy of the stack's resources.
 #[derive(Debug, Clone)]
@@ -101,6 +107,7 @@ impl Stack {
     }
 
     /// The ledger's command line against this stack (program name first).
+    /// A message left for redelivery comes back after [`VISIBILITY_SECONDS`].
     pub fn ledger_args(&self) -> Vec<String> {
         let mut args = self.args(
             "stowage-ledger",
@@ -113,15 +120,23 @@ impl Stack {
             ],
         );
         args.extend(
-            ["--wait-seconds", "1", "--dlq-poll-seconds", "1"]
-                .into_iter()
-                .map(str::to_string),
+            [
+                "--wait-seconds",
+                "1",
+                "--dlq-poll-seconds",
+                "1",
+                "--visibility-seconds",
+                VISIBILITY_SECONDS,
+            ]
+            .into_iter()
+            .map(str::to_string),
         );
         args
     }
 
     /// Lifecycle's command line against this stack (program name first).
-    /// Tests sweep when they choose to, through `System::sweeper`.
+    /// Tests sweep when they choose to, through `System::sweeper`. A message
+    /// left for redelivery comes back after [`VISIBILITY_SECONDS`].
     pub fn lifecycle_args(&self) -> Vec<String> {
         let mut args = self.args(
             "stowage-lifecycle",
@@ -133,7 +148,17 @@ impl Stack {
                 ("event-bus", "STOWAGE_EVENT_BUS"),
             ],
         );
-        args.extend(["--wait-seconds", "1", "--sweep-interval-seconds", "0"].map(str::to_string));
+        args.extend(
+            [
+                "--wait-seconds",
+                "1",
+                "--sweep-interval-seconds",
+                "0",
+                "--visibility-seconds",
+                VISIBILITY_SECONDS,
+            ]
+            .map(str::to_string),
+        );
         args
     }
 
@@ -801,15 +826,16 @@ pub fn process_usage(pid: u32) -> ProcessUsage {
     }
 }
 
-/// Counts the requests of the SDK clients it is installed on (retries
-/// included), to show what an operation costs.
+/// Counts the requests of the SDK clients it is installed on, to show what
+/// an operation costs: one per call, however many attempts the SDK's
+/// retries make of it, so a throttled emulator does not change the count.
 #[derive(Debug, Clone, Default)]
 pub struct RequestCounter {
     count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl RequestCounter {
-    /// Requests sent so far.
+    /// Requests made so far.
     pub fn get(&self) -> usize {
         self.count.load(std::sync::atomic::Ordering::SeqCst)
     }
@@ -820,10 +846,9 @@ impl aws_sdk_s3::config::Intercept for RequestCounter {
         "RequestCounter"
     }
 
-    fn read_before_transmit(
+    fn read_before_execution(
         &self,
-        _context: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
-        _runtime_components: &aws_sdk_s3::config::RuntimeComponents,
+        _context: &aws_sdk_s3::config::interceptors::BeforeSerializationInterceptorContextRef<'_>,
         _cfg: &mut aws_sdk_s3::config::ConfigBag,
     ) -> Result<(), aws_sdk_s3::error::BoxError> {
         self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);

@@ -6,8 +6,8 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::Value;
-use stowage_e2e::{Parts, System};
+use serde_json::{Value, json};
+use stowage_e2e::{Parts, System, token_with};
 
 /// What schemathesis checks. Left out is `positive_data_acceptance` (every
 /// request the schema allows is accepted): what a deployment accepts depends
@@ -156,7 +156,10 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_response() {
             .put_object(&format!("users/{USER}/{path}"), vec![7; 1000], class)
             .await;
     }
-    let token = system.token(USER);
+    // Valid for an hour: a slow run must not outlive its token, or every
+    // later request would meet a 401.
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let token = token_with(json!({ "sub": USER, "exp": now + 3600 }));
 
     let run = schemathesis(&system, &format!("Bearer {token}"), 100).await;
     // Every operation answered with success and with its refusals, so the

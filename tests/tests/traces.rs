@@ -249,17 +249,29 @@ async fn one_upload_is_one_trace_across_intake_and_ledger() {
     })
     .await;
 
-    // intake's projection of the ledger's UsageChanged ends the trace.
+    // intake's projection of the ledger's UsageChanged ends the trace. The
+    // two processes export on timers of their own, so intake's span can
+    // arrive before the ledger's spans: wait for every span read below.
     let spans = eventually(
         Duration::from_secs(30),
-        "intake's span for UsageChanged",
+        "the ledger's apply span, the span of the S3 event's message it links to, \
+         and intake's span for UsageChanged",
         || {
             let spans = receiver.spans();
             async move {
-                in_trace(&spans)
+                let trace = in_trace(&spans);
+                let apply = trace
                     .iter()
-                    .any(|s| s.service == "stowage-intake" && s.kind == SpanKind::Consumer)
-                    .then_some(spans)
+                    .find(|s| s.service == "stowage-ledger" && s.name == "apply object event")?;
+                let linked = apply.links.iter().all(|(link_trace, link_span)| {
+                    spans
+                        .iter()
+                        .any(|s| &s.trace_id == link_trace && &s.span_id == link_span)
+                });
+                let projected = trace
+                    .iter()
+                    .any(|s| s.service == "stowage-intake" && s.kind == SpanKind::Consumer);
+                (linked && projected).then_some(spans)
             }
         },
     )
