@@ -134,7 +134,7 @@ pub struct BatchOutcome {
 /// The consumer's instruments: `stowage.consumer.messages` counts messages
 /// by queue and outcome (the handler's label, `retried` or `poison`);
 /// `stowage.consumer.lag` is the age in seconds of the oldest message of the
-/// latest batch; `stowage.consumer.dlq_depth` the messages on the queue's
+/// latest batch (0 after a receive that found none); `stowage.consumer.dlq_depth` the messages on the queue's
 /// dead-letter queue.
 #[derive(Debug)]
 struct Metrics {
@@ -359,7 +359,9 @@ impl<H: Handler> QueueConsumer<H> {
         span
     }
 
-    /// Records how long the oldest message of a batch waited on the queue.
+    /// Records how long the oldest message of a batch waited on the queue;
+    /// a receive that found nothing waiting records 0, so the lag falls back
+    /// once a backlog is worked off.
     fn record_lag(&self, messages: &[Message]) {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -372,12 +374,14 @@ impl<H: Handler> QueueConsumer<H> {
             })
             .filter_map(|sent| sent.parse::<u128>().ok())
             .min();
-        if let Some(sent_ms) = oldest {
-            let age = now_ms.saturating_sub(sent_ms) as f64 / 1000.0;
-            self.metrics
-                .lag
-                .record(age, std::slice::from_ref(&self.metrics.queue));
-        }
+        let age = match oldest {
+            Some(sent_ms) => now_ms.saturating_sub(sent_ms) as f64 / 1000.0,
+            None if messages.is_empty() => 0.0,
+            None => return,
+        };
+        self.metrics
+            .lag
+            .record(age, std::slice::from_ref(&self.metrics.queue));
     }
 
     /// Makes a message visible again at once.

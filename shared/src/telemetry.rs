@@ -95,6 +95,20 @@ impl Telemetry {
 /// Installs logging and, when configured, OTLP export. Call once, first thing
 /// in `main`; `service` names the process in traces and metrics.
 pub fn init(service: &'static str) -> Telemetry {
+    install(service, "info", std::io::stdout)
+}
+
+/// [`init`] for a command-line tool: logs go to stderr and show warnings
+/// and errors unless `RUST_LOG` says otherwise, so that stdout holds only
+/// the command's answer. Traces and metrics are exported as by a service.
+pub fn init_cli(service: &'static str) -> Telemetry {
+    install(service, "warn", std::io::stderr)
+}
+
+fn install<W>(service: &'static str, default_filter: &str, writer: W) -> Telemetry
+where
+    W: for<'w> fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let exporting = std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some_and(|v| !v.is_empty());
     global::set_text_map_propagator(TraceContextPropagator::new());
     let telemetry = if exporting {
@@ -102,17 +116,23 @@ pub fn init(service: &'static str) -> Telemetry {
     } else {
         Telemetry::default()
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let json = std::env::var("STOWAGE_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     let logs = if json {
         fmt::layer()
             .json()
             .flatten_event(true)
             .with_target(true)
+            .with_writer(writer)
             .with_filter(filter)
             .boxed()
     } else {
-        fmt::layer().with_target(true).with_filter(filter).boxed()
+        fmt::layer()
+            .with_target(true)
+            .with_writer(writer)
+            .with_filter(filter)
+            .boxed()
     };
     let spans = telemetry.tracer.as_ref().map(|provider| {
         tracing_opentelemetry::layer()

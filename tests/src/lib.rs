@@ -522,6 +522,52 @@ impl System {
             .unwrap_or_else(|e| panic!("DeleteObject {key}: {e}"));
     }
 
+    /// The ARN of the queue at `url`.
+    pub async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
+        sqs.get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("GetQueueAttributes")
+            .attributes
+            .and_then(|mut a| a.remove(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+            .expect("queue ARN")
+    }
+
+    /// A rule `rule` on `bus` that sends the events matching `pattern` to the
+    /// queue `queue_arn`.
+    pub async fn route(
+        events: &aws_sdk_eventbridge::Client,
+        bus: &str,
+        rule: &str,
+        pattern: &str,
+        queue_arn: &str,
+    ) {
+        events
+            .put_rule()
+            .name(rule)
+            .event_bus_name(bus)
+            .event_pattern(pattern)
+            .send()
+            .await
+            .expect("PutRule");
+        events
+            .put_targets()
+            .rule(rule)
+            .event_bus_name(bus)
+            .targets(
+                aws_sdk_eventbridge::types::Target::builder()
+                    .id("queue")
+                    .arn(queue_arn)
+                    .build()
+                    .expect("target"),
+            )
+            .send()
+            .await
+            .expect("PutTargets");
+    }
+
     /// Messages visible plus in flight on a queue.
     pub async fn queue_depth(&self, queue_url: &str) -> u64 {
         queue_depth(&self.sqs, queue_url)
@@ -609,41 +655,16 @@ impl System {
             .expect("CreateQueue")
             .queue_url
             .expect("queue URL");
-        let arn = self
-            .sqs
-            .get_queue_attributes()
-            .queue_url(&queue_url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .expect("GetQueueAttributes")
-            .attributes()
-            .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
-            .cloned()
-            .expect("queue ARN");
-        let bus = self.stack.get("STOWAGE_EVENT_BUS");
-        events
-            .put_rule()
-            .name(&name)
-            .event_bus_name(bus)
-            .event_pattern(json!({"source": [source], "detail-type": [detail_type]}).to_string())
-            .send()
-            .await
-            .expect("PutRule");
-        events
-            .put_targets()
-            .rule(&name)
-            .event_bus_name(bus)
-            .targets(
-                aws_sdk_eventbridge::types::Target::builder()
-                    .id("capture")
-                    .arn(arn)
-                    .build()
-                    .expect("target"),
-            )
-            .send()
-            .await
-            .expect("PutTargets");
+        let arn = queue_arn(&self.sqs, &queue_url).await;
+        let pattern = json!({"source": [source], "detail-type": [detail_type]}).to_string();
+        route(
+            &events,
+            self.stack.get("STOWAGE_EVENT_BUS"),
+            &name,
+            &pattern,
+            &arn,
+        )
+        .await;
         queue_url
     }
 
@@ -729,6 +750,52 @@ pub fn service_binary(name: &str) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
     target.join("debug").join(name)
+}
+
+/// The ARN of the queue at `url`.
+pub async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
+    sqs.get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("GetQueueAttributes")
+        .attributes
+        .and_then(|mut a| a.remove(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+        .expect("queue ARN")
+}
+
+/// A rule `rule` on `bus` that sends the events matching `pattern` to the
+/// queue `queue_arn`.
+pub async fn route(
+    events: &aws_sdk_eventbridge::Client,
+    bus: &str,
+    rule: &str,
+    pattern: &str,
+    queue_arn: &str,
+) {
+    events
+        .put_rule()
+        .name(rule)
+        .event_bus_name(bus)
+        .event_pattern(pattern)
+        .send()
+        .await
+        .expect("PutRule");
+    events
+        .put_targets()
+        .rule(rule)
+        .event_bus_name(bus)
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("queue")
+                .arn(queue_arn)
+                .build()
+                .expect("target"),
+        )
+        .send()
+        .await
+        .expect("PutTargets");
 }
 
 /// Messages visible plus in flight on a queue.

@@ -88,8 +88,8 @@ fn sum_of<T: Number>(exporter: &InMemoryMetricExporter, name: &str, with: &[KeyV
 
 /// The latest value of gauge `name` whose attributes include `with`, if it
 /// was recorded.
-fn gauge(exporter: &InMemoryMetricExporter, name: &str, with: &[KeyValue]) -> Option<u64> {
-    newest(exporter, name, |data: &MetricData<u64>| match data {
+fn gauge<T: Number>(exporter: &InMemoryMetricExporter, name: &str, with: &[KeyValue]) -> Option<T> {
+    newest(exporter, name, |data: &MetricData<T>| match data {
         MetricData::Gauge(gauge) => gauge
             .data_points()
             .find(|point| has(point.attributes(), with))
@@ -231,7 +231,7 @@ async fn outcomes_violations_grants_bytes_and_dead_letters_are_measured() {
         "the ledger's dead-letter queue reported holding the poison message",
         || async {
             flush().await;
-            let depth = gauge(
+            let depth = gauge::<u64>(
                 &exporter,
                 "stowage.consumer.dlq_depth",
                 &[KeyValue::new("queue", queue_name.clone())],
@@ -242,13 +242,30 @@ async fn outcomes_violations_grants_bytes_and_dead_letters_are_measured() {
     .await;
     let intake_queue = name_of(system.stack.get("STOWAGE_INTAKE_QUEUE_URL"));
     assert_eq!(
-        gauge(
+        gauge::<u64>(
             &exporter,
             "stowage.consumer.dlq_depth",
             &[KeyValue::new("queue", intake_queue)],
         ),
         Some(0)
     );
+
+    // The poison message waited on the queue for its many receives; with
+    // it gone, the next receive finds nothing and the lag falls back to 0.
+    eventually(
+        Duration::from_secs(30),
+        "the ledger queue's lag back to 0",
+        || async {
+            flush().await;
+            let lag = gauge::<f64>(
+                &exporter,
+                "stowage.consumer.lag",
+                &[KeyValue::new("queue", queue_name.clone())],
+            );
+            (lag == Some(0.0)).then_some(())
+        },
+    )
+    .await;
     system.stop().await;
 }
 

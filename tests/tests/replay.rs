@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use aws_sdk_eventbridge::{primitives::DateTime, types::PutEventsRequestEntry};
 use serde_json::{Value, json};
-use stowage_e2e::{System, drain, eventually};
+use stowage_e2e::{System, drain, eventually, queue_arn};
 use stowctl::replay::{ReplayRequest, replay};
 
 /// A deleted, an overwritten and a kept object: four S3 events.
@@ -220,16 +220,7 @@ async fn queue(sqs: &aws_sdk_sqs::Client, name: String) -> (String, String) {
         .expect("CreateQueue")
         .queue_url
         .expect("queue URL");
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("GetQueueAttributes")
-        .attributes
-        .and_then(|mut a| a.remove(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
-        .expect("queue ARN");
+    let arn = queue_arn(sqs, &url).await;
     (url, arn)
 }
 
@@ -241,27 +232,5 @@ async fn route(
     pattern: &str,
     queue_arn: &str,
 ) {
-    let rule = format!("{bus}-{name}");
-    events
-        .put_rule()
-        .name(&rule)
-        .event_bus_name(bus)
-        .event_pattern(pattern)
-        .send()
-        .await
-        .expect("PutRule");
-    events
-        .put_targets()
-        .rule(&rule)
-        .event_bus_name(bus)
-        .targets(
-            aws_sdk_eventbridge::types::Target::builder()
-                .id("queue")
-                .arn(queue_arn)
-                .build()
-                .expect("target"),
-        )
-        .send()
-        .await
-        .expect("PutTargets");
+    stowage_e2e::route(events, bus, &format!("{bus}-{name}"), pattern, queue_arn).await;
 }

@@ -1,7 +1,9 @@
 //! One upload is one trace: intake's request span, the ledger's span that
 //! records the grant, the ledger's span that applies the S3 event (linked to
 //! the span of the S3 event's message), and intake's projection of the
-//! `UsageChanged` it publishes, all under the frontend's `traceparent`.
+//! `UsageChanged` it publishes, all under the frontend's `traceparent`; the
+//! same event delivered again is announced again in the same trace. A sweep
+//! is a trace of its own that its events carry.
 //!
 //! The OpenTelemetry providers are process-wide, so intake and the ledger run
 //! as processes of their own (the real binaries), each exporting over
@@ -22,7 +24,7 @@ use opentelemetry_proto::tonic::{
 };
 use prost::Message as _;
 use serde_json::{Value, json};
-use stowage_e2e::{Stack, eventually, service_binary, token_with, upload};
+use stowage_e2e::{Stack, eventually, queue_arn, route, service_binary, token_with, upload};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{Child, Command},
@@ -140,6 +142,26 @@ fn start(
     child
 }
 
+/// Adds a second rule that sends S3's `Object Created` events to the
+/// ledger's queue, so that each reaches the ledger twice.
+async fn deliver_uploads_twice(stack: &Stack) {
+    let sdk = stowage_shared::aws::load().await;
+    let arn = queue_arn(
+        &stowage_shared::aws::sqs(&sdk),
+        stack.get("STOWAGE_LEDGER_QUEUE_URL"),
+    )
+    .await;
+    let pattern = json!({"source": ["aws.s3"], "detail-type": ["Object Created"]}).to_string();
+    route(
+        &stowage_shared::aws::eventbridge(&sdk),
+        stack.get("STOWAGE_EVENT_BUS"),
+        &format!("{}-uploads-again", stack.name),
+        &pattern,
+        &arn,
+    )
+    .await;
+}
+
 /// Starts intake and returns it with its URL, read from its log.
 async fn start_intake(stack: &Stack, endpoint: &str) -> (Child, String) {
     let (sender, mut address) = tokio::sync::mpsc::unbounded_channel();
@@ -234,6 +256,9 @@ async fn one_upload_is_one_trace_across_intake_and_ledger() {
     )
     .await;
 
+    // S3's event reaches the ledger twice, as SQS may deliver it: once
+    // applied, once a duplicate that announces the totals again.
+    deliver_uploads_twice(&stack).await;
     let uploaded = upload(&http, &grant, data.clone()).await;
     assert!(uploaded.status().is_success(), "{}", uploaded.status());
     let grant_url = format!(
@@ -249,65 +274,73 @@ async fn one_upload_is_one_trace_across_intake_and_ledger() {
     })
     .await;
 
-    // intake's projection of the ledger's UsageChanged ends the trace. The
-    // two processes export on timers of their own, so intake's span can
-    // arrive before the ledger's spans: wait for every span read below.
+    // intake's projections of the ledger's two UsageChanged end the trace.
+    // The two processes export on timers of their own, so intake's spans
+    // can arrive before the ledger's: wait for every span read below.
+    let applies = |spans: &[Exported]| -> Vec<Exported> {
+        in_trace(spans)
+            .into_iter()
+            .filter(|s| s.service == "stowage-ledger" && s.name == "apply object event")
+            .collect()
+    };
+    let projections = |spans: &[Exported]| -> Vec<Exported> {
+        in_trace(spans)
+            .into_iter()
+            .filter(|s| s.service == "stowage-intake" && s.kind == SpanKind::Consumer)
+            .collect()
+    };
     let spans = eventually(
         Duration::from_secs(30),
-        "the ledger's apply span, the span of the S3 event's message it links to, \
-         and intake's span for UsageChanged",
+        "the ledger's two apply spans, the spans of the S3 event's messages they link \
+         to, and intake's two spans for UsageChanged",
         || {
             let spans = receiver.spans();
-            async move {
-                let trace = in_trace(&spans);
-                let apply = trace
+            let applied = applies(&spans);
+            let linked = applied.iter().flat_map(|a| &a.links).all(|(trace, span)| {
+                spans
                     .iter()
-                    .find(|s| s.service == "stowage-ledger" && s.name == "apply object event")?;
-                let linked = apply.links.iter().all(|(link_trace, link_span)| {
-                    spans
-                        .iter()
-                        .any(|s| &s.trace_id == link_trace && &s.span_id == link_span)
-                });
-                let projected = trace
-                    .iter()
-                    .any(|s| s.service == "stowage-intake" && s.kind == SpanKind::Consumer);
-                (linked && projected).then_some(spans)
-            }
+                    .any(|s| &s.trace_id == trace && &s.span_id == span)
+            });
+            let complete = applied.len() == 2 && linked && projections(&spans).len() == 2;
+            async move { complete.then_some(spans) }
         },
     )
     .await;
     let trace = in_trace(&spans);
     let by_id: HashMap<&str, &Exported> = trace.iter().map(|s| (s.span_id.as_str(), s)).collect();
-    let apply = one(&trace, "ledger apply span", &|s| {
-        s.service == "stowage-ledger" && s.name == "apply object event"
-    });
-    assert_eq!(
-        apply.parent_span_id, request.span_id,
-        "the upload is applied as part of the request that granted it"
-    );
-    let projection = one(&trace, "intake projection span", &|s| {
-        s.service == "stowage-intake" && s.kind == SpanKind::Consumer
-    });
-    assert_eq!(
-        projection.parent_span_id, apply.span_id,
-        "intake applies the UsageChanged the ledger published while applying the upload"
-    );
+    let applied = applies(&spans);
+    for apply in &applied {
+        assert_eq!(
+            apply.parent_span_id, request.span_id,
+            "the upload is applied, and its duplicate announced, as part of the request \
+             that granted it"
+        );
+        // Each apply span links to the span of the message its copy of S3's
+        // event came in, a trace of its own (S3 carries no trace context).
+        let [(link_trace, link_span)] = apply.links.as_slice() else {
+            panic!("one link from {apply:?}");
+        };
+        assert_ne!(link_trace, &trace_id);
+        let delivery = one(&spans, "span of the S3 event's message", &|s| {
+            &s.span_id == link_span && &s.trace_id == link_trace
+        });
+        assert_eq!(
+            (delivery.service.as_str(), delivery.kind),
+            ("stowage-ledger", SpanKind::Consumer)
+        );
+        assert!(delivery.parent_span_id.is_empty(), "{delivery:?}");
+    }
+    assert_ne!(applied[0].links, applied[1].links, "two messages");
+    for projection in projections(&spans) {
+        assert!(
+            applied
+                .iter()
+                .any(|a| a.span_id == projection.parent_span_id),
+            "intake applies each UsageChanged the ledger published while applying the \
+             upload: {projection:?}"
+        );
+    }
     assert_eq!(granted.parent_span_id, request.span_id);
-
-    // The apply span links to the span of the message S3's event came in,
-    // a trace of its own (S3 carries no trace context).
-    let [(link_trace, link_span)] = apply.links.as_slice() else {
-        panic!("one link from {apply:?}");
-    };
-    assert_ne!(link_trace, &trace_id);
-    let delivery = one(&spans, "span of the S3 event's message", &|s| {
-        &s.span_id == link_span && &s.trace_id == link_trace
-    });
-    assert_eq!(
-        (delivery.service.as_str(), delivery.kind),
-        ("stowage-ledger", SpanKind::Consumer)
-    );
-    assert!(delivery.parent_span_id.is_empty(), "{delivery:?}");
 
     // Every span of the trace hangs off another span of it, up to the
     // frontend's, and the trace crosses both services.
@@ -332,4 +365,80 @@ async fn one_upload_is_one_trace_across_intake_and_ledger() {
         services,
         ["stowage-intake", "stowage-ledger"].into_iter().collect()
     );
+}
+
+/// A sweep is one trace: each copy is a span of it, and the `ObjectTiered.v1`
+/// it publishes carries it, so a transition can be followed from its event.
+/// The sweep runs in this process, under a tracer of the test's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sweep_is_one_trace_that_its_events_carry() {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test"))),
+    )
+    .expect("the test's subscriber is the process's first");
+
+    let system = stowage_e2e::System::start_parts(&[], stowage_e2e::Parts::INTAKE_ONLY)
+        .await
+        .expect("system starts");
+    let tiered = system.capture("stowage.lifecycle", "ObjectTiered.v1").await;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let bucket = system.stack.get("STOWAGE_BUCKET").to_string();
+    let etag =
+        stowage_e2e::put_for_etag(&system.s3, &bucket, "users/tom/cold.bin", vec![1; 1 << 20])
+            .await;
+    let row = stowage_e2e::standard_row(1 << 20, &etag, now - 100 * 86_400);
+    stowage_e2e::load_projection(
+        system.stack.get("STOWAGE_LIFECYCLE_TABLE"),
+        &[("users/tom/cold.bin".to_string(), row, now - 86_400)],
+        1,
+    )
+    .await;
+    let report = system
+        .sweeper(&[])
+        .await
+        .run(time::OffsetDateTime::now_utc(), None)
+        .await
+        .expect("sweep");
+    assert_eq!(report.tiered, 1, "{report:?}");
+
+    let spans = exporter.get_finished_spans().expect("spans readable");
+    let named = |name: &str| {
+        let found: Vec<_> = spans.iter().filter(|s| s.name == name).collect();
+        assert_eq!(found.len(), 1, "one {name} span in {spans:#?}");
+        found[0].clone()
+    };
+    let sweep = named("lifecycle sweep");
+    let copy = named("tier object");
+    assert_eq!(copy.parent_span_id, sweep.span_context.span_id());
+    assert_eq!(copy.span_context.trace_id(), sweep.span_context.trace_id());
+
+    let event = eventually(Duration::from_secs(30), "ObjectTiered.v1", || {
+        let queue = tiered.clone();
+        let sqs = system.sqs.clone();
+        async move { stowage_e2e::drain(&sqs, &queue).await.into_iter().next() }
+    })
+    .await;
+    let event: Value = serde_json::from_str(&event).expect("event JSON");
+    assert_eq!(event["detail"]["key"], "users/tom/cold.bin");
+    let traceparent = event["detail"]["trace"]["traceparent"]
+        .as_str()
+        .expect("the event carries a trace");
+    assert_eq!(
+        traceparent.split('-').nth(1),
+        Some(sweep.span_context.trace_id().to_string().as_str()),
+        "{traceparent}"
+    );
+    system.stop().await;
 }

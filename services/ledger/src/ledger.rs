@@ -630,11 +630,16 @@ impl Ledger {
                 // The first delivery may have committed and then failed to
                 // publish; publishing the current totals again is harmless.
                 // The row says whether it was an upload, unless S3 changed
-                // the object's class since (then it names no grant).
+                // the object's class since (then it names no grant). The
+                // announcement joins the upload's trace as the first did.
                 Step::Duplicate { row, usage, grant } => Applied {
                     label: "duplicate",
                     announce: row.map(|row| {
-                        span.in_scope(|| UsageChangedV1 {
+                        let live_grant = grant
+                            .as_ref()
+                            .filter(|g| row.live && !row.reclassified && !expired(g, *time));
+                        let apply = span.in_scope(|| apply_span(user, key, live_grant));
+                        apply.in_scope(|| UsageChangedV1 {
                             repeated: true,
                             ..usage_changed(
                                 user,

@@ -124,6 +124,7 @@ impl Reconciler {
     /// Reconciles one user, or every user the ledger or the bucket knows.
     /// Folders under `users/` that name no user id hold no user's objects
     /// and are left out.
+    #[tracing::instrument(name = "reconcile", skip(self), fields(otel.name = "ledger reconcile"))]
     pub async fn run(&self, user: Option<&str>, fix: bool) -> anyhow::Result<Report> {
         let users = match user {
             Some(user) if keys::is_user_id(user) => vec![user.to_string()],

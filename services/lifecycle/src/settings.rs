@@ -181,4 +181,14 @@ pub struct Settings {
         value_parser = clap::value_parser!(u64).range(1..=43_200)
     )]
     pub visibility_seconds: u64,
+
+    /// How often the depth of the queue's dead-letter queue is read, in
+    /// seconds.
+    #[arg(
+        long,
+        env = "STOWAGE_CONSUMER_DLQ_POLL_SECONDS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub dlq_poll_seconds: u64,
 }

@@ -85,6 +85,7 @@ impl App {
                 workers: settings.workers,
                 wait: Duration::from_secs(settings.wait_seconds),
                 visibility_timeout: Duration::from_secs(settings.visibility_seconds),
+                dlq_poll: Duration::from_secs(settings.dlq_poll_seconds),
                 ..ConsumerOptions::default()
             },
         );

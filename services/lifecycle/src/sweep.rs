@@ -24,6 +24,7 @@ use serde::Serialize;
 use stowage_events::{EventMeta, ObjectTieredV1, keys};
 use stowage_shared::{pricing::PriceTable, telemetry};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use tracing::Instrument;
 
 use crate::{
     domain::{
@@ -359,7 +360,9 @@ impl Sweeper {
     }
 
     /// Sweeps at `now`: tiers what pays off, records every decision, and
-    /// publishes `ObjectTiered.v1` for each transition.
+    /// publishes `ObjectTiered.v1` for each transition. One trace: each
+    /// copy is a child of the sweep's span, and the events carry the sweep's.
+    #[tracing::instrument(name = "sweep", skip_all, fields(otel.name = "lifecycle sweep", user = user.unwrap_or("*")))]
     pub async fn run(
         &self,
         now: OffsetDateTime,
@@ -395,7 +398,8 @@ impl Sweeper {
                     claimed.extend(self.claim(batch, now).await);
                 }
                 if let Some((decided, claim)) = claimed.pop_front() {
-                    running.push(self.copy(decided, claim));
+                    let span = tracing::info_span!("tier object", key = %decided.0.key);
+                    running.push(self.copy(decided, claim).instrument(span));
                 }
             }
             match running.next().await {

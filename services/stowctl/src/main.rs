@@ -696,7 +696,21 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         // Variables already set in the environment win over the file.
         dotenvy::from_path(&file).with_context(|| format!("cannot read {}", file.display()))?;
     }
-    let ok = match cli.command {
+    // Sweeps and corrections publish events and count what they do, in
+    // traces and metrics of their own when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    let telemetry = stowage_shared::telemetry::init_cli("stowctl");
+    let ok = run(cli.command);
+    telemetry.shutdown();
+    Ok(if ok? {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
+}
+
+/// Runs one command; false when it did not do all it was asked to.
+fn run(command: Command) -> anyhow::Result<bool> {
+    Ok(match command {
         Command::Token { user, ttl, admin } => {
             println!("{}", token(&user, ttl, admin)?);
             true
@@ -727,11 +741,6 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         Command::Queues { json } => runtime()?.block_on(show_queues(json))?,
         Command::Dlq { command } => runtime()?.block_on(dlq(command))?,
         Command::Tier { command } => runtime()?.block_on(tier(command))?,
-    };
-    Ok(if ok {
-        std::process::ExitCode::SUCCESS
-    } else {
-        std::process::ExitCode::FAILURE
     })
 }
 

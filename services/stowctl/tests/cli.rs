@@ -50,3 +50,23 @@ fn times_that_are_no_time_are_refused_without_a_panic() {
         refused(&["tier", "plan", "--at", at], "is not a time");
     }
 }
+
+/// Logs go to stderr, so that stdout holds only the command's answer, here
+/// a token that a shell reads with `$(stowctl token alice)`.
+#[test]
+fn logs_stay_off_the_answer() {
+    let output = Command::new(env!("CARGO_BIN_EXE_stowctl"))
+        .args(["token", "alice"])
+        .env("STOWAGE_ENV_FILE", "/dev/null")
+        .env("STOWAGE_JWT_SECRET", "a-secret-of-enough-length")
+        .env("RUST_LOG", "debug")
+        .output()
+        .expect("stowctl runs");
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).expect("UTF-8");
+    let token = stdout.trim_end();
+    assert_eq!(token.lines().count(), 1, "{stdout}");
+    assert_eq!(token.split('.').count(), 3, "a JWT: {stdout}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("telemetry initialised"), "{stderr}");
+}
