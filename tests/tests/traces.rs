@@ -291,8 +291,8 @@ async fn one_upload_is_one_trace_across_intake_and_ledger() {
     };
     let spans = eventually(
         Duration::from_secs(30),
-        "the ledger's two apply spans, the spans of the S3 event's messages they link \
-         to, and intake's two spans for UsageChanged",
+        "the ledger's apply spans (two at least), the spans of the S3 event's messages \
+         they link to, and intake's spans for UsageChanged (two at least)",
         || {
             let spans = receiver.spans();
             let applied = applies(&spans);
@@ -301,7 +301,9 @@ async fn one_upload_is_one_trace_across_intake_and_ledger() {
                     .iter()
                     .any(|s| &s.trace_id == trace && &s.span_id == span)
             });
-            let complete = applied.len() == 2 && linked && projections(&spans).len() == 2;
+            // A message redelivered on a slow machine adds an apply span
+            // and a projection of its own; each is checked below.
+            let complete = applied.len() >= 2 && linked && projections(&spans).len() >= 2;
             async move { complete.then_some(spans) }
         },
     )
@@ -330,7 +332,12 @@ async fn one_upload_is_one_trace_across_intake_and_ledger() {
         );
         assert!(delivery.parent_span_id.is_empty(), "{delivery:?}");
     }
-    assert_ne!(applied[0].links, applied[1].links, "two messages");
+    let messages: std::collections::BTreeSet<_> = applied.iter().map(|a| &a.links).collect();
+    assert_eq!(
+        messages.len(),
+        applied.len(),
+        "each from a message of its own"
+    );
     for projection in projections(&spans) {
         assert!(
             applied

@@ -2,7 +2,7 @@
 //! to send a request's headers (and how long a connection may sit idle
 //! between requests), which `axum::serve` cannot be given.
 
-use std::time::Duration;
+use std::{io::ErrorKind, time::Duration};
 
 use axum::Router;
 use hyper::server::conn::http1;
@@ -16,10 +16,15 @@ use tokio_util::sync::CancellationToken;
 
 /// Pause after a failed accept (out of file descriptors, say), so that the
 /// loop does not spin while the cause lasts.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+const ACCEPT_PAUSE: Duration = Duration::from_secs(1);
+
+/// How long a shutdown waits for the requests in flight, within the 30 s
+/// that ECS and Kubernetes allow a stopping process by default.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then stops
-/// accepting, closes idle connections and waits for the requests in flight.
+/// accepting, closes idle connections and waits for the requests in flight
+/// (at most [`SHUTDOWN_GRACE`]).
 /// A connection that takes longer than `header_timeout` to send a request's
 /// headers, or sits that long between requests, is closed.
 pub async fn serve(
@@ -37,8 +42,13 @@ pub async fn serve(
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
+                // The client gave up on this connection; the next may come.
+                Err(error) if matches!(
+                    error.kind(),
+                    ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused
+                ) => continue,
                 Err(error) => {
-                    tracing::warn!(%error, "cannot accept a connection");
+                    tracing::error!(%error, "cannot accept connections");
                     tokio::time::sleep(ACCEPT_PAUSE).await;
                     continue;
                 }
@@ -54,5 +64,13 @@ pub async fn serve(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace = ?SHUTDOWN_GRACE,
+            "requests still in flight at shutdown are cut off"
+        );
+    }
 }

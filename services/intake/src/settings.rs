@@ -3,7 +3,6 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use axum::http::HeaderValue;
 use clap::Parser;
 use secrecy::SecretString;
 use stowage_shared::pricing::PriceTable;
@@ -124,7 +123,7 @@ pub struct Settings {
     /// API. Empty: same-origin callers only.
     #[arg(long, env = "STOWAGE_CORS_ORIGINS", value_delimiter = ',',
           value_parser = crate::cors::parse_origin)]
-    pub cors_origins: Vec<HeaderValue>,
+    pub cors_origins: Vec<crate::cors::Origin>,
 
     /// Content types an upload may declare.
     #[arg(

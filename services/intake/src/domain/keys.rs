@@ -10,7 +10,7 @@ use unicode_normalization::UnicodeNormalization;
 pub const MAX_PATH_BYTES: usize = 880;
 
 /// S3's longest key, in UTF-8 bytes.
-const MAX_KEY_BYTES: usize = 1024;
+pub const MAX_KEY_BYTES: usize = 1024;
 
 /// Why a user id or path was refused; the message is shown to the caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -102,17 +102,18 @@ pub fn listed_path(raw: &str) -> Result<&str, InvalidName> {
     }
     if !raw.chars().all(fits_xml) {
         return Err(InvalidName(
-            "listed path must not contain control characters".into(),
+            "listed path must not contain characters XML 1.0 cannot carry".into(),
         ));
     }
     Ok(raw)
 }
 
 /// Whether S3 can name `c` in its XML answers: XML 1.0 has no control
-/// characters but tab and line breaks, and neither U+FFFE nor U+FFFF. A key
-/// holding one would make every listing page it is on unreadable.
+/// characters below U+0020 but tab and line breaks, and neither U+FFFE nor
+/// U+FFFF. A key holding one would make every listing page it is on
+/// unreadable.
 fn fits_xml(c: char) -> bool {
-    !c.is_control() && c != '\u{FFFE}' && c != '\u{FFFF}'
+    (c >= ' ' || matches!(c, '\t' | '\n' | '\r')) && c != '\u{FFFE}' && c != '\u{FFFF}'
 }
 
 /// The rules every path obeys, whatever its form.
@@ -127,7 +128,7 @@ fn within_rules(path: &str, what: &str) -> Result<(), InvalidName> {
     if path.contains('\\') {
         return refuse("must not contain a backslash");
     }
-    if !path.chars().all(fits_xml) {
+    if path.chars().any(|c| c.is_control() || !fits_xml(c)) {
         return refuse("must not contain control characters, U+FFFE or U+FFFF");
     }
     if path
@@ -239,11 +240,14 @@ mod tests {
             "a/../b",
             "/a",
             "a\\b",
+            "tab\there",
+            "del\u{7f}",
+            "c1\u{85}",
         ] {
             assert_eq!(listed_path(ok), Ok(ok), "{ok:?}");
         }
         let long = "a".repeat(1025);
-        for bad in ["", "a\u{0}b", "a\u{FFFF}", &long] {
+        for bad in ["", "a\u{0}b", "esc\u{1b}", "a\u{FFFF}", "a\u{FFFE}", &long] {
             assert!(listed_path(bad).is_err(), "{bad:?} must be refused");
         }
     }

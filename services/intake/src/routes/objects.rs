@@ -20,7 +20,10 @@ use crate::{
     auth::Caller,
     domain::{
         download::{attachment, safe_content_type},
-        keys::{PathPrefix, UserId, UserPath, listed_path, object_key, path_of, user_prefix},
+        keys::{
+            MAX_KEY_BYTES, PathPrefix, UserId, UserPath, listed_path, object_key, path_of,
+            user_prefix,
+        },
     },
     error::{ApiError, CommonProblems, Problem},
     ports::{DownloadHeaders, StoredObject},
@@ -152,6 +155,11 @@ pub async fn list(
         Some(cursor) => format!("{root}{}", decode_cursor(cursor)?),
         None => root.clone(),
     };
+    if start_after.len() > MAX_KEY_BYTES {
+        return Err(ApiError::BadRequest(
+            "cursor is not one this API returned".into(),
+        ));
+    }
     let page = state
         .objects
         .list(

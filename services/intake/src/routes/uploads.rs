@@ -398,8 +398,8 @@ mod tests {
             ),
             bus: EventBus::new(aws::eventbridge(&sdk), "stowage"),
             limiter: GrantLimiter::new(NonZeroU32::MAX, NonZeroU32::MAX),
-            grant_outcomes: opentelemetry::global::meter("test")
-                .u64_counter("grants")
+            grant_outcomes: opentelemetry::global::meter("stowage")
+                .u64_counter("stowage.intake.grants")
                 .build(),
             settings: Arc::new(settings),
         };
