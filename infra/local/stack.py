@@ -24,6 +24,7 @@ Commands:
 """
 
 import argparse
+import http.client
 import json
 import os
 import shutil
@@ -127,13 +128,19 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def wait_until(check, what, timeout):
+def wait_until(check, what, timeout, process=None, log_file=None):
+    """Polls `check` until it holds; gives up after `timeout` seconds, or at
+    once when `process` (the one that should answer) has exited."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            where = f"; see {log_file}" if log_file else ""
+            raise SystemExit(f"{what} exited with status {process.returncode}{where}")
         try:
             if check():
                 return
-        except OSError:
+        except (OSError, http.client.HTTPException):
+            # Not listening yet, or not speaking HTTP yet.
             pass
         time.sleep(0.2)
     raise SystemExit(f"{what} did not become ready within {timeout} s")
@@ -186,18 +193,19 @@ class Emulators:
                 "IN_MEMORY_CLIENT": "1",
             }
         )
-        self._spawn(
+        ls_process = self._spawn(
             [str(localstack_py), "-m", "localstack.runtime.main"], ls_env, logs / "localstack.log"
         )
-        self._spawn(
+        moto_process = self._spawn(
             [str(moto_py), str(ROOT / "infra" / "local" / "dynamodb_server.py"), "127.0.0.1", str(moto_port)],
             dict(os.environ),
             logs / "moto.log",
         )
         localstack = f"http://127.0.0.1:{ls_port}"
         moto = f"http://127.0.0.1:{moto_port}"
-        wait_until(lambda: http_ok(f"{localstack}/_localstack/health"), "LocalStack", 120)
-        wait_until(lambda: http_ok(f"{moto}/moto-api/"), "moto", 60)
+        wait_until(lambda: http_ok(f"{localstack}/_localstack/health"), "LocalStack", 120,
+                   ls_process, logs / "localstack.log")
+        wait_until(lambda: http_ok(f"{moto}/moto-api/"), "moto", 60, moto_process, logs / "moto.log")
         self.env = {
             "AWS_ENDPOINT_URL": localstack,
             "AWS_ENDPOINT_URL_DYNAMODB": moto,
@@ -217,6 +225,7 @@ class Emulators:
             start_new_session=True,
         )
         self.processes.append(process)
+        return process
 
     def stop(self):
         stop_groups(self.processes, grace=3)
@@ -399,7 +408,7 @@ def cmd_dev(args):
             service_env.update(settings)
             services.append(subprocess.Popen([str(binary)], env=service_env, start_new_session=True,
                                              stdin=subprocess.DEVNULL))
-        wait_until(lambda: http_ok(f"{settings['STOWAGE_INTAKE_URL']}/healthz"), "intake", 60)
+        wait_until(lambda: http_ok(f"{settings['STOWAGE_INTAKE_URL']}/healthz"), "intake", 60, services[0])
         print(
             f"""
 Stowage is running.
