@@ -522,52 +522,6 @@ impl System {
             .unwrap_or_else(|e| panic!("DeleteObject {key}: {e}"));
     }
 
-    /// The ARN of the queue at `url`.
-    pub async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
-        sqs.get_queue_attributes()
-            .queue_url(url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .expect("GetQueueAttributes")
-            .attributes
-            .and_then(|mut a| a.remove(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
-            .expect("queue ARN")
-    }
-
-    /// A rule `rule` on `bus` that sends the events matching `pattern` to the
-    /// queue `queue_arn`.
-    pub async fn route(
-        events: &aws_sdk_eventbridge::Client,
-        bus: &str,
-        rule: &str,
-        pattern: &str,
-        queue_arn: &str,
-    ) {
-        events
-            .put_rule()
-            .name(rule)
-            .event_bus_name(bus)
-            .event_pattern(pattern)
-            .send()
-            .await
-            .expect("PutRule");
-        events
-            .put_targets()
-            .rule(rule)
-            .event_bus_name(bus)
-            .targets(
-                aws_sdk_eventbridge::types::Target::builder()
-                    .id("queue")
-                    .arn(queue_arn)
-                    .build()
-                    .expect("target"),
-            )
-            .send()
-            .await
-            .expect("PutTargets");
-    }
-
     /// Messages visible plus in flight on a queue.
     pub async fn queue_depth(&self, queue_url: &str) -> u64 {
         queue_depth(&self.sqs, queue_url)
