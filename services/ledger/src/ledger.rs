@@ -635,10 +635,8 @@ impl Ledger {
                 Step::Duplicate { row, usage, grant } => Applied {
                     label: "duplicate",
                     announce: row.map(|row| {
-                        let live_grant = grant
-                            .as_ref()
-                            .filter(|g| row.live && !row.reclassified && !expired(g, *time));
-                        let apply = span.in_scope(|| apply_span(user, key, live_grant));
+                        let apply =
+                            span.in_scope(|| apply_span(user, key, &row, grant.as_ref(), *time));
                         apply.in_scope(|| UsageChangedV1 {
                             repeated: true,
                             ..usage_changed(
@@ -662,8 +660,8 @@ impl Ledger {
                 } => {
                     self.count_bytes(&before, &usage);
                     let user_upload = row.live && !row.reclassified;
-                    let live_grant = grant.as_ref().filter(|g| user_upload && !expired(g, *time));
-                    let apply = span.in_scope(|| apply_span(user, key, live_grant));
+                    let apply =
+                        span.in_scope(|| apply_span(user, key, &row, grant.as_ref(), *time));
                     let _entered = apply.enter();
                     let violation = (user_upload && !earlier_grant)
                         .then(|| violation(grant.as_ref(), row.size, *time))
@@ -862,11 +860,19 @@ fn expired(grant: &GrantNote, time: OffsetDateTime) -> bool {
     grant.expires_at + GRANT_EXPIRY_SLACK_SECONDS < time.unix_timestamp()
 }
 
-/// The span an S3 event is applied in. An upload under a live grant joins
-/// the trace the grant was issued in (intake's request span), linked to the
-/// span of the message S3's event came in; anything else stays in the
-/// message's span.
-fn apply_span(user: &str, key: &str, grant: Option<&GrantNote>) -> tracing::Span {
+/// The span an S3 event that left `row` is applied (or announced again) in.
+/// A user's upload under a live grant joins the trace the grant was issued
+/// in (intake's request span), linked to the span of the message S3's event
+/// came in; anything else (the stored object found in another class, an
+/// expired grant) stays in the message's span.
+fn apply_span(
+    user: &str,
+    key: &str,
+    row: &ObjectRow,
+    grant: Option<&GrantNote>,
+    time: OffsetDateTime,
+) -> tracing::Span {
+    let grant = grant.filter(|g| row.live && !row.reclassified && !expired(g, time));
     let span = tracing::info_span!(
         "apply",
         otel.name = "apply object event",
