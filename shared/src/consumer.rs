@@ -134,8 +134,9 @@ pub struct BatchOutcome {
 /// The consumer's instruments: `stowage.consumer.messages` counts messages
 /// by queue and outcome (the handler's label, `retried` or `poison`);
 /// `stowage.consumer.lag` is the age in seconds of the oldest message of the
-/// latest batch (0 after a receive that found none); `stowage.consumer.dlq_depth` the messages on the queue's
-/// dead-letter queue.
+/// latest batch (0 after a receive that found none);
+/// `stowage.consumer.dlq_depth` the messages on the queue's dead-letter
+/// queue.
 #[derive(Debug)]
 struct Metrics {
     /// The queue's name, the last part of its URL.

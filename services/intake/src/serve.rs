@@ -25,18 +25,17 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 /// Serves `router` on `listener` until `shutdown` is cancelled, then stops
 /// accepting, closes idle connections and waits for the requests in flight
 /// (at most [`SHUTDOWN_GRACE`]).
-/// A connection that takes longer than `header_timeout` to send a request's
+/// A connection that takes longer than `idle` to send a request's
 /// headers, or sits that long between requests, is closed.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    header_timeout: Duration,
+    idle: Duration,
     shutdown: CancellationToken,
 ) {
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
+    http.timer(TokioTimer::new()).header_read_timeout(idle);
     loop {
         let stream = tokio::select! {
             () = shutdown.cancelled() => break,

@@ -62,7 +62,8 @@ pub struct App {
     router: axum::Router,
     consumer: Arc<QueueConsumer<UsageProjection>>,
     limiter: GrantLimiter,
-    header_timeout: Duration,
+    /// How long a connection may wait on its client.
+    idle: Duration,
 }
 
 impl App {
@@ -135,7 +136,7 @@ impl App {
             router: router.layer(crate::http_trace::layer()),
             consumer: Arc::new(consumer),
             limiter,
-            header_timeout: idle,
+            idle,
         })
     }
 
@@ -158,13 +159,7 @@ impl App {
                 limiter.prune();
             }
         });
-        crate::serve::serve(
-            self.listener,
-            self.router,
-            self.header_timeout,
-            shutdown.clone(),
-        )
-        .await;
+        crate::serve::serve(self.listener, self.router, self.idle, shutdown.clone()).await;
         consumer.await.context("usage projection panicked")
     }
 }

@@ -98,15 +98,19 @@ fn encode_cursor(path: &str) -> String {
     URL_SAFE_NO_PAD.encode(path)
 }
 
-/// The path a cursor resumes after, as the bucket listed it. Any path a
-/// listing can show is one: the listing stays within the caller's prefix
-/// whatever it resumes after.
-fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
+/// The key under `root` a cursor resumes after: the path the bucket listed
+/// last. Any path a listing can show is one: the listing stays within the
+/// caller's prefix whatever it resumes after.
+fn decode_cursor(root: &str, cursor: &str) -> Result<String, ApiError> {
     let invalid = || ApiError::BadRequest("cursor is not one this API returned".into());
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
     let path = String::from_utf8(bytes).map_err(|_| invalid())?;
     listed_path(&path).map_err(|_| invalid())?;
-    Ok(path)
+    let key = format!("{root}{path}");
+    if key.len() > MAX_KEY_BYTES {
+        return Err(invalid());
+    }
+    Ok(key)
 }
 
 /// The key of a path in the request URL.
@@ -152,14 +156,9 @@ pub async fn list(
     // folder marker (`users/<id>/`, put there another way) has no path to
     // show, and its empty cursor would start the listing over.
     let start_after = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
-        Some(cursor) => format!("{root}{}", decode_cursor(cursor)?),
+        Some(cursor) => decode_cursor(&root, cursor)?,
         None => root.clone(),
     };
-    if start_after.len() > MAX_KEY_BYTES {
-        return Err(ApiError::BadRequest(
-            "cursor is not one this API returned".into(),
-        ));
-    }
     let page = state
         .objects
         .list(
@@ -295,10 +294,14 @@ mod tests {
     #[test]
     fn cursors_round_trip_and_garbage_is_refused() {
         let path = "photos/caf\u{e9} 1.jpg";
-        assert_eq!(decode_cursor(&encode_cursor(path)).unwrap().as_str(), path);
+        let root = "users/alice/";
+        assert_eq!(
+            decode_cursor(root, &encode_cursor(path)).unwrap(),
+            format!("{root}{path}")
+        );
         // Not base64, "/" then U+FFFF, a NUL, not UTF-8.
         for bad in ["%%%", "L--_vw", "AA", "_-_-"] {
-            assert!(decode_cursor(bad).is_err(), "{bad}");
+            assert!(decode_cursor(root, bad).is_err(), "{bad}");
         }
     }
 }
