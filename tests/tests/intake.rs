@@ -178,7 +178,6 @@ async fn listings_page_with_cursors_and_stay_in_the_callers_folder() {
 
 /// Reads Stowage events of `detail_type` from a queue nobody consumes.
 async fn events(system: &System, queue: &str, detail_type: &str, count: usize) -> Vec<Value> {
-    let url = system.stack.get(queue).to_string();
     let mut found = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while found.len() < count {
@@ -187,14 +186,21 @@ async fn events(system: &System, queue: &str, detail_type: &str, count: usize) -
             "timed out waiting for {count} {detail_type}"
         );
         // Each empty receive long-polls, so this loop does not spin.
-        for body in system.drain(&url).await {
-            let event: Value = serde_json::from_str(&body).expect("event JSON");
-            if event["detail-type"] == detail_type {
-                found.push(event["detail"].clone());
-            }
-        }
+        found.extend(received(system, queue, detail_type).await);
     }
     found
+}
+
+/// The details of the events of `detail_type` one receive finds on a
+/// queue nobody consumes.
+async fn received(system: &System, queue: &str, detail_type: &str) -> Vec<Value> {
+    let bodies = system.drain(system.stack.get(queue)).await;
+    bodies
+        .iter()
+        .map(|body| serde_json::from_str::<Value>(body).expect("event JSON"))
+        .filter(|event| event["detail-type"] == detail_type)
+        .map(|event| event["detail"].clone())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1198,15 +1204,7 @@ async fn other_methods_get_problems_and_a_head_reads_nothing() {
         1,
     )
     .await;
-    for body in system
-        .drain(system.stack.get("STOWAGE_LIFECYCLE_QUEUE_URL"))
-        .await
-    {
-        let event: Value = serde_json::from_str(&body).expect("event JSON");
-        if event["detail-type"] == "ObjectAccessed.v1" {
-            accessed.push(event["detail"].clone());
-        }
-    }
+    accessed.extend(received(&system, "STOWAGE_LIFECYCLE_QUEUE_URL", "ObjectAccessed.v1").await);
     let keys: Vec<&str> = accessed
         .iter()
         .map(|e| e["key"].as_str().unwrap())
