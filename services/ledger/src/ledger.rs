@@ -29,6 +29,7 @@ use stowage_shared::{
     telemetry,
 };
 use time::OffsetDateTime;
+use tokio::time::Instant;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
@@ -42,8 +43,8 @@ use crate::{
         },
     },
     ports::{
-        GrantNote, LedgerStore, ObjectCommit, ObjectHead, ObjectProbe, Snapshot, UsagePublisher,
-        UserCommit,
+        GrantNote, LedgerStore, MAX_KEY_BYTES, ObjectCommit, ObjectHead, ObjectProbe, Snapshot,
+        UsagePublisher, UserCommit,
     },
 };
 
@@ -53,6 +54,9 @@ const MAX_COMMIT_ATTEMPTS: u32 = 25;
 
 /// Items per DynamoDB transaction, DynamoDB's limit.
 const MAX_TRANSACTION_ITEMS: usize = 100;
+
+/// The consumer's visibility timeout unless told otherwise.
+const DEFAULT_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The ledger's message handler.
 #[derive(Clone)]
@@ -66,6 +70,12 @@ pub struct Ledger {
     /// `stowage.ledger.bytes`: the change of the bytes stored, by storage
     /// class, added up over every change this process applied.
     bytes: UpDownCounter<i64>,
+    /// How long an upload of a key whose spelling reads two ways may be
+    /// counted on what S3 answered for it: half the queue's visibility
+    /// timeout, so that its transaction, sent within that, is written before
+    /// a delete of the key that found nothing counted comes back
+    /// ([`DeleteJudgedOnRedelivery`]).
+    s3_read_valid: Duration,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -82,6 +92,17 @@ impl std::fmt::Debug for Ledger {
 #[derive(Debug, thiserror::Error)]
 #[error("the object whose storage class changed is not counted yet")]
 pub struct ClassChangeTooEarly;
+
+/// A delete of a key whose spelling reads two ways, when no reading is
+/// counted as live, on its first delivery. An upload of the key may have
+/// been read from S3 before the delete and not be counted yet: S3 then no
+/// longer holds it, and once counted nothing would take it off. The delete
+/// is judged again on its next delivery, a visibility timeout later, by when
+/// such an upload is counted (see [`Ledger::with_visibility_timeout`]) and
+/// the delete takes it off.
+#[derive(Debug, thiserror::Error)]
+#[error("no reading of the deleted key is counted yet; it is judged again when delivered again")]
+pub struct DeleteJudgedOnRedelivery;
 
 /// Why a message was not handled to completion.
 enum Failure {
@@ -118,6 +139,9 @@ struct Pending {
     /// lifecycle's copy of an object above 5 GiB onto itself.
     in_parts: bool,
     time: OffsetDateTime,
+    /// When S3 was asked which reading of the key the upload is at, for
+    /// an upload of a key whose spelling reads two ways.
+    read_at: Option<Instant>,
     /// The span of the message the event came in.
     span: tracing::Span,
 }
@@ -310,12 +334,21 @@ impl Ledger {
                 )
                 .with_unit("By")
                 .build(),
+            s3_read_valid: DEFAULT_VISIBILITY_TIMEOUT / 2,
         }
+    }
+
+    /// The visibility timeout of the queue the ledger consumes (by default
+    /// 60 s): a message left for redelivery comes back no sooner.
+    #[must_use]
+    pub fn with_visibility_timeout(mut self, timeout: Duration) -> Self {
+        self.s3_read_valid = timeout / 2;
+        self
     }
 
     /// Reads a message: a grant is returned to be remembered, an object
     /// event ready to apply.
-    async fn prepare(&self, body: &str) -> Result<Prepared, Failure> {
+    async fn prepare(&self, body: &str, first_delivery: bool) -> Result<Prepared, Failure> {
         let envelope = RawEnvelope::parse(body).map_err(|e| Failure::Poison(e.to_string()))?;
         let poison = |e: stowage_events::envelope::DecodeError| Failure::Poison(e.to_string());
         match (envelope.source.as_str(), envelope.detail_type.as_str()) {
@@ -324,8 +357,13 @@ impl Ledger {
                 s3::OBJECT_CREATED | s3::OBJECT_DELETED | s3::OBJECT_STORAGE_CLASS_CHANGED,
             ) => {
                 let event = envelope.decode::<ObjectEventDetail>().map_err(poison)?;
-                self.object_event(&event.detail_type, event.time, &event.detail)
-                    .await
+                self.object_event(
+                    &event.detail_type,
+                    event.time,
+                    &event.detail,
+                    first_delivery,
+                )
+                .await
             }
             (UploadGrantedV1::SOURCE, detail_type)
                 if detail_type == UploadGrantedV1::detail_type() =>
@@ -377,6 +415,7 @@ impl Ledger {
         detail_type: &str,
         time: OffsetDateTime,
         detail: &ObjectEventDetail,
+        first_delivery: bool,
     ) -> Result<Prepared, Failure> {
         if detail.bucket.name != self.bucket {
             return Ok(Prepared::Finished("other-bucket"));
@@ -391,7 +430,11 @@ impl Ledger {
             }
         };
         let mut change = Self::change_of(detail_type, detail)?;
+        let asked_at = Instant::now();
         let Some((key, head)) = self.resolve_key(&detail.object.key, &change).await? else {
+            if matches!(change, Change::Deleted) && first_delivery {
+                return Err(Failure::Transient(DeleteJudgedOnRedelivery.into()));
+            }
             tracing::debug!(key = %detail.object.key, "no reading of the key holds the event's object: a later event supersedes it");
             return Ok(Prepared::Finished("superseded"));
         };
@@ -399,6 +442,17 @@ impl Ledger {
             tracing::warn!(%key, "object outside users/<id>/ is not counted");
             return Ok(Prepared::Finished("not-a-user-key"));
         };
+        // S3 allows 1024 bytes; this event alone fails, not the others read
+        // and written with it.
+        if key.len() > MAX_KEY_BYTES {
+            return Err(Failure::Poison(format!(
+                "a key of {} bytes is longer than the ledger's rows hold ({MAX_KEY_BYTES})",
+                key.len()
+            )));
+        }
+        // Only the readings of an ambiguous spelling come with what S3 holds.
+        let read_at =
+            (matches!(change, Change::Created { .. }) && head.is_some()).then_some(asked_at);
         let reason = detail.reason.as_deref().unwrap_or("");
         // A change of class, and any upload but a browser's (bound to
         // STANDARD by its policy), takes its class from what S3 holds:
@@ -448,6 +502,7 @@ impl Ledger {
             user_upload,
             in_parts: reason == IN_PARTS,
             time,
+            read_at,
             span: tracing::Span::current(),
         }))
     }
@@ -512,6 +567,29 @@ impl Ledger {
                 .partition(|(_, plan)| plan.commit.is_some());
             for (group, plan) in settled {
                 self.settle(&mut results, pending, &group, plan);
+            }
+            // An upload of an ambiguous key counts only while what S3 said
+            // of it is recent enough; otherwise its message comes back and
+            // asks again (see `s3_read_valid`).
+            let (writing, outdated): (Vec<_>, Vec<_>) =
+                writing.into_iter().partition(|(group, _)| {
+                    group.iter().all(|&i| {
+                        pending[i]
+                            .read_at
+                            .is_none_or(|at| at.elapsed() < self.s3_read_valid)
+                    })
+                });
+            for (group, _) in outdated {
+                let keys: Vec<&str> = group
+                    .iter()
+                    .filter(|&&i| pending[i].read_at.is_some())
+                    .map(|&i| pending[i].key.as_str())
+                    .collect();
+                let error = anyhow::anyhow!(
+                    "what S3 held at {} was read too long ago to count on",
+                    keys.join(", ")
+                );
+                fail(&mut results, &group, &error);
             }
             groups = Vec::new();
             if writing.is_empty() {
@@ -704,8 +782,9 @@ impl Ledger {
     ///   tag. When none does, its object has since been replaced or deleted
     ///   under its key, and the event that did so is the one that counts.
     /// - A delete means a reading the ledger counts as live where S3 now
-    ///   holds nothing. When there is none, the delete has nothing left to
-    ///   do: where S3 holds another object than the one counted, the upload
+    ///   holds nothing. When there is none on its second delivery (on the
+    ///   first, an upload of the key may be on its way to being counted:
+    ///   [`DeleteJudgedOnRedelivery`]), the delete has nothing left to do: where S3 holds another object than the one counted, the upload
     ///   that stored it is still to come and replaces the counted one itself
     ///   (a delete taken for that reading could be another key's, and its
     ///   sequencer would say nothing of the upload's); an upload the delete
@@ -917,7 +996,7 @@ impl Handler for Ledger {
         let (mut grants, mut granters) = (Vec::new(), Vec::new());
         for (index, delivery) in deliveries.iter().enumerate() {
             match self
-                .prepare(&delivery.body)
+                .prepare(&delivery.body, delivery.receive_count <= 1)
                 .instrument(delivery.span.clone())
                 .await
             {

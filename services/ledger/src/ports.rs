@@ -40,6 +40,10 @@ pub struct ObjectCommit {
     pub row: ObjectRow,
 }
 
+/// The longest key the ledger's rows can hold, in bytes: DynamoDB's sort
+/// keys hold 1024, and a row's key starts with its kind (`GRANT#`).
+pub const MAX_KEY_BYTES: usize = 1024 - "GRANT#".len();
+
 /// The ledger's rows: objects, tombstones, usage totals.
 #[async_trait]
 pub trait LedgerStore: Send + Sync + 'static {

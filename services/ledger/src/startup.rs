@@ -58,7 +58,8 @@ impl App {
             )),
             Arc::new(EventBus::new(aws::eventbridge(&sdk), &settings.event_bus)),
             &settings.bucket,
-        );
+        )
+        .with_visibility_timeout(Duration::from_secs(settings.visibility_seconds));
         let consumer = QueueConsumer::new(
             aws::sqs(&sdk),
             &settings.queue_url,

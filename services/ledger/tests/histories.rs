@@ -15,6 +15,7 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use async_trait::async_trait;
@@ -26,7 +27,7 @@ use stowage_ledger::{
         sequencer::Sequencer,
         usage::{ObjectRow, Usage},
     },
-    ledger::{ClassChangeTooEarly, Ledger},
+    ledger::{ClassChangeTooEarly, DeleteJudgedOnRedelivery, Ledger},
     ports::{
         BucketLister, GrantNote, LedgerRows, LedgerStore, ListedObject, ObjectHead, ObjectProbe,
         Snapshot, StoreError, UsagePublisher, UserCommit,
@@ -75,6 +76,15 @@ struct MemoryStore {
 #[async_trait]
 impl LedgerStore for MemoryStore {
     async fn snapshots(&self, wanted: &[(&str, &str)]) -> Result<Vec<Snapshot>, StoreError> {
+        // DynamoDB refuses a read naming a sort key over 1024 bytes.
+        if let Some((_, key)) = wanted
+            .iter()
+            .find(|(_, key)| "GRANT#".len() + key.len() > 1024)
+        {
+            return Err(StoreError::Other(anyhow::anyhow!(
+                "ValidationException: the sort key of {key} is too long"
+            )));
+        }
         let mut snapshots = Vec::new();
         for (user, key) in wanted {
             // Rows are read one at a time; other workers may write between.
@@ -484,7 +494,8 @@ fn shuffle<T>(items: &mut [T], mut seed: u64) {
 /// A queue of message bodies handed out in batches of 1 to `max_batch`,
 /// where messages that were not handled to completion come back.
 struct Queue {
-    messages: Mutex<Vec<String>>,
+    /// Each message with the times it was received.
+    messages: Mutex<Vec<(String, u32)>>,
     seed: Mutex<u64>,
     max_batch: usize,
 }
@@ -492,7 +503,7 @@ struct Queue {
 impl Queue {
     fn new(messages: Vec<String>, seed: u64, max_batch: usize) -> Arc<Self> {
         Arc::new(Self {
-            messages: Mutex::new(messages),
+            messages: Mutex::new(messages.into_iter().map(|m| (m, 0)).collect()),
             seed: Mutex::new(seed),
             max_batch,
         })
@@ -511,7 +522,7 @@ impl Queue {
         messages
             .split_off(keep)
             .into_iter()
-            .map(|body| Delivery::new("", body, 1))
+            .map(|(body, received)| Delivery::new("", body, received + 1))
             .collect()
     }
 
@@ -522,8 +533,9 @@ impl Queue {
         for (delivery, outcome) in deliveries.into_iter().zip(outcomes) {
             match outcome {
                 Disposition::Done(_) => {}
-                Disposition::Retry(error) if flaky || too_early(&error) => {
-                    self.messages.lock().unwrap().insert(0, delivery.body);
+                Disposition::Retry(error) if flaky || too_early(&error) || later(&error) => {
+                    let message = (delivery.body, delivery.receive_count);
+                    self.messages.lock().unwrap().insert(0, message);
                 }
                 other => panic!("{other:?}"),
             }
@@ -534,6 +546,25 @@ impl Queue {
 /// A change of class that came before its object's creation: it is retried.
 fn too_early(error: &anyhow::Error) -> bool {
     error.downcast_ref::<ClassChangeTooEarly>().is_some()
+}
+
+/// A delete judged when delivered again.
+fn later(error: &anyhow::Error) -> bool {
+    error.downcast_ref::<DeleteJudgedOnRedelivery>().is_some()
+}
+
+/// Hands the ledger one message, and again, as SQS does after the
+/// visibility timeout, while it is a delete judged on redelivery.
+async fn judged(ledger: &Ledger, id: &str, body: String) -> Disposition {
+    let mut delivery = Delivery::new(id, body, 1);
+    loop {
+        match ledger.handle(&delivery).await {
+            Disposition::Retry(error) if later(&error) && delivery.receive_count == 1 => {
+                delivery.receive_count += 1;
+            }
+            outcome => return outcome,
+        }
+    }
 }
 
 /// Runs `workers` workers over the queue until it is empty.
@@ -573,13 +604,16 @@ proptest! {
         runtime.block_on(async {
             // A change of class that came too early comes back after the
             // rest, as SQS redelivers it; a bounded number of times.
-            let mut queue: std::collections::VecDeque<String> = messages.into();
+            let mut queue: std::collections::VecDeque<(String, u32)> =
+                messages.into_iter().map(|m| (m, 0)).collect();
             for i in 0..10_000 {
-                let Some(body) = queue.pop_front() else { return };
-                let delivery = Delivery::new(i.to_string(), body, 1);
+                let Some((body, received)) = queue.pop_front() else { return };
+                let delivery = Delivery::new(i.to_string(), body, received + 1);
                 match ledger.handle(&delivery).await {
                     Disposition::Done(_) => {}
-                    Disposition::Retry(error) if too_early(&error) => queue.push_back(delivery.body),
+                    Disposition::Retry(error) if too_early(&error) || later(&error) => {
+                        queue.push_back((delivery.body, delivery.receive_count));
+                    }
                     outcome => panic!("{outcome:?}"),
                 }
             }
@@ -770,7 +804,7 @@ fn an_ambiguous_key_never_moves_one_object_s_events_onto_another() {
         .into_iter()
         .enumerate()
         {
-            let outcome = ledger.handle(&Delivery::new(i.to_string(), body, 1)).await;
+            let outcome = judged(&ledger, &i.to_string(), body).await;
             outcomes.push(format!("{outcome:?}"));
         }
         outcomes
@@ -863,10 +897,7 @@ struct ListingThen {
 impl BucketLister for ListingThen {
     async fn list(&self, _prefix: &str) -> anyhow::Result<Vec<ListedObject>> {
         for (i, body) in self.meanwhile.iter().enumerate() {
-            let outcome = self
-                .ledger
-                .handle(&Delivery::new(format!("meanwhile-{i}"), body.clone(), 1))
-                .await;
+            let outcome = judged(&self.ledger, &format!("meanwhile-{i}"), body.clone()).await;
             assert!(matches!(outcome, Disposition::Done(_)), "{outcome:?}");
         }
         Ok(self.listed.clone())
@@ -1062,7 +1093,7 @@ fn at(event: String, time: &str) -> String {
 fn handle_each(ledger: &Ledger, bodies: impl IntoIterator<Item = String>) {
     runtime().block_on(async {
         for (i, body) in bodies.into_iter().enumerate() {
-            let outcome = ledger.handle(&Delivery::new(i.to_string(), body, 1)).await;
+            let outcome = judged(ledger, &i.to_string(), body).await;
             assert!(matches!(outcome, Disposition::Done(_)), "{outcome:?}");
         }
     });
@@ -1251,4 +1282,199 @@ fn another_object_copied_onto_a_key_is_no_reclassification() {
     assert_eq!(announced, [(Some(250), false)]);
     drop(events);
     check(&store, &published, &bucket).unwrap();
+}
+
+/// What S3 holds, as it changes: HEAD answers from it at the moment asked.
+#[derive(Default)]
+struct ChangingBucket(Mutex<BTreeMap<String, Stored>>);
+
+#[async_trait]
+impl ObjectProbe for ChangingBucket {
+    async fn head(&self, key: &str) -> anyhow::Result<Option<ObjectHead>> {
+        let now = Bucket(self.0.lock().unwrap().clone());
+        now.head(key).await
+    }
+}
+
+/// A store that, when the ledger first reads rows to count an upload, lets
+/// the user delete the object in S3 and hands the ledger the delete's event
+/// before the upload is written: the upload was read from S3 before the
+/// delete and is counted after it.
+struct DeletedMeanwhile {
+    inner: MemoryStore,
+    bucket: Arc<ChangingBucket>,
+    ledger: std::sync::OnceLock<Arc<Ledger>>,
+    delete: Mutex<Option<String>>,
+    outcome: Mutex<Option<String>>,
+}
+
+#[async_trait]
+impl LedgerStore for DeletedMeanwhile {
+    async fn snapshots(&self, wanted: &[(&str, &str)]) -> Result<Vec<Snapshot>, StoreError> {
+        let delete = self.delete.lock().unwrap().take();
+        if let Some(delete) = delete {
+            self.bucket.0.lock().unwrap().clear();
+            let ledger = self.ledger.get().expect("the ledger is set");
+            let outcome = ledger.handle(&Delivery::new("delete", delete, 1)).await;
+            *self.outcome.lock().unwrap() = Some(format!("{outcome:?}"));
+        }
+        self.inner.snapshots(wanted).await
+    }
+
+    async fn commit_all(&self, commits: &[UserCommit]) -> Result<(), StoreError> {
+        self.inner.commit_all(commits).await
+    }
+
+    async fn record_grant(&self, grant: &GrantNote) -> Result<(), StoreError> {
+        self.inner.record_grant(grant).await
+    }
+}
+
+#[test]
+fn a_delete_handled_while_its_upload_is_being_counted_still_takes_it_off() {
+    // `a+b` reads like `a%2Bb` in events, so S3 says which reading an
+    // upload is at. The user uploads `a+b` and deletes it while the ledger,
+    // having asked S3, is about to count the upload.
+    let key = key_name(0);
+    let user = key.split('/').nth(1).unwrap().to_string();
+    let stored = Stored {
+        size: 40,
+        class: "STANDARD".into(),
+        etag: "e1".into(),
+    };
+    let bucket = Arc::new(ChangingBucket(Mutex::new(BTreeMap::from([(
+        key.clone(),
+        stored,
+    )]))));
+    let store = Arc::new(DeletedMeanwhile {
+        inner: MemoryStore::default(),
+        bucket: bucket.clone(),
+        ledger: std::sync::OnceLock::new(),
+        delete: Mutex::new(Some(deleted("02", &event_key(&key)))),
+        outcome: Mutex::new(None),
+    });
+    let published = Arc::new(Published::default());
+    let ledger = Arc::new(Ledger::new(
+        store.clone(),
+        bucket.clone(),
+        published.clone(),
+        BUCKET,
+    ));
+    store.ledger.set(ledger.clone()).ok().unwrap();
+    runtime().block_on(async {
+        let upload = created("01", &event_key(&key), 40, "e1", "PutObject");
+        let outcome = ledger.handle(&Delivery::new("upload", upload, 1)).await;
+        assert!(
+            matches!(outcome, Disposition::Done("applied")),
+            "{outcome:?}"
+        );
+        // Meanwhile the delete found nothing counted: it is judged again
+        // when SQS delivers it again.
+        let meanwhile = store.outcome.lock().unwrap().clone().unwrap();
+        assert!(meanwhile.contains("judged again"), "{meanwhile}");
+        let again = Delivery::new("delete", deleted("02", &event_key(&key)), 2);
+        let outcome = ledger.handle(&again).await;
+        assert!(
+            matches!(outcome, Disposition::Done("applied")),
+            "{outcome:?}"
+        );
+    });
+    let usage = store.inner.usage.lock().unwrap()[&user].clone();
+    assert_eq!((usage.used_bytes, usage.object_count), (0, 0));
+    check(&store.inner, &published, &BTreeMap::new()).unwrap();
+}
+
+/// A store whose reads take `delay`.
+struct Slow {
+    inner: MemoryStore,
+    delay: Mutex<Duration>,
+}
+
+#[async_trait]
+impl LedgerStore for Slow {
+    async fn snapshots(&self, wanted: &[(&str, &str)]) -> Result<Vec<Snapshot>, StoreError> {
+        let delay = *self.delay.lock().unwrap();
+        tokio::time::sleep(delay).await;
+        self.inner.snapshots(wanted).await
+    }
+
+    async fn commit_all(&self, commits: &[UserCommit]) -> Result<(), StoreError> {
+        self.inner.commit_all(commits).await
+    }
+
+    async fn record_grant(&self, grant: &GrantNote) -> Result<(), StoreError> {
+        self.inner.record_grant(grant).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_upload_is_not_counted_on_what_s3_said_half_a_visibility_timeout_ago() {
+    let key = key_name(0);
+    let stored = Stored {
+        size: 40,
+        class: "STANDARD".into(),
+        etag: "e1".into(),
+    };
+    let bucket = BTreeMap::from([(key.clone(), stored)]);
+    let store = Arc::new(Slow {
+        inner: MemoryStore::default(),
+        delay: Mutex::new(Duration::from_secs(5)),
+    });
+    let published = Arc::new(Published::default());
+    let ledger = Ledger::new(
+        store.clone(),
+        Arc::new(Bucket(bucket.clone())),
+        published.clone(),
+        BUCKET,
+    )
+    .with_visibility_timeout(Duration::from_secs(10));
+    let upload = created("01", &event_key(&key), 40, "e1", "PutObject");
+    let outcome = ledger.handle(&Delivery::new("1", upload.clone(), 1)).await;
+    let Disposition::Retry(error) = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert!(format!("{error:#}").contains("too long ago"), "{error:#}");
+    assert!(store.inner.objects.lock().unwrap().is_empty());
+
+    *store.delay.lock().unwrap() = Duration::from_millis(4900);
+    let outcome = ledger.handle(&Delivery::new("1", upload, 2)).await;
+    assert!(
+        matches!(outcome, Disposition::Done("applied")),
+        "{outcome:?}"
+    );
+    check(&store.inner, &published, &bucket).unwrap();
+}
+
+#[test]
+fn a_key_too_long_for_the_ledger_s_rows_fails_alone() {
+    // S3 allows 1024 bytes; a row's sort key adds its kind to the key.
+    let long = format!("users/u0/{}", "x".repeat(1012));
+    let short = key_name(1);
+    let stored = Stored {
+        size: 10,
+        class: "STANDARD".into(),
+        etag: "e1".into(),
+    };
+    let bucket = BTreeMap::from([(long.clone(), stored.clone()), (short.clone(), stored)]);
+    let (ledger, store, _) = ledger(bucket, MemoryStore::default(), Published::default());
+    let batch = [
+        Delivery::new("long", created("01", &long, 10, "e1", "PutObject"), 1),
+        Delivery::new(
+            "short",
+            created("01", &event_key(&short), 10, "e1", "PutObject"),
+            1,
+        ),
+    ];
+    let outcomes = runtime().block_on(ledger.handle_batch(&batch));
+    assert!(
+        matches!(&outcomes[0], Disposition::Poison(reason) if reason.contains("1021 bytes")),
+        "{:?}",
+        outcomes[0]
+    );
+    assert!(
+        matches!(outcomes[1], Disposition::Done("applied")),
+        "{:?}",
+        outcomes[1]
+    );
+    assert!(store.objects.lock().unwrap()[&short].0.live);
 }
