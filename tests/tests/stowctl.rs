@@ -86,10 +86,13 @@ async fn poison_messages_show_in_queues_and_peek_and_redrive_moves_them_back() {
     .expect("the peek ends")
     .expect("dlq peek");
     assert_eq!(again.messages.len(), 2, "{again:?}");
+    // Met again, each message is released with its latest receipt only.
+    assert_eq!(again.not_released, 0, "{again:?}");
     let peek = queues::peek(&sqs, &queues, Consumer::Ledger, 10)
         .await
         .expect("dlq peek");
     assert_eq!(peek.messages.len(), 2, "{peek:?}");
+    assert_eq!((peek.not_released, peek.release_warning()), (0, None));
     let junk = peek
         .messages
         .iter()
@@ -168,6 +171,7 @@ async fn poison_messages_show_in_queues_and_peek_and_redrive_moves_them_back() {
         None,
         Duration::from_millis(200),
         |p| reports.push(p),
+        std::future::pending(),
     )
     .await
     .expect("dlq redrive");
@@ -177,7 +181,7 @@ async fn poison_messages_show_in_queues_and_peek_and_redrive_moves_them_back() {
     assert_eq!(
         queues::redrive_summary(&redrive),
         format!(
-            "Moved 2 message(s) from the ledger dead-letter queue back to {}-ledger.",
+            "Moved 2 message(s) from the ledger dead-letter queue back to {}-ledger. About 0 message(s) are left in the dead-letter queue.",
             stack.name
         )
     );
@@ -186,6 +190,7 @@ async fn poison_messages_show_in_queues_and_peek_and_redrive_moves_them_back() {
         (json["status"].as_str(), json["moved"].as_i64()),
         (Some("COMPLETED"), Some(2))
     );
+    assert_eq!(json["left_in_dlq"], 0);
     assert_eq!(queue_depth(&sqs, &ledger_dlq).await.expect("depth"), 0);
     assert_eq!(queue_depth(&sqs, &ledger_queue).await.expect("depth"), 2);
     let mut bodies: Vec<String> = Vec::new();
@@ -389,6 +394,7 @@ async fn events_dead_lettered_while_the_ledger_failed_count_exactly_once_after_r
         None,
         Duration::from_millis(200),
         |_| {},
+        std::future::pending(),
     )
     .await
     .expect("dlq redrive");
@@ -410,5 +416,93 @@ async fn events_dead_lettered_while_the_ledger_failed_count_exactly_once_after_r
         .expect("reconcile");
     assert!(report.clean(), "{report:?}");
     assert_eq!(system.usage(&token).await["used_bytes"], 6000);
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_interrupted_redrive_cancels_its_move_task_or_starts_none() {
+    let system = System::start_parts(&[], Parts::INTAKE_ONLY)
+        .await
+        .expect("system starts");
+    let stack = system.stack.clone();
+    let sqs = system.sqs.clone();
+    let ledger_queue = stack.get("STOWAGE_LEDGER_QUEUE_URL").to_string();
+    let ledger_dlq = stack.get("STOWAGE_LEDGER_DLQ_URL").to_string();
+    let letters: Vec<String> = (0..5).map(|i| format!("dead letter {i}")).collect();
+    system.send(&ledger_dlq, &letters).await;
+    assert_eq!(queue_depth(&sqs, &ledger_dlq).await.expect("depth"), 5);
+    let queues = Queues::from_settings(|name| stack.settings.get(name).cloned());
+
+    // Interrupted before the task starts: nothing is started.
+    let error = queues::redrive(
+        &sqs,
+        &queues,
+        Consumer::Ledger,
+        Some(1),
+        Duration::from_millis(200),
+        |_| {},
+        std::future::ready(()),
+    )
+    .await
+    .expect_err("interrupted");
+    assert!(error.to_string().contains("nothing was moved"), "{error:#}");
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&ledger_dlq)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("GetQueueAttributes")
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+        .cloned()
+        .expect("the DLQ's ARN");
+    let tasks = sqs
+        .list_message_move_tasks()
+        .source_arn(&dlq_arn)
+        .send()
+        .await
+        .expect("ListMessageMoveTasks");
+    assert!(tasks.results().is_empty(), "{tasks:?}");
+    assert_eq!(queue_depth(&sqs, &ledger_dlq).await.expect("depth"), 5);
+
+    // Interrupted once it runs (a message a second): the task is cancelled
+    // and the report says how many were moved before.
+    let (started, interrupt) = tokio::sync::oneshot::channel::<()>();
+    let mut started = Some(started);
+    let redrive = queues::redrive(
+        &sqs,
+        &queues,
+        Consumer::Ledger,
+        Some(1),
+        Duration::from_millis(200),
+        |_| {
+            if let Some(started) = started.take() {
+                let _ = started.send(());
+            }
+        },
+        async {
+            let _ = interrupt.await;
+        },
+    )
+    .await
+    .expect("dlq redrive");
+    assert_eq!(redrive.status, "CANCELLED", "{redrive:?}");
+    assert!(redrive.cancelled_by_stowctl, "{redrive:?}");
+    assert!(redrive.moved < 5, "{redrive:?}");
+    assert!(!redrive.completed());
+    assert!(!redrive.task_handle.is_empty());
+    let left = queue_depth(&sqs, &ledger_dlq).await.expect("depth");
+    let moved = queue_depth(&sqs, &ledger_queue).await.expect("depth");
+    assert_eq!((left + moved, moved), (5, redrive.moved as u64));
+    assert_eq!(redrive.left_in_dlq, Some(left));
+    assert!(
+        queues::redrive_summary(&redrive).starts_with(&format!(
+            "Interrupted: cancelled the move task after it moved {} message(s) back to {}-ledger.",
+            redrive.moved, stack.name
+        )),
+        "{}",
+        queues::redrive_summary(&redrive)
+    );
     system.stop().await;
 }

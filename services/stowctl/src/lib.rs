@@ -8,6 +8,7 @@
 //!   `dlq peek`, `dlq redrive`).
 //! - [`replay`]: events of a time window sent again from the bus's archive.
 //! - [`errors`]: failed AWS calls explained.
+//! - [`settings`]: which settings file is read, and missing settings.
 //! - [`tier`]: the lifecycle service's sweeps (`tier plan`, `tier run`,
 //!   `tier reindex`).
 
@@ -15,6 +16,7 @@ pub mod accounts;
 pub mod errors;
 pub mod queues;
 pub mod replay;
+pub mod settings;
 pub mod tier;
 
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};

@@ -1,8 +1,10 @@
 //! stowctl: the Stowage operators' tool.
 //!
-//! Settings come from the environment; when `.stowage/dev.env` (written by
-//! `make dev`) exists in the current directory or above, it fills in whatever
-//! the environment does not set, so the tool reaches the local stack as is.
+//! Settings come from the environment and a settings file: the one named with
+//! `--env-file`, or else `.stowage/dev.env` (written by `make dev`) in the
+//! current directory or above, when the environment configures no deployment
+//! of its own (see [`stowctl::settings`]). The file fills in whatever the
+//! environment does not set, so the tool reaches the local stack as is.
 
 use std::{io::IsTerminal, path::PathBuf, time::Duration};
 
@@ -18,12 +20,17 @@ use stowctl::{
     accounts::{self, UsageReport},
     queues::{self, Consumer, Queues},
     replay::{self, ReplayReport, ReplayRequest},
+    settings::{self, EnvFile, MissingSetting},
 };
 
 #[derive(Debug, Parser)]
 #[command(name = "stowctl", about = "Operate a Stowage deployment", version)]
 struct Cli {
-    /// Settings file of a local stack (KEY=value lines).
+    /// Settings file of a local stack (KEY=value lines), read whatever the
+    /// environment holds; variables already set win. Without it,
+    /// .stowage/dev.env in the current directory or above is read unless
+    /// the environment configures a deployment (a STOWAGE_* setting,
+    /// AWS_PROFILE, AWS_ACCESS_KEY_ID or AWS_ENDPOINT_URL*).
     #[arg(long, global = true, env = "STOWAGE_ENV_FILE")]
     env_file: Option<PathBuf>,
 
@@ -115,6 +122,17 @@ enum Command {
     /// archive's total, and the consumers' stowage.consumer.messages metric
     /// what arrived.
     ///
+    /// A window older than the ledger's tombstones (STOWAGE_TOMBSTONE_TTL_DAYS,
+    /// default 45 days) is refused without --force: the ledger no longer
+    /// knows which of its objects were deleted since, and a replayed
+    /// Object Created would count a deleted object again.
+    ///
+    /// Ctrl-C before the replay starts starts nothing; after, it cancels the
+    /// replay and reports how it ended; a second Ctrl-C leaves at once (exit
+    /// status 130) with the replay's name. If the replay cannot be followed,
+    /// stowctl asks EventBridge to cancel it and says whether it may still
+    /// be running.
+    ///
     /// Needs events:DescribeEventBus, events:ListArchives,
     /// events:DescribeArchive, events:ListRules, events:StartReplay,
     /// events:DescribeReplay and events:CancelReplay. Exits 1 unless the
@@ -137,6 +155,11 @@ enum Command {
         /// The archive (default: the bus's only archive).
         #[arg(long)]
         archive: Option<String>,
+        /// Replay a window that starts before the ledger's tombstones reach
+        /// back (STOWAGE_TOMBSTONE_TTL_DAYS, default 45 days), though it may
+        /// count objects deleted since in their owners' usage again.
+        #[arg(long)]
+        force: bool,
         /// Print JSON instead of a sentence.
         #[arg(long)]
         json: bool,
@@ -239,13 +262,20 @@ enum Dlq {
     /// and message id, without consuming them.
     ///
     /// Messages are received in batches of up to 10, each batch hidden for
-    /// 30 s so that the next receive returns others, and all of them are made
+    /// 30 s plus 2 s per batch the peek asks for (-n 10: 32 s, -n 100: 50 s)
+    /// so that the next receive returns others, and all of them are made
     /// visible again (ChangeMessageVisibility to 0) before stowctl exits;
     /// nothing is deleted. Each peek adds one to the messages' receive
     /// counts, which is harmless in a dead-letter queue (it has no redrive
-    /// policy of its own). If stowctl is interrupted, the messages it saw
-    /// reappear after the 30 s. A body that is not an EventBridge event is
-    /// shown as undecodable (--json carries the reason and the body).
+    /// policy of its own). If stowctl is interrupted, or SQS refuses to make
+    /// some visible again (a warning on stderr; the messages are still
+    /// shown and it exits 0), they reappear when that time ends. A body that
+    /// is not an EventBridge event is shown as undecodable (--json carries
+    /// the reason and the body).
+    ///
+    /// Needs sqs:GetQueueAttributes on QUEUE, and sqs:GetQueueUrl,
+    /// sqs:GetQueueAttributes, sqs:ReceiveMessage and
+    /// sqs:ChangeMessageVisibility on the dead-letter queue.
     #[command(verbatim_doc_comment)]
     Peek {
         /// The consumer whose dead letters to show.
@@ -260,12 +290,19 @@ enum Dlq {
     /// Move every message of QUEUE's dead-letter queue back to QUEUE with an
     /// SQS message move task (StartMessageMoveTask), wait until it ends
     /// (ListMessageMoveTasks, showing progress on a terminal) and report how
-    /// many were moved. Fix the cause first, or they come back.
+    /// many were moved and how many are left in the dead-letter queue. Fix
+    /// the cause first, or they come back.
     ///
-    /// Needs sqs:StartMessageMoveTask, sqs:ListMessageMoveTasks,
-    /// sqs:ReceiveMessage, sqs:DeleteMessage and sqs:GetQueueAttributes on
-    /// the dead-letter queue and sqs:SendMessage on QUEUE. Exits 1 when the
-    /// task fails or is cancelled.
+    /// Ctrl-C before the task starts starts nothing; after, it cancels the
+    /// task (CancelMessageMoveTask) and reports what was moved; a second
+    /// Ctrl-C leaves at once (exit status 130). If the task cannot be
+    /// followed, stowctl says it may still be running, with its handle.
+    ///
+    /// Needs sqs:GetQueueAttributes on QUEUE; sqs:GetQueueUrl,
+    /// sqs:StartMessageMoveTask, sqs:ListMessageMoveTasks,
+    /// sqs:CancelMessageMoveTask, sqs:ReceiveMessage, sqs:DeleteMessage and
+    /// sqs:GetQueueAttributes on the dead-letter queue; and sqs:SendMessage
+    /// on QUEUE. Exits 1 when the task fails or is cancelled.
     #[command(verbatim_doc_comment)]
     Redrive {
         /// The consumer whose dead letters to move back.
@@ -280,25 +317,14 @@ enum Dlq {
     },
 }
 
-/// Finds `.stowage/dev.env` in the current directory or one of its parents.
-fn default_env_file() -> Option<PathBuf> {
-    let mut dir = std::env::current_dir().ok()?;
-    loop {
-        let candidate = dir.join(".stowage").join("dev.env");
-        if candidate.is_file() {
-            return Some(candidate);
-        }
-        if !dir.pop() {
-            return None;
-        }
-    }
-}
-
 fn setting(name: &str, default: Option<&str>) -> anyhow::Result<String> {
     match std::env::var(name) {
         Ok(value) => Ok(value),
-        Err(_) => default.map(str::to_string).with_context(|| {
-            format!("{name} is not set (start the local stack with `make dev`, or export it)")
+        Err(_) => default.map(str::to_string).ok_or_else(|| {
+            MissingSetting {
+                name: name.to_string(),
+            }
+            .into()
         }),
     }
 }
@@ -349,15 +375,35 @@ async fn reconcile(user: Option<String>, fix: bool, json: bool) -> anyhow::Resul
         &setting("STOWAGE_EVENT_BUS", Some("stowage"))?,
     )
     .await;
-    let report = reconciler.run(user.as_deref(), fix).await.context(
-        "reconciliation failed (check the bucket, the ledger table and your credentials)",
-    )?;
+    let report = reconciler
+        .run(user.as_deref(), fix)
+        .await
+        .context(reconcile_failed(fix))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_report(&report);
     }
     Ok(report.settled())
+}
+
+/// What a failed reconciliation tells the operator. A correction is one
+/// conditional transaction per key, committed as it goes, so a run that
+/// fails part way leaves the corrections before the failure in place; a new
+/// run compares afresh, corrects only what still differs and announces every
+/// user's totals again, so it is safe to run it again.
+fn reconcile_failed(fix: bool) -> String {
+    let check = "check the bucket, the ledger table, the event bus and your credentials";
+    if fix {
+        format!(
+            "reconciliation failed ({check}); the corrections made before the \
+             failure may already be committed. Running `stowctl reconcile --fix` again is \
+             safe: it compares the ledger with the bucket afresh, corrects only what still \
+             differs and announces the totals again"
+        )
+    } else {
+        format!("reconciliation failed ({check}); nothing was changed")
+    }
 }
 
 fn print_report(report: &stowage_ledger::reconcile::Report) {
@@ -497,8 +543,40 @@ fn progress_bar(json: bool, template: &str, message: String) -> Option<indicatif
     })
 }
 
+/// Ctrl-C while a command runs: the first resolves the future returned, so
+/// that the command cancels what it started and reports how it ended; a
+/// second leaves at once (exit status 130), saying `left_running`.
+///
+/// Listening starts when this is called: an interrupt at any point after
+/// reaches the command instead of ending the process with its work running
+/// on.
+fn interrupts(left_running: String) -> anyhow::Result<impl Future<Output = ()>> {
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let (first, first_seen) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        if interrupt.recv().await.is_none() {
+            return;
+        }
+        eprintln!("stowctl: interrupted (Ctrl-C again to leave at once)");
+        let _ = first.send(());
+        if interrupt.recv().await.is_some() {
+            eprintln!("stowctl: interrupted again, leaving at once: {left_running}");
+            std::process::exit(130);
+        }
+    });
+    Ok(async move {
+        if first_seen.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    })
+}
+
 async fn replay(request: ReplayRequest, json: bool) -> anyhow::Result<bool> {
     let events = stowage_shared::aws::eventbridge(&stowage_shared::aws::load().await);
+    let name = replay::replay_name();
+    let cancel = interrupts(format!(
+        "the replay {name} may still be running (`aws events cancel-replay --replay-name {name}` cancels it)"
+    ))?;
     let bar = progress_bar(
         json,
         "{spinner} {msg} [{elapsed}] {wide_bar} {percent}%",
@@ -507,18 +585,10 @@ async fn replay(request: ReplayRequest, json: bool) -> anyhow::Result<bool> {
     if let Some(bar) = &bar {
         bar.set_length(1000);
     }
-    // Listening to Ctrl-C starts here, before the replay is asked for: an
-    // interrupt at any point after cancels the replay instead of ending
-    // the process with the replay running on.
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let cancel = async move {
-        if interrupt.recv().await.is_none() {
-            std::future::pending::<()>().await;
-        }
-    };
-    let report = replay::replay(
+    let report = replay::replay_named(
         &events,
         &request,
+        &name,
         Duration::from_secs(1),
         |done| {
             if let Some(bar) = &bar {
@@ -534,6 +604,17 @@ async fn replay(request: ReplayRequest, json: bool) -> anyhow::Result<bool> {
     let report = report?;
     print(&report, json, ReplayReport::summary)?;
     Ok(report.completed())
+}
+
+/// Days the ledger keeps a deleted object's tombstone, read as the ledger
+/// reads them.
+fn tombstone_ttl_days() -> anyhow::Result<u64> {
+    setting(
+        "STOWAGE_TOMBSTONE_TTL_DAYS",
+        Some(&stowage_ledger::settings::DEFAULT_TOMBSTONE_TTL_DAYS.to_string()),
+    )?
+    .parse()
+    .context("STOWAGE_TOMBSTONE_TTL_DAYS must be a whole number of days")
 }
 
 async fn tier(command: Tier) -> anyhow::Result<bool> {
@@ -656,6 +737,11 @@ async fn dlq(command: Dlq) -> anyhow::Result<bool> {
             } else {
                 println!("{}", queues::peek_table(&peek));
             }
+            // The peek showed what it was asked for; messages left hidden
+            // reappear by themselves, so this is a warning, not a failure.
+            if let Some(warning) = peek.release_warning() {
+                eprintln!("{warning}");
+            }
             Ok(true)
         }
         Dlq::Redrive { queue, rate, json } => {
@@ -678,6 +764,10 @@ async fn dlq(command: Dlq) -> anyhow::Result<bool> {
                         bar.set_position(progress.moved.max(0) as u64);
                     }
                 },
+                interrupts(format!(
+                    "the move task from the {queue} dead-letter queue may still be running \
+                     (`aws sqs list-message-move-tasks --source-arn <its ARN>` shows it)"
+                ))?,
             )
             .await;
             if let Some(bar) = bar {
@@ -692,16 +782,35 @@ async fn dlq(command: Dlq) -> anyhow::Result<bool> {
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
-    if let Some(file) = cli.env_file.clone().or_else(default_env_file) {
+    let env_file = EnvFile::choose(
+        cli.env_file.clone(),
+        std::env::current_dir()
+            .ok()
+            .and_then(|dir| settings::find_local_file(&dir)),
+        std::env::vars_os().map(|(name, _)| name.to_string_lossy().into_owned()),
+    );
+    if let Some(file) = env_file.to_read() {
         // Variables already set in the environment win over the file.
-        dotenvy::from_path(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        dotenvy::from_path(file).with_context(|| format!("cannot read {}", file.display()))?;
+    }
+    if let Some(notice) = env_file.notice() {
+        eprintln!("{notice}");
     }
     // Sweeps and corrections publish events and count what they do, in
     // traces and metrics of their own when OTEL_EXPORTER_OTLP_ENDPOINT is set.
     let telemetry = stowage_shared::telemetry::init_cli("stowctl");
     let ok = run(cli.command);
     telemetry.shutdown();
-    Ok(if ok? {
+    let ok = ok.map_err(|error| {
+        match error
+            .downcast_ref::<MissingSetting>()
+            .and_then(|missing| env_file.explain_missing(missing))
+        {
+            Some(explained) => anyhow::anyhow!(explained),
+            None => error,
+        }
+    })?;
+    Ok(if ok {
         std::process::ExitCode::SUCCESS
     } else {
         std::process::ExitCode::FAILURE
@@ -726,8 +835,15 @@ fn run(command: Command) -> anyhow::Result<bool> {
             source,
             detail_type,
             archive,
+            force,
             json,
         } => {
+            replay::check_window_start(
+                from,
+                time::OffsetDateTime::now_utc(),
+                tombstone_ttl_days()?,
+                force,
+            )?;
             let request = ReplayRequest {
                 bus: setting("STOWAGE_EVENT_BUS", Some("stowage"))?,
                 archive,

@@ -5,7 +5,10 @@
 //! `RedrivePolicy` (`deadLetterTargetArn`), as SQS itself finds it, so only
 //! the consumers' queue URLs need to be configured, on AWS as locally.
 
-use std::{collections::HashSet, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use anyhow::Context;
 use aws_sdk_sqs::{
@@ -82,11 +85,11 @@ impl Queues {
             .iter()
             .find(|(c, _)| *c == consumer)
             .map(|(_, url)| url.as_str())
-            .with_context(|| {
-                format!(
-                    "{} is not set (start the local stack with `make dev`, or export it)",
-                    consumer.setting()
-                )
+            .ok_or_else(|| {
+                crate::settings::MissingSetting {
+                    name: consumer.setting().to_string(),
+                }
+                .into()
             })
     }
 }
@@ -235,35 +238,124 @@ async fn receive(
         .unwrap_or_default())
 }
 
-/// Makes received messages visible again at once.
-async fn release(sqs: &Client, url: &str, what: &str, handles: &[String]) -> anyhow::Result<()> {
-    let mut refused = 0;
+/// The receipt handle of each message a peek received, the latest only: a
+/// message received again (its hiding ran out during a long scan) gets a new
+/// handle, and only that one can change its visibility.
+#[derive(Debug, Default)]
+struct Receipts {
+    /// The latest receipt handle of each message, in the order first received.
+    handles: Vec<String>,
+    /// Message id → its place in `handles`.
+    index: HashMap<String, usize>,
+}
+
+impl Receipts {
+    fn record(&mut self, message_id: &str, handle: &str) {
+        match self.index.get(message_id) {
+            Some(&at) => self.handles[at] = handle.to_string(),
+            None => {
+                self.index
+                    .insert(message_id.to_string(), self.handles.len());
+                self.handles.push(handle.to_string());
+            }
+        }
+    }
+
+    fn handles(&self) -> impl Iterator<Item = &str> {
+        self.handles.iter().map(String::as_str)
+    }
+}
+
+/// Whether a `ChangeMessageVisibilityBatch` entry failed because its message
+/// is no longer hidden by this receipt: visible again, received by someone
+/// else, or deleted. Such a message needs no releasing. SQS names this
+/// `MessageNotInflight` or `ReceiptHandleIsInvalid` (with or without the
+/// `AWS.SimpleQueueService.` prefix); for a handle replaced by a later
+/// receive it answers `InvalidParameterValue` with "not available for
+/// visibility timeout change".
+fn already_released(code: &str, message: Option<&str>) -> bool {
+    let code = code.strip_prefix("AWS.SimpleQueueService.").unwrap_or(code);
+    match code {
+        "MessageNotInflight" | "ReceiptHandleIsInvalid" => true,
+        "InvalidParameterValue" | "InvalidParameterValueException" => {
+            message.is_some_and(|m| m.contains("not available for visibility timeout change"))
+        }
+        _ => false,
+    }
+}
+
+/// How making a peek's messages visible again went.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Released {
+    /// Messages SQS refused to make visible; they reappear when their
+    /// hiding ends.
+    refused: usize,
+    /// Why, for the first refusals (`code: message`).
+    reasons: Vec<String>,
+}
+
+impl Released {
+    /// Counts the failed entries of one batch, leaving out those whose
+    /// messages were not hidden any more.
+    fn count(&mut self, failed: &[aws_sdk_sqs::types::BatchResultErrorEntry]) {
+        for entry in failed {
+            if already_released(entry.code(), entry.message()) {
+                continue;
+            }
+            self.refused += 1;
+            if self.reasons.len() < 3 {
+                self.reasons.push(match entry.message() {
+                    Some(message) => format!("{}: {message}", entry.code()),
+                    None => entry.code().to_string(),
+                });
+            }
+        }
+    }
+}
+
+/// Makes received messages visible again at once. A batch call that fails
+/// as a whole counts all its messages as refused.
+async fn release<'a>(
+    sqs: &Client,
+    url: &str,
+    what: &str,
+    handles: impl Iterator<Item = &'a str>,
+) -> Released {
+    let handles: Vec<&str> = handles.collect();
+    let mut released = Released::default();
     for chunk in handles.chunks(10) {
         let entries = chunk
             .iter()
             .enumerate()
-            .map(|(i, handle)| {
+            .filter_map(|(i, handle)| {
                 aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry::builder()
                     .id(i.to_string())
-                    .receipt_handle(handle)
+                    .receipt_handle(*handle)
                     .visibility_timeout(0)
                     .build()
+                    .ok()
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        let outcome = sqs
+            .collect();
+        match sqs
             .change_message_visibility_batch()
             .queue_url(url)
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(|e| failed("ChangeMessageVisibilityBatch", what, e))?;
-        refused += outcome.failed().len();
+        {
+            Ok(outcome) => released.count(outcome.failed()),
+            Err(error) => {
+                released.refused += chunk.len();
+                if released.reasons.len() < 3 {
+                    released.reasons.push(format!(
+                        "{:#}",
+                        failed("ChangeMessageVisibilityBatch", what, error)
+                    ));
+                }
+            }
+        }
     }
-    anyhow::ensure!(
-        refused == 0,
-        "ChangeMessageVisibilityBatch on {what} refused {refused} message(s): they become visible again after {PEEK_HIDE_SECONDS} s"
-    );
-    Ok(())
+    released
 }
 
 fn system_attribute(
@@ -425,16 +517,48 @@ pub struct Peek {
     /// `ApproximateNumberOfMessages` of the dead-letter queue.
     pub visible: u64,
     pub messages: Vec<DeadLetter>,
+    /// Messages SQS refused to make visible again after the peek; they
+    /// reappear when their hiding ends, `hidden_seconds` after they were
+    /// received.
+    pub not_released: usize,
+    /// How long the peek hid each batch it received.
+    pub hidden_seconds: i32,
+    /// Why SQS refused, for the first few refusals.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub release_errors: Vec<String>,
 }
 
-/// How long a peek hides the messages it has seen, so that its next receive
-/// returns others; they are made visible again as soon as the peek is done.
-const PEEK_HIDE_SECONDS: i32 = 30;
+impl Peek {
+    /// A warning for stderr when messages stay hidden after the peek.
+    pub fn release_warning(&self) -> Option<String> {
+        (self.not_released > 0).then(|| {
+            format!(
+                "stowctl: {} message(s) of the {} dead-letter queue could not be made visible again; they reappear within {} s of the peek ({})",
+                self.not_released,
+                self.consumer,
+                self.hidden_seconds,
+                self.release_errors.join("; ")
+            )
+        })
+    }
+}
+
+/// How long a peek of up to `limit` messages hides the messages it has seen,
+/// so that its next receive returns others: 30 s, and 2 s more for every
+/// batch of ten it asks for, so that a long scan does not outlast it (SQS's
+/// longest is 12 hours). They are made visible again as soon as the peek is
+/// done.
+pub fn peek_hide_seconds(limit: usize) -> i32 {
+    let batches = limit.div_ceil(10);
+    i32::try_from(30 + 2 * batches)
+        .unwrap_or(i32::MAX)
+        .min(43_200)
+}
 
 /// Up to `limit` messages of a consumer's dead-letter queue, left in place.
 ///
 /// Messages are received in batches of up to ten, each batch hidden for
-/// [`PEEK_HIDE_SECONDS`] so the next receive returns others (with visibility
+/// [`peek_hide_seconds`] so the next receive returns others (with visibility
 /// timeout 0, LocalStack keeps returning the same ten), and all of them are
 /// made visible again (`ChangeMessageVisibility` to 0) before this returns.
 /// Each peek adds one to the messages' receive counts.
@@ -444,12 +568,14 @@ pub async fn peek(
     consumer: Consumer,
     limit: usize,
 ) -> anyhow::Result<Peek> {
-    peek_hiding(sqs, queues, consumer, limit, PEEK_HIDE_SECONDS).await
+    peek_hiding(sqs, queues, consumer, limit, peek_hide_seconds(limit)).await
 }
 
 /// [`peek`], hiding the messages it has seen for `hide_seconds`. A scan that
 /// takes longer meets them again; it ends at the first batch that brings no
-/// message it has not seen.
+/// message it has not seen. Messages SQS refuses to make visible again are
+/// counted in [`Peek::not_released`]; that is no error, since they reappear
+/// by themselves.
 pub async fn peek_hiding(
     sqs: &Client,
     queues: &Queues,
@@ -462,7 +588,7 @@ pub async fn peek_hiding(
     let (visible, _) = counts(sqs, &resolved.dlq_url, &what).await?;
     let mut seen = HashSet::new();
     let mut messages = Vec::new();
-    let mut handles = Vec::new();
+    let mut receipts = Receipts::default();
     let mut outcome = Ok(());
     while messages.len() < limit {
         let wanted = (limit - messages.len()).min(10) as i32;
@@ -478,8 +604,10 @@ pub async fn peek_hiding(
             break;
         }
         for message in batch {
-            handles.extend(message.receipt_handle().map(str::to_string));
             let id = message.message_id().unwrap_or_default().to_string();
+            if let Some(handle) = message.receipt_handle() {
+                receipts.record(&id, handle);
+            }
             if messages.len() == limit || !seen.insert(id.clone()) {
                 continue;
             }
@@ -503,14 +631,16 @@ pub async fn peek_hiding(
         }
     }
     // Release what was seen even when a receive failed.
-    let released = release(sqs, &resolved.dlq_url, &what, &handles).await;
+    let released = release(sqs, &resolved.dlq_url, &what, receipts.handles()).await;
     outcome?;
-    released?;
     Ok(Peek {
         consumer,
         dlq_url: resolved.dlq_url,
         visible,
         messages,
+        not_released: released.refused,
+        hidden_seconds: hide_seconds,
+        release_errors: released.reasons,
     })
 }
 
@@ -572,12 +702,20 @@ pub struct Redrive {
     pub source_arn: String,
     /// The consumer's queue's ARN.
     pub destination_arn: String,
+    /// The move task's handle, as `StartMessageMoveTask` returned it.
+    pub task_handle: String,
     /// The move task's final status: `COMPLETED`, `CANCELLED` or `FAILED`.
     pub status: String,
     /// Messages the task expected to move when it started.
     pub to_move: Option<i64>,
     pub moved: i64,
     pub failure_reason: Option<String>,
+    /// Whether stowctl cancelled the task (on an interrupt).
+    pub cancelled_by_stowctl: bool,
+    /// `ApproximateNumberOfMessages` of the dead-letter queue once the task
+    /// ended (dead letters that arrived meanwhile, or were left behind);
+    /// `None` when it could not be read.
+    pub left_in_dlq: Option<u64>,
 }
 
 impl Redrive {
@@ -598,6 +736,11 @@ pub struct Progress {
 /// task (`StartMessageMoveTask`, at most `rate` messages a second when set),
 /// polls `ListMessageMoveTasks` every `poll` until the task ends, and reports
 /// its progress on the way.
+///
+/// When `cancel` resolves before the task is started, nothing is started;
+/// after, the task is cancelled (`CancelMessageMoveTask`) and followed until
+/// it stops. When the task cannot be followed to its end, the error says that
+/// it may still be running and how to find and cancel it.
 pub async fn redrive(
     sqs: &Client,
     queues: &Queues,
@@ -605,8 +748,16 @@ pub async fn redrive(
     rate: Option<i32>,
     poll: Duration,
     mut progress: impl FnMut(Progress),
+    cancel: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<Redrive> {
-    let resolved = resolve(sqs, queues, consumer).await?;
+    tokio::pin!(cancel);
+    let interrupted =
+        || anyhow::anyhow!("interrupted before the move task was started: nothing was moved");
+    let resolved = tokio::select! {
+        biased;
+        () = &mut cancel => return Err(interrupted()),
+        resolved = resolve(sqs, queues, consumer) => resolved?,
+    };
     let what = format!("the {consumer} dead-letter queue ({})", resolved.dlq_arn);
     let latest = || async {
         sqs.list_message_move_tasks()
@@ -618,7 +769,11 @@ pub async fn redrive(
             .map(|r| r.results.unwrap_or_default().into_iter().next())
     };
     // A finished task stays listed; remember the last one to tell ours apart.
-    let previous = latest().await?.map(|t| t.started_timestamp);
+    let previous = tokio::select! {
+        biased;
+        () = &mut cancel => return Err(interrupted()),
+        previous = latest() => previous?.map(|t| t.started_timestamp),
+    };
     let handle = sqs
         .start_message_move_task()
         .source_arn(&resolved.dlq_arn)
@@ -629,8 +784,21 @@ pub async fn redrive(
         .map_err(|e| failed("StartMessageMoveTask", &what, e))?
         .task_handle
         .unwrap_or_default();
+    let still_running = |error: anyhow::Error| {
+        error.context(format!(
+            "the move task {handle} from {} to {} was started and may still be running: \
+             follow it with `aws sqs list-message-move-tasks --source-arn {}`, cancel it with \
+             `aws sqs cancel-message-move-task --task-handle {handle}`",
+            queue_name(&resolved.dlq_arn),
+            queue_name(&resolved.arn),
+            resolved.dlq_arn
+        ))
+    };
+    let mut cancelled = false;
+    let mut refused: Option<anyhow::Error> = None;
     loop {
-        if let Some(task) = latest().await? {
+        let task = latest().await.map_err(still_running)?;
+        if let Some(task) = task {
             let status = task.status.clone().unwrap_or_default();
             let ours = task.task_handle.as_deref() == Some(handle.as_str())
                 || (task.task_handle.is_none() && Some(task.started_timestamp) != previous);
@@ -640,29 +808,54 @@ pub async fn redrive(
                     to_move: task.approximate_number_of_messages_to_move,
                 });
                 if matches!(status.as_str(), "COMPLETED" | "CANCELLED" | "FAILED") {
+                    let dlq_what =
+                        format!("the {consumer} dead-letter queue ({})", resolved.dlq_url);
+                    let left_in_dlq = counts(sqs, &resolved.dlq_url, &dlq_what)
+                        .await
+                        .ok()
+                        .map(|(visible, _)| visible);
                     return Ok(Redrive {
                         consumer: resolved.consumer,
                         source_arn: resolved.dlq_arn.clone(),
                         destination_arn: resolved.arn.clone(),
+                        task_handle: handle,
                         status,
                         to_move: task.approximate_number_of_messages_to_move,
                         moved: task.approximate_number_of_messages_moved,
                         failure_reason: task.failure_reason,
+                        cancelled_by_stowctl: cancelled && refused.is_none(),
+                        left_in_dlq,
                     });
                 }
             }
         }
-        tokio::time::sleep(poll).await;
+        if let Some(error) = refused.take() {
+            // Cancelling failed and the task has not ended.
+            return Err(still_running(error));
+        }
+        tokio::select! {
+            () = tokio::time::sleep(poll) => {}
+            () = &mut cancel, if !cancelled => {
+                cancelled = true;
+                if let Err(error) = sqs.cancel_message_move_task().task_handle(&handle).send().await {
+                    refused = Some(failed("CancelMessageMoveTask", &what, error));
+                }
+            }
+        }
     }
 }
 
 /// What `stowctl dlq redrive` prints.
 pub fn redrive_summary(redrive: &Redrive) -> String {
     let queue = queue_name(&redrive.destination_arn);
-    match redrive.status.as_str() {
+    let mut summary = match redrive.status.as_str() {
         "COMPLETED" => format!(
             "Moved {} message(s) from the {} dead-letter queue back to {queue}.",
             redrive.moved, redrive.consumer
+        ),
+        "CANCELLED" if redrive.cancelled_by_stowctl => format!(
+            "Interrupted: cancelled the move task after it moved {} message(s) back to {queue}.",
+            redrive.moved
         ),
         status => format!(
             "The move task ended {status} after moving {} message(s) back to {queue}{}.",
@@ -673,7 +866,13 @@ pub fn redrive_summary(redrive: &Redrive) -> String {
                 .map(|r| format!(": {r}"))
                 .unwrap_or_default()
         ),
+    };
+    if let Some(left) = redrive.left_in_dlq {
+        summary.push_str(&format!(
+            " About {left} message(s) are left in the dead-letter queue."
+        ));
     }
+    summary
 }
 
 #[cfg(test)]
@@ -705,6 +904,73 @@ mod tests {
         assert!(junk.undecodable.is_some());
         assert_eq!(junk.detail_type, None);
         assert_eq!(junk.body, "this is not JSON");
+    }
+
+    #[test]
+    fn a_message_received_again_is_released_with_its_latest_handle_only() {
+        let mut receipts = Receipts::default();
+        receipts.record("m1", "h1-first");
+        receipts.record("m2", "h2");
+        receipts.record("m1", "h1-second");
+        receipts.record("m3", "h3");
+        receipts.record("m1", "h1-third");
+        assert_eq!(
+            receipts.handles().collect::<Vec<_>>(),
+            ["h1-third", "h2", "h3"]
+        );
+    }
+
+    #[test]
+    fn messages_no_longer_hidden_count_as_released_and_other_refusals_do_not() {
+        let entry = |code: &str, message: Option<&str>| {
+            aws_sdk_sqs::types::BatchResultErrorEntry::builder()
+                .id("0")
+                .sender_fault(true)
+                .code(code)
+                .set_message(message.map(str::to_string))
+                .build()
+                .expect("an entry")
+        };
+        let mut released = Released::default();
+        released.count(&[
+            entry("AWS.SimpleQueueService.MessageNotInflight", None),
+            entry("MessageNotInflight", Some("Message not in flight")),
+            entry("ReceiptHandleIsInvalid", Some("The receipt handle is invalid")),
+            entry(
+                "InvalidParameterValue",
+                Some("Value h for parameter ReceiptHandle is invalid. Reason: Message does not exist or is not available for visibility timeout change."),
+            ),
+        ]);
+        assert_eq!(released, Released::default());
+
+        released.count(&[
+            entry("AccessDenied", Some("not allowed")),
+            entry(
+                "InvalidParameterValue",
+                Some("VisibilityTimeout is out of range"),
+            ),
+            entry("InternalError", None),
+            entry("ServiceUnavailable", None),
+        ]);
+        assert_eq!(released.refused, 4);
+        assert_eq!(
+            released.reasons,
+            [
+                "AccessDenied: not allowed",
+                "InvalidParameterValue: VisibilityTimeout is out of range",
+                "InternalError"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_longer_peek_hides_what_it_saw_for_longer() {
+        assert_eq!(peek_hide_seconds(1), 32);
+        assert_eq!(peek_hide_seconds(10), 32);
+        assert_eq!(peek_hide_seconds(11), 34);
+        assert_eq!(peek_hide_seconds(1000), 230);
+        assert_eq!(peek_hide_seconds(usize::from(u16::MAX)), 13_138);
+        assert_eq!(peek_hide_seconds(usize::MAX), 43_200);
     }
 
     #[test]
