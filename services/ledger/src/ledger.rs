@@ -522,7 +522,12 @@ impl Ledger {
             }
         }
         let mut together = true;
+        let mut read_at: Vec<Option<Instant>> = pending.iter().map(|p| p.read_at).collect();
         for attempt in 0..MAX_COMMIT_ATTEMPTS {
+            if attempt > 0 {
+                self.read_again(&mut groups, pending, &mut read_at, &mut results)
+                    .await;
+            }
             if groups.is_empty() {
                 break;
             }
@@ -568,32 +573,15 @@ impl Ledger {
             for (group, plan) in settled {
                 self.settle(&mut results, pending, &group, plan);
             }
-            // An upload of an ambiguous key counts only while what S3 said
-            // of it is recent enough; otherwise its message comes back and
-            // asks again (see `s3_read_valid`).
-            let (writing, outdated): (Vec<_>, Vec<_>) =
-                writing.into_iter().partition(|(group, _)| {
-                    group.iter().all(|&i| {
-                        pending[i]
-                            .read_at
-                            .is_none_or(|at| at.elapsed() < self.s3_read_valid)
-                    })
-                });
-            for (group, _) in outdated {
-                let keys: Vec<&str> = group
-                    .iter()
-                    .filter(|&&i| pending[i].read_at.is_some())
-                    .map(|&i| pending[i].key.as_str())
-                    .collect();
-                let error = anyhow::anyhow!(
-                    "what S3 held at {} was read too long ago to count on",
-                    keys.join(", ")
-                );
-                fail(&mut results, &group, &error);
-            }
-            groups = Vec::new();
+            // An upload of an ambiguous key is written only while what S3
+            // said of it is recent (see `s3_read_valid`); otherwise S3 is
+            // asked again and its user's rows read again.
+            let (writing, outdated): (Vec<_>, Vec<_>) = writing
+                .into_iter()
+                .partition(|(group, _)| group.iter().all(|&i| self.recent(read_at[i])));
+            groups = outdated.into_iter().map(|(group, _)| group).collect();
             if writing.is_empty() {
-                break;
+                continue;
             }
             // Together: as many users per transaction as its item limit
             // allows (a receive's 10 events write at most 20 items).
@@ -642,6 +630,55 @@ impl Ledger {
             fail(&mut results, group, &error);
         }
         finish(results)
+    }
+
+    /// Whether what S3 said at `read_at` may still be counted on.
+    fn recent(&self, read_at: Option<Instant>) -> bool {
+        read_at.is_none_or(|at| at.elapsed() < self.s3_read_valid)
+    }
+
+    /// Asks S3 again about each upload in `groups` whose reading is no
+    /// longer [`Self::recent`]: one S3 still holds is read as of now, one it
+    /// no longer holds is superseded (the event that replaced or deleted
+    /// it counts) and leaves its group.
+    async fn read_again(
+        &self,
+        groups: &mut Vec<Vec<usize>>,
+        pending: &[Pending],
+        read_at: &mut [Option<Instant>],
+        results: &mut [Option<Result<Applied, Failure>>],
+    ) {
+        for group in groups.iter_mut() {
+            for &index in group.iter() {
+                if self.recent(read_at[index]) {
+                    continue;
+                }
+                let Pending { key, event, .. } = &pending[index];
+                let asked_at = Instant::now();
+                match self.probe.head(key).await {
+                    Ok(head) => {
+                        let etag = match &event.change {
+                            Change::Created { etag, .. } => unquoted(etag.as_deref()),
+                            _ => None,
+                        };
+                        if head.is_some_and(|h| unquoted(h.etag.as_deref()) == etag) {
+                            read_at[index] = Some(asked_at);
+                        } else {
+                            results[index] = Some(Ok(Applied {
+                                label: "superseded",
+                                announce: None,
+                            }));
+                        }
+                    }
+                    Err(error) => {
+                        fail(results, group.iter(), &error);
+                        break;
+                    }
+                }
+            }
+            group.retain(|&i| results[i].is_none());
+        }
+        groups.retain(|group| !group.is_empty());
     }
 
     /// What S3 holds (the entity tag, or nothing) at each key where two
@@ -994,12 +1031,15 @@ impl Handler for Ledger {
             deliveries.iter().map(|_| None).collect();
         let (mut pending, mut owners) = (Vec::new(), Vec::new());
         let (mut grants, mut granters) = (Vec::new(), Vec::new());
-        for (index, delivery) in deliveries.iter().enumerate() {
-            match self
-                .prepare(&delivery.body, delivery.receive_count <= 1)
+        // Read together, so that what S3 says of each is as recent as can be
+        // when the batch is written.
+        let prepared = futures::future::join_all(deliveries.iter().map(|delivery| {
+            self.prepare(&delivery.body, delivery.receive_count <= 1)
                 .instrument(delivery.span.clone())
-                .await
-            {
+        }))
+        .await;
+        for (index, prepared) in prepared.into_iter().enumerate() {
+            match prepared {
                 Ok(Prepared::Finished(label)) => {
                     results[index] = Some(Ok(Applied {
                         label,
