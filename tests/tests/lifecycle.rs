@@ -238,6 +238,40 @@ async fn cold_objects_are_tiered_while_recently_read_and_small_ones_stay() {
     assert_eq!(usage["by_storage_class"]["STANDARD"], (2 << 20) + 1000);
     assert_eq!(usage["used_bytes"], total);
 
+    // Once lifecycle has applied S3's own events of the copies too, their
+    // rows still say why they moved.
+    let sdk = stowage_shared::aws::load().await;
+    let projection = stowage_lifecycle::adapters::dynamodb::DynamoProjection::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        system.stack.get("STOWAGE_LIFECYCLE_TABLE"),
+    );
+    for key in ["users/lena/cold.bin", "users/lena/big.bin"] {
+        let row = eventually(
+            Duration::from_secs(30),
+            &format!("the copy's Object Created of {key} applied"),
+            || async {
+                let row = stowage_lifecycle::ports::Projection::get(&projection, "lena", key)
+                    .await
+                    .expect("row")
+                    .expect("row exists")
+                    .record;
+                row.applied
+                    .iter()
+                    .any(|event| event.ends_with(":GLACIER"))
+                    .then_some(row)
+            },
+        )
+        .await;
+        assert_eq!(row.storage_class, "GLACIER", "{key}");
+        let verdict = row.verdict.expect("the tiered verdict is kept");
+        assert_eq!(verdict.outcome, "tiered", "{key}");
+        assert!(
+            verdict.reason.starts_with("idle for 100 days"),
+            "{key}: {}",
+            verdict.reason
+        );
+    }
+
     // Nothing is due any more on day 100: tiny.txt comes back on day 130.
     assert!(
         sweeper

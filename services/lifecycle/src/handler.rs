@@ -6,8 +6,9 @@
 //! Every outcome has one name, logged here and counted by the consumer:
 //! `applied`, `duplicate`, `stale`, `unchanged`, `superseded`,
 //! `not-a-user-key`, `not-owner`, `other-bucket`, `restore-started`,
-//! `restore-in-progress`, `already-requested`, `not-archived`, `not-found`,
-//! `restored`, and poison messages.
+//! `restore-in-progress`, `already-requested`, `not-archived`, `not-found`
+//! (also a restore completed of an object not stored), `restored`, and
+//! poison messages.
 
 use std::{sync::Arc, time::Duration};
 
@@ -130,7 +131,8 @@ impl EventHandler {
                 let event = envelope
                     .decode::<RestoreCompletedDetail>()
                     .map_err(poison)?;
-                self.restore_completed(&event.detail).await
+                self.restore_completed(&event.id, event.time, &event.detail)
+                    .await
             }
             (ObjectAccessedV1::SOURCE, t) if t == ObjectAccessedV1::detail_type() => {
                 let event = envelope
@@ -305,6 +307,8 @@ impl EventHandler {
 
     async fn restore_completed(
         &self,
+        event_id: &str,
+        time: OffsetDateTime,
         detail: &RestoreCompletedDetail,
     ) -> Result<&'static str, Failure> {
         if detail.bucket.name != self.bucket_name {
@@ -317,6 +321,22 @@ impl EventHandler {
         let Some(user) = keys::owner(&key) else {
             return Ok("not-a-user-key");
         };
+        // Only a live object the service knows is restored; a restore of a
+        // version replaced since is not the object's.
+        match self.projection.get(user, &key).await? {
+            Some(row) if row.record.live => {
+                if let (Some(held), Some(restored)) = (row.record.etag.as_deref(), etag)
+                    && held != restored
+                {
+                    tracing::info!(%key, "restore of a replaced version; not announced");
+                    return Ok("superseded");
+                }
+            }
+            _ => {
+                tracing::info!(%key, "restore of an object not stored; not announced");
+                return Ok("not-found");
+            }
+        }
         let until = detail
             .restore_expiry_time
             .as_deref()
@@ -325,21 +345,22 @@ impl EventHandler {
             until: until.map(OffsetDateTime::unix_timestamp),
         };
         self.record(user, &key, &observation).await?;
-        // Announced again on a repeat: the first delivery may have
-        // recorded the restore and failed to publish.
+        // Announced again on a repeat, as the same event: the first delivery
+        // may have recorded the restore and failed to publish, and consumers
+        // recognise the repeat by its id.
         let event = ObjectRestoredV1 {
-            meta: EventMeta::new(user, telemetry::current_trace()),
+            meta: EventMeta {
+                event_id: restored_event_id(&self.bucket_name, &key, event_id, detail),
+                occurred_at: time,
+                ..EventMeta::new(user, telemetry::current_trace())
+            },
             key: key.clone(),
             storage_class: detail
                 .source_storage_class
                 .clone()
                 .unwrap_or_else(|| "GLACIER".to_string()),
             expires_at: until,
-            etag: detail
-                .object
-                .etag
-                .as_deref()
-                .map(|e| e.trim_matches('"').to_string()),
+            etag: etag.map(str::to_string),
         };
         self.publisher.restored(&event).await?;
         Ok("restored")
@@ -409,6 +430,42 @@ impl EventHandler {
         };
         Ok(found.map(|i| candidates.swap_remove(i)))
     }
+}
+
+/// The `event_id` of the `ObjectRestored.v1` announcing the restore S3
+/// reported in `detail` of `key` in `bucket`: a name-based UUID (version 8,
+/// SHA-256, as RFC 9562 describes it) of the object version and the
+/// restore's expiry, so that every delivery of the restore's completion (a
+/// redelivery, a replay of the archive, a duplicate from S3) is announced
+/// under one id, and a later restore of the same version under another.
+/// Without an expiry, the EventBridge id of the delivery (`event_id`) tells
+/// restores apart instead.
+pub(crate) fn restored_event_id(
+    bucket: &str,
+    key: &str,
+    event_id: &str,
+    detail: &RestoreCompletedDetail,
+) -> uuid::Uuid {
+    use sha2::{Digest, Sha256};
+    let object = &detail.object;
+    let mut name = Sha256::new();
+    for part in [
+        "ObjectRestored.v1",
+        bucket,
+        key,
+        object.version_id.as_deref().unwrap_or(""),
+        object.etag.as_deref().unwrap_or("").trim_matches('"'),
+        detail.restore_expiry_time.as_deref().unwrap_or(event_id),
+    ] {
+        // Each part with its length, so that no two lists of parts read
+        // alike.
+        name.update((part.len() as u64).to_be_bytes());
+        name.update(part.as_bytes());
+    }
+    let digest = name.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }
 
 /// What [`record`] did with an observation.

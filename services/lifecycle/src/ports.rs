@@ -87,11 +87,15 @@ pub struct DueObject {
 /// What a sweep writes back for one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settlement {
-    /// The object was copied to `storage_class`: the row takes the new
-    /// class and entity tag and leaves the index, if it is still at
-    /// `version`, the row the copy was decided on (with `from_etag`, the
-    /// entity tag the copy was conditional on). A row written since (an
-    /// upload of the same bytes has the same entity tag) keeps what it says.
+    /// The object is in `storage_class` now (the sweep's copy put it there,
+    /// or S3 was found holding it there): the row takes the class, the
+    /// entity tag `etag` and `verdict`, and leaves the index, if it is
+    /// still at `version`, the row the copy was decided on (with
+    /// `from_etag`, the entity tag the copy was conditional on), or if it
+    /// already says what the copy made (the copy's own `Object Created` was
+    /// applied first: only the verdict is new). A row written otherwise
+    /// since (an upload of the same bytes has the same entity tag) keeps
+    /// what it says.
     Tiered {
         user: String,
         key: String,
@@ -169,6 +173,10 @@ pub enum CopyError {
     /// (overwritten or deleted).
     #[error("the object changed since it was planned")]
     Changed,
+    /// S3 holds the object in an archive class already (`InvalidObjectState`):
+    /// it cannot be copied without a restore.
+    #[error("S3 holds the object in an archive class (InvalidObjectState)")]
+    Archived,
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }

@@ -6,8 +6,10 @@
 //! operator sees beforehand what [`Sweeper::run`] would do.
 //!
 //! Requests: one query per index shard (more only past 1 MB of due rows),
-//! one transaction per 100 objects to tier (claiming their rows just before
-//! copying them), one copy per object tiered (parts plus two above the
+//! one claim per 100 objects to tier (in one request: a transaction, or a
+//! conditional `PutItem` for one row; more claims of fewer rows for large
+//! objects, so that no claimed object waits behind more than
+//! [`CLAIM_AHEAD_BYTES`] of copying), one copy per object tiered (parts plus two above the
 //! multipart threshold), one transaction per 100 decisions and one
 //! `PutEvents` per 10 transitions. Nothing is read per object that is not
 //! due.
@@ -18,7 +20,7 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use opentelemetry::{KeyValue, global, metrics::Counter};
 use serde::Serialize;
 use stowage_events::{EventMeta, ObjectTieredV1, keys};
@@ -28,9 +30,9 @@ use tracing::Instrument;
 
 use crate::{
     domain::{
-        plan::{Action, CopyPlan, Decision, decide},
+        plan::{Action, CopyPlan, Decision, FAILED, decide, retry_at},
         policy::{IndexedDays, Policies, Redating},
-        projection::Verdict,
+        projection::{STANDARD, TIERED, Verdict},
     },
     handler::{Recorded, record},
     ports::{
@@ -45,12 +47,42 @@ use crate::{
 /// settles leaves the row due again after it.
 const CLAIM_SECONDS: i64 = 24 * 3600;
 
-/// Objects to copy whose rows a sweep claims at once, in one transaction,
-/// when every object of the batch before has been handed to a copy.
-const CLAIM_BATCH: usize = 100;
-
 /// A due object, the decision on it, and what a sweep would do with it.
 type Decided = (DueObject, Decision, PlannedObject);
+
+/// Most rows a sweep claims in one request.
+const CLAIM_BATCH: usize = 100;
+
+/// Most bytes of copying a claimed object waits behind. A read of an
+/// object after its row is claimed does not stop its copy, so a row is
+/// claimed only when the copying ahead of it is short: at most this many
+/// bytes, a few seconds of S3's server-side copying.
+const CLAIM_AHEAD_BYTES: u64 = 1 << 30;
+
+/// The next objects whose rows to claim in one request, when `free` copy
+/// slots are free and copies of `copying` bytes run: at most
+/// [`CLAIM_BATCH`]; beyond the first `free` (whose copies start at once),
+/// only those with at most [`CLAIM_AHEAD_BYTES`] running or claimed ahead
+/// of them. Objects of up to 10 MiB are claimed a hundred at a time.
+fn claim_batch(
+    waiting: &mut std::iter::Peekable<impl Iterator<Item = Decided>>,
+    free: usize,
+    copying: u64,
+) -> Vec<Decided> {
+    let mut batch = Vec::new();
+    let mut ahead = copying;
+    while batch.len() < CLAIM_BATCH {
+        let Some((_, _, planned)) = waiting.peek() else {
+            break;
+        };
+        if batch.len() >= free && ahead > CLAIM_AHEAD_BYTES {
+            break;
+        }
+        ahead = ahead.saturating_add(planned.size);
+        batch.extend(waiting.next());
+    }
+    batch
+}
 
 /// A decision and, for a transition, the copy's new entity tag and whether
 /// it went in parts, or why it did not happen.
@@ -60,6 +92,16 @@ type Copied = (
     PlannedObject,
     Option<Result<(String, bool), CopyError>>,
 );
+
+/// What S3 holds at a key whose copy it refused as archived.
+enum Held {
+    /// The object the sweep decided on, in this class.
+    Archived(String),
+    /// Another object, or none: the key's own events tell the row.
+    Other,
+    /// Not known, for this reason.
+    Unknown(String),
+}
 
 /// Objects a backfill looks at, at once.
 const BACKFILL_CONCURRENCY: usize = 16;
@@ -130,7 +172,8 @@ pub struct SweptObject {
     pub planned: PlannedObject,
     /// `tiered`, `skipped`, `postponed`, `changed` (read, overwritten or
     /// deleted since it was planned, or taken by another sweep: left alone)
-    /// or `failed`.
+    /// or `failed` (tried again after a wait that grows with each failure
+    /// in a row).
     pub outcome: &'static str,
     /// Why a copy failed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -287,14 +330,14 @@ impl Sweeper {
             .collect())
     }
 
-    /// Claims the rows of `batch`, objects the sweep copies, at `now`: each
-    /// row is written as the sweep read it, at the next version and due
-    /// only after [`CLAIM_SECONDS`] (so that other sweeps do not find it due
-    /// meanwhile), if it is still at the version read, in one request. A
-    /// row changed since (a read re-dates it, an upload replaces it) or
-    /// claimed by another sweep is left alone, for the next sweep to decide
-    /// on afresh. Pairs each object with whether its row is claimed (at
-    /// `due.row.version + 1`).
+    /// Claims the rows of `batch`, objects the sweep copies at once, at
+    /// `now`: each row is written as the sweep read it, at the next version
+    /// and due only after [`CLAIM_SECONDS`] (so that other sweeps do not
+    /// find it due meanwhile), if it is still at the version read, in one
+    /// request. A row changed since (a read re-dates it, an upload replaces
+    /// it) or claimed by another sweep is left alone, for the next sweep to
+    /// decide on afresh. Pairs each object with whether its row is claimed
+    /// (at `due.row.version + 1`).
     async fn claim(&self, batch: Vec<Decided>, now: i64) -> Vec<(Decided, Result<(), CopyError>)> {
         let rows: Vec<&DueObject> = batch.iter().map(|(due, ..)| due).collect();
         let mut claims = self
@@ -308,21 +351,24 @@ impl Sweeper {
                 let claim = match claims.next() {
                     Some(Ok(())) => Ok(()),
                     Some(Err(StoreError::Conflict)) | None => Err(CopyError::Changed),
-                    Some(Err(error)) => Err(CopyError::Other(error.into())),
+                    // Not claimed: the row stays due, for the next sweep.
+                    Some(Err(error)) => Err(CopyError::Other(
+                        anyhow::Error::from(error).context("the row was not claimed"),
+                    )),
                 };
                 (decided, claim)
             })
             .collect()
     }
 
-    /// Copies the object of `decided`, if `claim` says its row is claimed,
-    /// into the decision's class, conditional on the entity tag it was
-    /// decided on. Returns the new entity tag and whether the copy went in
-    /// parts, beside the decision.
-    async fn copy(&self, decided: Decided, claim: Result<(), CopyError>) -> Copied {
+    /// Copies the object of `decided`, whose row is claimed, into the
+    /// decision's class, conditional on the entity tag it was decided on.
+    /// Returns the new entity tag and whether the copy went in parts,
+    /// beside the decision.
+    async fn copy(&self, decided: Decided) -> Copied {
         let (due, decision, planned) = decided;
-        let result = match (claim, planned.etag.as_deref()) {
-            (Ok(()), Some(etag)) => {
+        let result = match planned.etag.as_deref() {
+            Some(etag) => {
                 let parts = self.options.copy.parts(planned.size);
                 self.bucket
                     .copy_to_class(
@@ -335,10 +381,52 @@ impl Sweeper {
                     .await
                     .map(|etag| (etag, parts.is_some()))
             }
-            (Ok(()), None) => Err(CopyError::Changed),
-            (Err(error), _) => Err(error),
+            None => Err(CopyError::Changed),
         };
         (due, decision, planned, Some(result))
+    }
+
+    /// The settlement of an object whose transition failed with `error`:
+    /// the claimed row records the failure and is due again only at
+    /// [`retry_at`], later after each failure in a row, so that an object
+    /// S3 keeps refusing to copy does not come first in every sweep. A row
+    /// whose claim was not written (the claim itself failed) is left due,
+    /// for the next sweep.
+    fn failed(&self, due: &DueObject, decision: &Decision, error: &str, at: i64) -> Settlement {
+        let retry = retry_at(
+            due.row.record.verdict.as_ref(),
+            at,
+            self.options.recheck_days,
+        );
+        tracing::warn!(key = %due.key, error, retry_at = %rfc3339(retry), "transition failed; tried again later");
+        Settlement::Kept {
+            user: due.user.clone(),
+            key: due.key.clone(),
+            version: due.row.version + 1,
+            due_at: Some(retry),
+            verdict: Some(Verdict {
+                outcome: FAILED.to_string(),
+                reason: format!(
+                    "the copy to {} failed: {error}; tried again from {}",
+                    decision.target,
+                    rfc3339(retry)
+                ),
+                at,
+                recheck_at: Some(retry),
+            }),
+        }
+    }
+
+    /// What S3 holds at the key of `due`, whose copy S3 refused because the
+    /// object is archived: one `HeadObject`, only for such a refusal.
+    async fn archived(&self, due: &DueObject, planned: &PlannedObject) -> Held {
+        match self.bucket.head(&due.key).await {
+            Ok(Some(head)) if head.etag.as_deref() != planned.etag.as_deref() => Held::Other,
+            Ok(Some(head)) if head.storage_class != STANDARD => Held::Archived(head.storage_class),
+            Ok(Some(head)) => Held::Unknown(format!("yet S3 says {}", head.storage_class)),
+            Ok(None) => Held::Other,
+            Err(error) => Held::Unknown(format!("HeadObject: {error:#}")),
+        }
     }
 
     /// What a sweep at `now` would do, without doing it.
@@ -376,34 +464,54 @@ impl Sweeper {
             .partition(|(_, decision, planned)| {
                 decision.action == Action::Tier && planned.etag.is_some()
             });
-        // Rows are claimed a batch at a time, when every object before them
-        // has been handed to a copy: a read or an upload that reaches a row
-        // before its claim keeps its object from being copied. A claim
-        // lasts from when it is written.
+        // Rows are claimed a batch at a time, when a copy slot is free and
+        // every object claimed before has been handed to a copy, and only so
+        // many that the copying ahead of them is short ([`claim_batch`]): a
+        // read or an upload that reaches a row before its claim keeps its
+        // object where it is. A claim lasts from when it is written.
         let started = tokio::time::Instant::now();
         let concurrency = self.options.concurrency.max(1);
-        let mut waiting = to_copy.into_iter();
-        let mut claimed = std::collections::VecDeque::new();
+        let mut waiting = to_copy.into_iter().peekable();
+        let mut claimed: std::collections::VecDeque<Decided> = std::collections::VecDeque::new();
         let mut running = futures::stream::FuturesUnordered::new();
+        // Bytes of the copies running.
+        let mut copying = 0u64;
         let mut copies = Vec::new();
         loop {
             while running.len() < concurrency {
-                if claimed.is_empty() {
-                    let batch: Vec<Decided> = waiting.by_ref().take(CLAIM_BATCH).collect();
-                    if batch.is_empty() {
-                        break;
-                    }
-                    let elapsed = i64::try_from(started.elapsed().as_secs()).unwrap_or(i64::MAX);
-                    let now = at.saturating_add(elapsed);
-                    claimed.extend(self.claim(batch, now).await);
-                }
-                if let Some((decided, claim)) = claimed.pop_front() {
+                if let Some(decided) = claimed.pop_front() {
+                    copying = copying.saturating_add(decided.2.size);
                     let span = tracing::info_span!("tier object", key = %decided.0.key);
-                    running.push(self.copy(decided, claim).instrument(span));
+                    running.push(self.copy(decided).instrument(span));
+                    continue;
+                }
+                let batch = claim_batch(&mut waiting, concurrency - running.len(), copying);
+                if batch.is_empty() {
+                    break;
+                }
+                let elapsed = i64::try_from(started.elapsed().as_secs()).unwrap_or(i64::MAX);
+                let now = at.saturating_add(elapsed);
+                for (decided, claim) in self.claim(batch, now).await {
+                    match claim {
+                        Ok(()) => claimed.push_back(decided),
+                        Err(error) => {
+                            let (due, decision, planned) = decided;
+                            copies.push((due, decision, planned, Some(Err(error))));
+                        }
+                    }
                 }
             }
             match running.next().await {
-                Some(copied) => copies.push(copied),
+                Some(copied) => {
+                    copying = copying.saturating_sub(copied.2.size);
+                    copies.push(copied);
+                    // Copies that ended meanwhile free their slots too, so
+                    // that one claim serves them all.
+                    while let Some(Some(copied)) = running.next().now_or_never() {
+                        copying = copying.saturating_sub(copied.2.size);
+                        copies.push(copied);
+                    }
+                }
                 None => break,
             }
         }
@@ -435,7 +543,7 @@ impl Sweeper {
                         from_etag: from_etag.clone(),
                         storage_class: decision.target.to_string(),
                         etag: etag.clone(),
-                        verdict: verdict("tiered"),
+                        verdict: verdict(TIERED),
                     });
                     let estimate = decision.estimate.expect("a transition has an estimate");
                     events.push(ObjectTieredV1 {
@@ -460,19 +568,45 @@ impl Sweeper {
                     ("tiered", None)
                 }
                 (Action::Tier, Some(Err(CopyError::Changed))) => ("changed", None),
-                (Action::Tier, Some(Err(CopyError::Other(error)))) => {
-                    tracing::warn!(key = %due.key, error = format!("{error:#}"), "transition failed; the next sweep tries again");
-                    // Due again at once, if the claim was written.
-                    settlements.push(Settlement::Kept {
-                        user: due.user.clone(),
-                        key: due.key.clone(),
-                        version: due.row.version + 1,
-                        due_at: Some(due.due_at),
-                        verdict: None,
-                    });
-                    ("failed", Some(format!("{error:#}")))
+                (Action::Tier, Some(Err(CopyError::Archived))) => {
+                    match self.archived(&due, &planned).await {
+                        Held::Archived(class) => {
+                            let error = format!(
+                                "S3 holds the object in {class} already: it cannot be copied without a restore"
+                            );
+                            tracing::warn!(key = %due.key, storage_class = %class, "transition failed; the row now says what S3 holds");
+                            // The row takes the class S3 holds and leaves
+                            // the index: no sweep tries it again.
+                            settlements.push(Settlement::Tiered {
+                                user: due.user.clone(),
+                                key: due.key.clone(),
+                                version: due.row.version + 1,
+                                from_etag: planned.etag.clone().unwrap_or_default(),
+                                storage_class: class,
+                                etag: planned.etag.clone().unwrap_or_default(),
+                                verdict: Verdict {
+                                    outcome: FAILED.to_string(),
+                                    reason: error.clone(),
+                                    at,
+                                    recheck_at: None,
+                                },
+                            });
+                            (FAILED, Some(error))
+                        }
+                        Held::Other => ("changed", None),
+                        Held::Unknown(error) => {
+                            let error = format!("{}; {error}", CopyError::Archived);
+                            settlements.push(self.failed(&due, &decision, &error, at));
+                            (FAILED, Some(error))
+                        }
+                    }
                 }
-                (Action::Tier, None) => ("failed", None),
+                (Action::Tier, Some(Err(CopyError::Other(error)))) => {
+                    let error = format!("{error:#}");
+                    settlements.push(self.failed(&due, &decision, &error, at));
+                    (FAILED, Some(error))
+                }
+                (Action::Tier, None) => (FAILED, None),
                 (Action::Skip, _) => {
                     settlements.push(Settlement::Kept {
                         user: due.user.clone(),

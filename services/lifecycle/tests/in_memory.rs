@@ -18,7 +18,7 @@ use stowage_lifecycle::{
     domain::{
         plan::CopyPlan,
         policy::{ArchiveClass, IndexedDays, Policies, Policy},
-        projection::{Encryption, ObjectRecord, Restore},
+        projection::{Encryption, ObjectRecord, Restore, Verdict},
     },
     handler::{ClassChangeTooEarly, EventHandler, RestoreOptions},
     ports::{
@@ -41,9 +41,13 @@ struct Rows {
     due: Mutex<HashMap<String, i64>>,
     /// Writes refused as throttled before any is taken.
     throttle_next: Mutex<u32>,
+    /// The rows each claim named, claim after claim.
+    claims: Mutex<Vec<usize>>,
+    /// What sweeps settled, in order; the rows are left as they are.
+    settled: Mutex<Vec<Settlement>>,
 }
 
-/// The rows as a due index; settling is left to the tests.
+/// The rows as a due index; settlements are recorded, not applied.
 #[async_trait]
 impl DueIndex for Rows {
     async fn due(&self, until: i64) -> Result<Vec<DueObject>, StoreError> {
@@ -67,13 +71,37 @@ impl DueIndex for Rows {
         futures::stream::empty().boxed()
     }
 
-    async fn settle(&self, _settlements: &[Settlement]) -> Result<(), StoreError> {
+    async fn settle(&self, settlements: &[Settlement]) -> Result<(), StoreError> {
+        self.settled
+            .lock()
+            .unwrap()
+            .extend(settlements.iter().cloned());
         Ok(())
     }
 }
 
 #[async_trait]
 impl Projection for Rows {
+    /// One conditional write per row, as the trait does; the rows of each
+    /// claim are counted.
+    async fn claim(&self, due: &[&DueObject], due_at: i64) -> Vec<Result<(), StoreError>> {
+        self.claims.lock().unwrap().push(due.len());
+        let mut claimed = Vec::with_capacity(due.len());
+        for row in due {
+            claimed.push(
+                self.put(
+                    &row.user,
+                    &row.key,
+                    &row.row.record,
+                    Some(due_at),
+                    Some(row.row.version),
+                )
+                .await,
+            );
+        }
+        claimed
+    }
+
     async fn get(&self, _user: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
         Ok(self.rows.lock().unwrap().get(key).cloned())
     }
@@ -629,8 +657,18 @@ fn an_object_read_after_the_sweep_found_it_due_is_not_copied() {
 }
 
 /// A sweeper that finds due what `index` says (GLACIER after 30 days), on
-/// `rows` and `bucket`.
+/// `rows` and `bucket`, one copy at a time.
 fn sweeper(index: Arc<dyn DueIndex>, rows: &Arc<Rows>, bucket: Arc<dyn Bucket>) -> Sweeper {
+    sweeper_copying(index, rows, bucket, 1)
+}
+
+/// [`sweeper`] with `concurrency` copies in flight.
+fn sweeper_copying(
+    index: Arc<dyn DueIndex>,
+    rows: &Arc<Rows>,
+    bucket: Arc<dyn Bucket>,
+    concurrency: usize,
+) -> Sweeper {
     let policy = Policy {
         cold_after_days: 30,
         target: ArchiveClass::Glacier,
@@ -649,7 +687,7 @@ fn sweeper(index: Arc<dyn DueIndex>, rows: &Arc<Rows>, bucket: Arc<dyn Bucket>) 
                 part_size: 64 << 20,
             },
             recheck_days: 30,
-            concurrency: 1,
+            concurrency,
         },
     )
 }
@@ -700,9 +738,9 @@ fn two_sweeps_of_the_same_due_object_copy_it_once() {
 
 /// What happens while a bucket's first copy runs.
 enum Meanwhile {
-    /// Every due object not yet claimed is read (each read writes its row
-    /// again).
-    EveryUnclaimedObjectIsRead,
+    /// Every other due object is read (each read writes its row again,
+    /// whether or not a sweep claimed it).
+    EveryOtherObjectIsRead,
     /// An hour passes.
     AnHourPasses,
 }
@@ -736,11 +774,11 @@ impl Bucket for DuringFirstCopy {
         self.copied.lock().unwrap().push(key.to_string());
         if first {
             match self.meanwhile {
-                Meanwhile::EveryUnclaimedObjectIsRead => {
-                    for row in self.rows.rows.lock().unwrap().values_mut() {
-                        if row.version == 1 {
+                Meanwhile::EveryOtherObjectIsRead => {
+                    for (other, row) in self.rows.rows.lock().unwrap().iter_mut() {
+                        if other != key {
                             row.record.last_access = Some(1_800_000_050);
-                            row.version = 2;
+                            row.version += 1;
                         }
                     }
                 }
@@ -763,15 +801,18 @@ impl Bucket for DuringFirstCopy {
     }
 }
 
-/// 250 cold objects, due since 1,710,000,000.
-fn cold_rows() -> Arc<Rows> {
+/// `count` cold objects of `size` bytes, due since 1,710,000,000.
+fn cold_rows(count: usize, size: u64) -> Arc<Rows> {
     let rows = Arc::new(Rows::default());
-    for i in 0..250 {
+    for i in 0..count {
         let key = format!("users/u/cold-{i}.bin");
         rows.rows.lock().unwrap().insert(
             key.clone(),
             Versioned {
-                record: record("STANDARD", Restore::None),
+                record: ObjectRecord {
+                    size,
+                    ..record("STANDARD", Restore::None)
+                },
                 version: 1,
             },
         );
@@ -781,34 +822,96 @@ fn cold_rows() -> Arc<Rows> {
 }
 
 #[test]
-fn a_sweep_claims_rows_a_batch_at_a_time_just_before_copying_them() {
-    // The sweep's first batch of claims is 100 rows.
-    let rows = cold_rows();
+fn an_object_read_while_copies_ahead_of_it_run_is_not_copied() {
+    // One copy at a time, of 512 MiB objects: a sweep claims a row only
+    // while at most 1 GiB of copying is ahead of it, so it claims the first
+    // three together (the third waits behind the first two) and each of the
+    // others after the copies ahead of it have started.
+    let rows = cold_rows(250, 512 << 20);
     let bucket = Arc::new(DuringFirstCopy {
         rows: rows.clone(),
-        meanwhile: Meanwhile::EveryUnclaimedObjectIsRead,
+        meanwhile: Meanwhile::EveryOtherObjectIsRead,
         copied: Mutex::default(),
     });
     let outcomes = sweep_with(&sweeper(rows.clone(), &rows, bucket.clone()));
     let count = |outcome| outcomes.iter().filter(|o| **o == outcome).count();
-    // Read while the first copy ran, the 150 objects of the later batches
-    // are no longer cold when their rows would be claimed: left alone.
-    assert_eq!((count("tiered"), count("changed")), (100, 150));
-    assert_eq!(bucket.copied.lock().unwrap().len(), 100);
+    // Read while the first copy ran, the objects not yet claimed are no
+    // longer cold when their turn comes: left alone.
+    assert_eq!((count("tiered"), count("changed")), (3, 247));
+    let copied = bucket.copied.lock().unwrap().clone();
+    assert_eq!(copied.len(), 3, "{copied:?}");
+    assert_eq!(rows.claims.lock().unwrap()[0], 3);
     for (key, row) in rows.rows.lock().unwrap().iter() {
-        let read = row.record.last_access.is_some();
-        assert_eq!(row.version, 2, "{key}: claimed or read, once");
+        if copied.contains(key) {
+            continue;
+        }
+        assert_eq!(row.version, 2, "{key}: read once, never claimed");
         assert_eq!(
-            rows.due.lock().unwrap()[key] == 1_710_000_000,
-            read,
-            "{key}: a claimed row is due only later; a read one is left as read"
+            rows.due.lock().unwrap()[key],
+            1_710_000_000,
+            "{key}: left as read"
         );
     }
 }
 
+/// A bucket whose copies all succeed at once.
+#[derive(Default)]
+struct AtOnce(Mutex<Vec<String>>);
+
+#[async_trait]
+impl Bucket for AtOnce {
+    async fn head(&self, _key: &str) -> anyhow::Result<Option<ObjectHead>> {
+        anyhow::bail!("not used by a sweep")
+    }
+
+    async fn list(&self, _prefix: &str, _after: Option<String>) -> anyhow::Result<KeyPage> {
+        anyhow::bail!("not used by a sweep")
+    }
+
+    async fn copy_to_class(
+        &self,
+        key: &str,
+        etag: &str,
+        _class: ArchiveClass,
+        _encryption: &Encryption,
+        _parts: Option<&[(u64, u64)]>,
+    ) -> Result<String, CopyError> {
+        self.0.lock().unwrap().push(key.to_string());
+        Ok(etag.to_string())
+    }
+
+    async fn restore(
+        &self,
+        _key: &str,
+        _class: &str,
+        _days: u32,
+        _tier: &str,
+    ) -> anyhow::Result<RestoreStart> {
+        anyhow::bail!("not used by a sweep")
+    }
+}
+
+#[test]
+fn rows_are_claimed_a_hundred_at_a_time_within_the_bytes_allowed_ahead() {
+    // 1 MiB objects: 100 rows to a claim.
+    let rows = cold_rows(250, 1 << 20);
+    let bucket = Arc::new(AtOnce::default());
+    let outcomes = sweep_with(&sweeper_copying(rows.clone(), &rows, bucket.clone(), 4));
+    assert_eq!(outcomes, ["tiered"; 250]);
+    assert_eq!(*rows.claims.lock().unwrap(), [100, 100, 50]);
+    assert_eq!(bucket.0.lock().unwrap().len(), 250);
+
+    // 300 MiB objects: a fifth would wait behind 1200 MiB, so four at a
+    // time, as slots free.
+    let rows = cold_rows(12, 300 << 20);
+    let outcomes = sweep_with(&sweeper_copying(rows.clone(), &rows, bucket.clone(), 4));
+    assert_eq!(outcomes, ["tiered"; 12]);
+    assert_eq!(*rows.claims.lock().unwrap(), [4, 4, 4]);
+}
+
 #[test]
 fn a_claim_lasts_a_day_from_when_it_is_written() {
-    let rows = cold_rows();
+    let rows = cold_rows(250, 1 << 20);
     let bucket = Arc::new(DuringFirstCopy {
         rows: rows.clone(),
         meanwhile: Meanwhile::AnHourPasses,
@@ -825,8 +928,9 @@ fn a_claim_lasts_a_day_from_when_it_is_written() {
         .block_on(sweeper.run(time::OffsetDateTime::from_unix_timestamp(at).unwrap(), None))
         .expect("swept");
     assert_eq!(report.tiered, 250);
-    // The first batch was claimed as the sweep began; the others an hour
-    // later, after the first copy: each is due again a day after its claim.
+    // The first hundred rows were claimed as the sweep began; the others
+    // an hour later, after the first copy: each is due again a day after
+    // its claim.
     let mut due_at: HashMap<i64, usize> = HashMap::new();
     for due in rows.due.lock().unwrap().values() {
         *due_at.entry(*due).or_default() += 1;
@@ -835,4 +939,240 @@ fn a_claim_lasts_a_day_from_when_it_is_written() {
         due_at,
         HashMap::from([(at + 86_400, 100), (at + 3_600 + 86_400, 150)])
     );
+}
+
+/// A bucket that refuses every copy: S3 holds the object archived
+/// (`archived`), or the service may not read it.
+struct Refusing {
+    archived: Option<&'static str>,
+    copies: Mutex<usize>,
+}
+
+#[async_trait]
+impl Bucket for Refusing {
+    async fn head(&self, _key: &str) -> anyhow::Result<Option<ObjectHead>> {
+        Ok(self.archived.map(|class| ObjectHead {
+            size: 1 << 20,
+            etag: Some("e".into()),
+            storage_class: class.into(),
+            encryption: Encryption::S3Managed,
+            last_modified: None,
+        }))
+    }
+
+    async fn list(&self, _prefix: &str, _after: Option<String>) -> anyhow::Result<KeyPage> {
+        anyhow::bail!("not used by a sweep")
+    }
+
+    async fn copy_to_class(
+        &self,
+        _key: &str,
+        _etag: &str,
+        _class: ArchiveClass,
+        _encryption: &Encryption,
+        _parts: Option<&[(u64, u64)]>,
+    ) -> Result<String, CopyError> {
+        *self.copies.lock().unwrap() += 1;
+        Err(match self.archived {
+            Some(_) => CopyError::Archived,
+            None => CopyError::Other(anyhow::anyhow!("CopyObject: AccessDenied")),
+        })
+    }
+
+    async fn restore(
+        &self,
+        _key: &str,
+        _class: &str,
+        _days: u32,
+        _tier: &str,
+    ) -> anyhow::Result<RestoreStart> {
+        anyhow::bail!("not used by a sweep")
+    }
+}
+
+#[test]
+fn a_failed_copy_is_tried_again_later_after_each_failure_in_a_row() {
+    const DAY: i64 = 86_400;
+    let at = 1_800_000_100;
+    let rows = cold_rows(1, 1 << 20);
+    let bucket = Arc::new(Refusing {
+        archived: None,
+        copies: Mutex::new(0),
+    });
+    let sweeper = sweeper(rows.clone(), &rows, bucket.clone());
+    assert_eq!(sweep_with(&sweeper), ["failed"]);
+    let settled = std::mem::take(&mut *rows.settled.lock().unwrap());
+    let [
+        Settlement::Kept {
+            version: 2,
+            due_at: Some(due_at),
+            verdict: Some(verdict),
+            ..
+        },
+    ] = settled.as_slice()
+    else {
+        panic!("the claimed row is kept: {settled:?}");
+    };
+    // Due again a day later, not at the next sweep, and why is recorded.
+    assert_eq!(*due_at, at + DAY);
+    assert_eq!(
+        (verdict.outcome.as_str(), verdict.recheck_at),
+        ("failed", Some(at + DAY))
+    );
+    assert!(
+        verdict.reason.contains("AccessDenied"),
+        "{}",
+        verdict.reason
+    );
+
+    // Failed a day ago, due again now and failing again: it waits twice
+    // as long.
+    let key = "users/u/cold-0.bin";
+    {
+        let mut all = rows.rows.lock().unwrap();
+        let row = all.get_mut(key).unwrap();
+        row.record.verdict = Some(Verdict {
+            at: at - DAY,
+            recheck_at: Some(at),
+            ..verdict.clone()
+        });
+        rows.due.lock().unwrap().insert(key.into(), at);
+    }
+    assert_eq!(sweep_with(&sweeper), ["failed"]);
+    let settled = rows.settled.lock().unwrap();
+    let [
+        Settlement::Kept {
+            due_at: Some(due_at),
+            ..
+        },
+    ] = settled.as_slice()
+    else {
+        panic!("the claimed row is kept: {settled:?}");
+    };
+    assert_eq!(*due_at, at + 2 * DAY);
+    assert_eq!(*bucket.copies.lock().unwrap(), 2);
+}
+
+#[test]
+fn an_object_s3_holds_archived_already_takes_the_class_s3_holds() {
+    let rows = cold_rows(1, 1 << 20);
+    let bucket = Arc::new(Refusing {
+        archived: Some("DEEP_ARCHIVE"),
+        copies: Mutex::new(0),
+    });
+    let report = runtime()
+        .block_on(sweeper(rows.clone(), &rows, bucket.clone()).run(
+            time::OffsetDateTime::from_unix_timestamp(1_800_000_100).unwrap(),
+            None,
+        ))
+        .expect("swept");
+    assert_eq!(report.failed, 1, "{report:?}");
+    assert!(
+        report.objects[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("DEEP_ARCHIVE")),
+        "{report:?}"
+    );
+    let settled = rows.settled.lock().unwrap();
+    let [
+        Settlement::Tiered {
+            version: 2,
+            storage_class,
+            etag,
+            from_etag,
+            verdict,
+            ..
+        },
+    ] = settled.as_slice()
+    else {
+        panic!("the row takes what S3 holds: {settled:?}");
+    };
+    // The row leaves the index in the class S3 holds: no sweep tries again.
+    assert_eq!(
+        (storage_class.as_str(), etag.as_str(), from_etag.as_str()),
+        ("DEEP_ARCHIVE", "e", "e")
+    );
+    assert_eq!(
+        (verdict.outcome.as_str(), verdict.recheck_at),
+        ("failed", None)
+    );
+}
+
+/// S3's `Object Restore Completed` of `key` (entity tag `e`), delivered
+/// by EventBridge as event `id`, the restored copy readable until
+/// `expiry`.
+fn restore_completed(id: &str, key: &str, expiry: &str) -> String {
+    json!({
+        "version": "0", "id": id, "detail-type": "Object Restore Completed",
+        "source": "aws.s3", "account": "1", "time": "2026-11-23T10:00:00Z",
+        "region": "us-east-1", "resources": [],
+        "detail": {
+            "version": "0", "bucket": {"name": BUCKET},
+            "object": {"key": key, "size": 1 << 20, "etag": "\"e\""},
+            "request-id": "R", "requester": "s3.amazonaws.com",
+            "restore-expiry-time": expiry, "source-storage-class": "GLACIER",
+        },
+    })
+    .to_string()
+}
+
+#[test]
+fn a_restore_completed_delivered_again_is_announced_as_the_same_event() {
+    let key = "users/u/archived.bin";
+    let rows = Arc::new(Rows::default());
+    rows.rows.lock().unwrap().insert(
+        key.into(),
+        Versioned {
+            record: record("GLACIER", Restore::Requested { at: 5, days: 7 }),
+            version: 3,
+        },
+    );
+    let announced = Arc::new(Announced::default());
+    let handler = EventHandler::new(
+        rows.clone(),
+        Arc::new(holding(key, 1 << 20, "e", "GLACIER")),
+        announced.clone(),
+        Arc::new(
+            Policies::with_overrides(
+                Policy {
+                    cold_after_days: 90,
+                    target: ArchiveClass::Glacier,
+                    min_size: 0,
+                },
+                "",
+            )
+            .expect("policies"),
+        ),
+        BUCKET,
+        RestoreOptions {
+            tier: "Standard".into(),
+            max_days: 30,
+        },
+    );
+    let outcomes = handle_all(
+        &handler,
+        vec![
+            restore_completed("first", key, "2026-11-30T00:00:00Z"),
+            // SQS delivers it again...
+            restore_completed("first", key, "2026-11-30T00:00:00Z"),
+            // ...and the archive replays it, or S3 sends it twice.
+            restore_completed("replayed", key, "2026-11-30T00:00:00Z"),
+            // A later restore of the same object is another event.
+            restore_completed("later", key, "2026-12-09T00:00:00Z"),
+            // A restore of a key the service does not hold is not announced.
+            restore_completed("gone", "users/u/deleted.bin", "2026-11-30T00:00:00Z"),
+        ],
+    );
+    assert_eq!(
+        outcomes,
+        ["restored", "restored", "restored", "restored", "not-found"]
+    );
+    let announced = announced.0.lock().unwrap();
+    let ids: Vec<_> = announced.iter().map(|e| e.meta.event_id).collect();
+    assert_eq!(ids.len(), 4, "{announced:?}");
+    assert_eq!((ids[0], ids[0]), (ids[1], ids[2]), "one restore, one id");
+    assert_ne!(ids[3], ids[0], "another restore, another id");
+    assert_eq!(announced[0], announced[1], "the very same announcement");
+    assert!(announced.iter().all(|e| e.key == key));
 }

@@ -258,7 +258,14 @@ fn update_of(table: &str, settlement: &Settlement) -> Result<Update, StoreError>
             values.insert(":live".into(), AttributeValue::Bool(true));
             verdict_values(&mut set, &mut values, verdict);
             remove.extend(["due_shard", "due_at", "recheck_at"]);
-            (user, key, "ver = :v AND live = :live AND etag = :from")
+            // As the sweep left the row, or as the copy's own `Object
+            // Created` left it when it was applied first.
+            (
+                user,
+                key,
+                "(ver = :v AND live = :live AND etag = :from) \
+                 OR (live = :live AND etag = :e AND storage_class = :c)",
+            )
         }
         Settlement::Kept {
             user,
@@ -413,11 +420,23 @@ impl Projection for DynamoProjection {
             .await
     }
 
-    /// Claims up to 100 rows to a transaction. A row that changed, or that
-    /// another transaction is writing, cancels the transaction: it is
-    /// answered [`StoreError::Conflict`] and the others are sent again
-    /// without it, so each round settles at least one row.
+    /// Claims up to 100 rows to a transaction, and one row alone with a
+    /// conditional `PutItem` (half the write capacity of a transaction). A
+    /// row that changed, or that another transaction is writing, cancels
+    /// the transaction: it is answered [`StoreError::Conflict`] and the
+    /// others are sent again without it, so each round settles at least
+    /// one row.
     async fn claim(&self, due: &[&DueObject], due_at: i64) -> Vec<Result<(), StoreError>> {
+        if let [row] = due {
+            let item = record_item(
+                &row.user,
+                &row.key,
+                &row.row.record,
+                Some(due_at),
+                row.row.version + 1,
+            );
+            return vec![self.put_versioned(item, Some(row.row.version)).await];
+        }
         let mut claimed = Vec::with_capacity(due.len());
         for chunk in due.chunks(TRANSACTION_ITEMS) {
             let groups = chunk

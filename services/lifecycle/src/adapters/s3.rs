@@ -86,8 +86,9 @@ fn copy_failed<E: std::error::Error + Send + Sync + 'static>(what: &str, error: 
     CopyError::Other(anyhow::anyhow!("{what}: {}", DisplayErrorContext(error)))
 }
 
-/// What a failed step of a copy means: the object changed under it, or
-/// the copy failed for another reason (`what` names the call and key).
+/// What a failed step of a copy means: the object changed under it, S3
+/// holds it archived (a copy of it needs a restore first), or the copy
+/// failed for another reason (`what` names the call and key).
 fn copy_error<E, R>(what: &str, error: SdkError<E, R>) -> CopyError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -95,6 +96,12 @@ where
 {
     if changed(&error) {
         CopyError::Changed
+    } else if error
+        .as_service_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "InvalidObjectState")
+    {
+        CopyError::Archived
     } else {
         copy_failed(what, error)
     }

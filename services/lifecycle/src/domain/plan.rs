@@ -6,8 +6,11 @@ use super::{
     DAY,
     cost::{DAYS_PER_MONTH, Estimate, estimate},
     policy::{ArchiveClass, Policy},
-    projection::{Encryption, ObjectRecord},
+    projection::{Encryption, ObjectRecord, Verdict},
 };
+
+/// The verdict of a transition whose copy failed.
+pub const FAILED: &str = "failed";
 
 /// S3's smallest part (all but the last) and most parts of a multipart copy.
 pub const MIN_PART_SIZE: u64 = 5 << 20;
@@ -172,6 +175,27 @@ pub fn decide(
     )
 }
 
+/// When to try again, after a copy that failed at `now`, the transition of
+/// an object whose last verdict was `previous`: a day later after a first
+/// failure, and twice as long as the last wait after each failure in a row
+/// since, but never later than `recheck_days` (what a skip waits). A copy
+/// that keeps failing (S3 refuses it, the key is denied to the service)
+/// thus costs a request now and then instead of one at every sweep, and a
+/// failure that passes costs a day's wait.
+pub fn retry_at(previous: Option<&Verdict>, now: i64, recheck_days: u32) -> i64 {
+    let longest = i64::from(recheck_days.max(1)) * DAY;
+    let wait = match previous {
+        Some(Verdict {
+            outcome,
+            at,
+            recheck_at: Some(retry),
+            ..
+        }) if outcome == FAILED => retry.saturating_sub(*at).saturating_mul(2),
+        _ => DAY,
+    };
+    now.saturating_add(wait.clamp(DAY.min(longest), longest))
+}
+
 #[cfg(test)]
 mod tests {
     use stowage_events::sequencer::Sequencer;
@@ -276,6 +300,30 @@ mod tests {
         r.storage_class = "GLACIER".into();
         let d = decide(&r, &policy(0), &PriceTable::default(), &COPY, 100 * DAY, 30);
         assert_eq!((d.reason_code, d.next_due), ("not_candidate", None));
+    }
+
+    #[test]
+    fn failed_copies_wait_longer_after_each_failure_in_a_row() {
+        let failed = |at: i64, retry: i64| Verdict {
+            outcome: FAILED.into(),
+            reason: "AccessDenied".into(),
+            at,
+            recheck_at: Some(retry),
+        };
+        assert_eq!(retry_at(None, 100 * DAY, 30), 101 * DAY);
+        let first = failed(100 * DAY, 101 * DAY);
+        assert_eq!(retry_at(Some(&first), 101 * DAY, 30), 103 * DAY);
+        let second = failed(101 * DAY, 103 * DAY);
+        assert_eq!(retry_at(Some(&second), 103 * DAY, 30), 107 * DAY);
+        // Never longer than a skip waits.
+        let long = failed(100 * DAY, 120 * DAY);
+        assert_eq!(retry_at(Some(&long), 120 * DAY, 30), 150 * DAY);
+        // Another verdict before it: the first failure in a row.
+        let skipped = Verdict {
+            outcome: "skipped".into(),
+            ..failed(0, 30 * DAY)
+        };
+        assert_eq!(retry_at(Some(&skipped), 100 * DAY, 30), 101 * DAY);
     }
 
     #[test]

@@ -24,6 +24,9 @@ use super::DAY;
 /// The only class objects are tiered from.
 pub const STANDARD: &str = "STANDARD";
 
+/// The verdict of a transition made.
+pub const TIERED: &str = "tiered";
+
 /// How an object is encrypted at rest, which a copy must keep.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Encryption {
@@ -70,10 +73,12 @@ impl Restore {
 }
 
 /// The last sweep's verdict on an object, kept until S3 reports a new
-/// version of it.
+/// version of it (the sweep's own copy is not one: a tiered object keeps
+/// the verdict that moved it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
-    /// `tiered` or `skipped`.
+    /// `tiered`, `skipped` or `failed` (a transition whose copy failed, or
+    /// that S3 refused because it holds the object archived already).
     pub outcome: String,
     /// Why, in words an operator reads.
     pub reason: String,
@@ -272,6 +277,17 @@ pub fn apply(current: Option<&ObjectRecord>, observation: &Observation) -> Chang
                 last_access,
                 sequencer: sequencer.clone(),
                 applied,
+                // The sweep's own copy, announced by S3 after the sweep
+                // recorded it: the object it tiered, with its verdict.
+                verdict: current
+                    .filter(|row| {
+                        row.live
+                            && row.etag.is_some()
+                            && row.etag == *etag
+                            && row.storage_class == *storage_class
+                    })
+                    .and_then(|row| row.verdict.clone())
+                    .filter(|verdict| verdict.outcome == TIERED),
                 ..ObjectRecord::new_object(*size, storage_class, etag.as_deref(), encryption, *at)
             },
             Observation::ClassChanged {
@@ -579,6 +595,56 @@ mod tests {
             panic!("applies");
         };
         assert_eq!(next.due_at(90), Some(190 * DAY));
+    }
+
+    #[test]
+    fn the_copy_a_sweep_made_keeps_its_verdict_and_a_new_upload_does_not() {
+        let before = fold(&[created("0A", 0, 10)]).unwrap();
+        // The sweep recorded its copy: the class and entity tag it made.
+        let tiered = ObjectRecord {
+            storage_class: "GLACIER".into(),
+            etag: Some("copy".into()),
+            verdict: Some(Verdict {
+                outcome: TIERED.into(),
+                reason: "idle for 100 days".into(),
+                at: 100 * DAY,
+                recheck_at: None,
+            }),
+            ..before
+        };
+        let copy = |storage_class: &str| Observation::Created {
+            sequencer: seq("0B"),
+            at: 100 * DAY,
+            size: 10,
+            etag: Some("copy".into()),
+            storage_class: storage_class.into(),
+            encryption: Encryption::S3Managed,
+        };
+        let Change::Apply(row) = apply(Some(&tiered), &copy("GLACIER")) else {
+            panic!("the copy's event applies");
+        };
+        assert_eq!(row.verdict, tiered.verdict, "the copy keeps its verdict");
+        assert_eq!(
+            (row.storage_class.as_str(), row.due_at(90)),
+            ("GLACIER", None)
+        );
+        // The same bytes uploaded again (Standard) are a new object.
+        let Change::Apply(row) = apply(Some(&tiered), &copy(STANDARD)) else {
+            panic!("an upload applies");
+        };
+        assert_eq!(row.verdict, None);
+        // A skip is not kept over a new version either.
+        let skipped = ObjectRecord {
+            verdict: Some(Verdict {
+                outcome: "skipped".into(),
+                ..tiered.verdict.clone().unwrap()
+            }),
+            ..tiered
+        };
+        let Change::Apply(row) = apply(Some(&skipped), &copy("GLACIER")) else {
+            panic!("applies");
+        };
+        assert_eq!(row.verdict, None);
     }
 
     #[test]
