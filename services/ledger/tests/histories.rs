@@ -1296,6 +1296,19 @@ impl ObjectProbe for ChangingBucket {
     }
 }
 
+/// S3 holding 40 bytes at `key` (entity tag `e1`), for now.
+fn holding_one(key: &str) -> Arc<ChangingBucket> {
+    let stored = Stored {
+        size: 40,
+        class: "STANDARD".into(),
+        etag: "e1".into(),
+    };
+    Arc::new(ChangingBucket(Mutex::new(BTreeMap::from([(
+        key.to_string(),
+        stored,
+    )]))))
+}
+
 /// A store that, when the ledger first reads rows to count an upload, lets
 /// the user delete the object in S3 and hands the ledger the delete's event
 /// before the upload is written: the upload was read from S3 before the
@@ -1337,15 +1350,7 @@ fn a_delete_handled_while_its_upload_is_being_counted_still_takes_it_off() {
     // having asked S3, is about to count the upload.
     let key = key_name(0);
     let user = key.split('/').nth(1).unwrap().to_string();
-    let stored = Stored {
-        size: 40,
-        class: "STANDARD".into(),
-        etag: "e1".into(),
-    };
-    let bucket = Arc::new(ChangingBucket(Mutex::new(BTreeMap::from([(
-        key.clone(),
-        stored,
-    )]))));
+    let bucket = holding_one(&key);
     let store = Arc::new(DeletedMeanwhile {
         inner: MemoryStore::default(),
         bucket: bucket.clone(),
@@ -1420,15 +1425,7 @@ impl LedgerStore for Slow {
 /// with its object kept or deleted in S3 meanwhile.
 async fn counted_after_a_slow_read(deleted_meanwhile: bool) -> (Disposition, Arc<Slow>) {
     let key = key_name(0);
-    let stored = Stored {
-        size: 40,
-        class: "STANDARD".into(),
-        etag: "e1".into(),
-    };
-    let bucket = Arc::new(ChangingBucket(Mutex::new(BTreeMap::from([(
-        key.clone(),
-        stored,
-    )]))));
+    let bucket = holding_one(&key);
     let store = Arc::new(Slow {
         inner: MemoryStore::default(),
         delay: Mutex::new(Some(Duration::from_secs(6))),
