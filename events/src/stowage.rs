@@ -132,10 +132,12 @@ pub struct UsageChangedV1 {
     )]
     #[schemars(with = "Option<String>", extend("format" = "date-time"))]
     pub uploaded_at: Option<OffsetDateTime>,
-    /// Announced again (an event the ledger had applied came again, or an
-    /// operator's reconciliation): the totals at `revision` with `key`'s row
-    /// as it is, while the change made at `revision` may have been another
-    /// key's.
+    /// Announced again (an event the ledger had applied came again after
+    /// other changes of the user, or an operator's reconciliation): the
+    /// totals at `revision` with `key`'s row as it is, while the change made
+    /// at `revision` may have been another key's. An event that comes again
+    /// while the totals are still those its change made is announced as
+    /// that change, not as a repeat.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub repeated: bool,
     /// Set when nothing was uploaded: the object already stored moved to

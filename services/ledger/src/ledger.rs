@@ -247,6 +247,7 @@ impl Plan {
                     // stored.
                     object.reclassified =
                         object.live && previous.is_some() && (transition || !*user_upload);
+                    object.revision = after.revision;
                     row.1 = Some(object.clone());
                     row.3 = true;
                     let before = std::mem::replace(&mut usage, after.clone());
@@ -747,13 +748,16 @@ impl Ledger {
                 // The row says whether it was an upload, unless S3 changed
                 // the object's class since (then it names no grant). The
                 // announcement joins the upload's trace as the first did.
+                // While the totals are those the row's last change made, it
+                // tells what that change's announcement told; after other
+                // changes, it is a repeat (see `UsageChangedV1::repeated`).
                 Step::Duplicate { row, usage, grant } => Applied {
                     label: "duplicate",
                     announce: row.map(|row| {
                         let apply =
                             span.in_scope(|| apply_span(user, key, &row, grant.as_ref(), *time));
                         apply.in_scope(|| UsageChangedV1 {
-                            repeated: true,
+                            repeated: row.revision == 0 || row.revision != usage.revision,
                             ..usage_changed(
                                 user,
                                 key,

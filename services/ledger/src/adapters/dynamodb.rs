@@ -135,6 +135,9 @@ impl DynamoLedgerStore {
         if row.reclassified {
             item.insert("reclassified".to_string(), AttributeValue::Bool(true));
         }
+        if row.revision > 0 {
+            item.insert("rev".to_string(), n(row.revision));
+        }
         if let Some(etag) = &row.etag {
             item.insert("etag".to_string(), s(etag));
         }
@@ -165,6 +168,7 @@ fn object_from_item(item: &Item) -> Result<(ObjectRow, u64), StoreError> {
         sequencer,
         applied: get_str_list(item, "applied")?,
         reclassified: matches!(item.get("reclassified"), Some(AttributeValue::Bool(true))),
+        revision: get_num(item, "rev")?.unwrap_or(0),
     };
     Ok((row, req_num(item, "ver")?))
 }
@@ -509,6 +513,7 @@ mod tests {
             sequencer: Sequencer::parse("00AB").unwrap(),
             applied: vec!["created:e:1:STANDARD".into(), "deleted".into()],
             reclassified: false,
+            revision: 0,
         };
         let item = store.object_item("alice", "users/alice/x", &row, 3);
         assert!(item.contains_key("expires_at_epoch"), "tombstones expire");
@@ -519,6 +524,7 @@ mod tests {
             size: 1,
             etag: Some("e".into()),
             reclassified: true,
+            revision: 7,
             ..row
         };
         let item = store.object_item("alice", "users/alice/x", &moved, 4);

@@ -93,6 +93,10 @@ pub struct ObjectRow {
     /// already stored (a copy onto itself, or S3 changing its class), not by
     /// an upload.
     pub reclassified: bool,
+    /// The owner's usage revision its last change made (0 when not known):
+    /// while the totals are still at it, announcing them again tells
+    /// exactly what that change's announcement told.
+    pub revision: u64,
 }
 
 /// One user's totals.
@@ -219,6 +223,7 @@ pub fn decide_holding(
                 sequencer: sequencer.clone(),
                 applied,
                 reclassified: false,
+                revision: 0,
             }
         }
         Change::ClassChanged { .. } | Change::Deleted => ObjectRow {
@@ -231,6 +236,7 @@ pub fn decide_holding(
             sequencer: sequencer.clone(),
             applied,
             reclassified: false,
+            revision: 0,
         },
     };
     usage.revision += 1;
@@ -358,6 +364,7 @@ pub fn reconcile(
                     unquoted(r.etag.as_deref()).is_some()
                         && unquoted(r.etag.as_deref()) == unquoted(seen.etag.as_deref())
                 }),
+                revision: 0,
             }
         }
         None => ObjectRow {
@@ -370,6 +377,7 @@ pub fn reconcile(
             sequencer,
             applied,
             reclassified: false,
+            revision: 0,
         },
     };
     usage.revision += 1;
