@@ -75,6 +75,17 @@ impl std::fmt::Debug for EventHandler {
 #[error("the object whose storage class changed is not recorded yet")]
 pub struct ClassChangeTooEarly;
 
+/// A delete of a key whose spelling reads two ways, when no reading is live
+/// in the projection, on its first delivery. An upload of the key may have
+/// been read from S3 before the delete and not be recorded yet: S3 then no
+/// longer holds it, and once recorded nothing would take it off. The delete
+/// is judged again on its next delivery, a visibility timeout later, by when
+/// such an upload (recorded as soon as S3 answered) is recorded and the
+/// delete takes it off.
+#[derive(Debug, thiserror::Error)]
+#[error("no reading of the deleted key is live yet; it is judged again when delivered again")]
+pub struct DeleteJudgedOnRedelivery;
+
 /// Why a message was not handled to completion.
 enum Failure {
     Poison(String),
@@ -116,7 +127,7 @@ impl EventHandler {
         }
     }
 
-    async fn dispatch(&self, body: &str) -> Result<&'static str, Failure> {
+    async fn dispatch(&self, body: &str, first_delivery: bool) -> Result<&'static str, Failure> {
         let envelope = RawEnvelope::parse(body).map_err(poison)?;
         match (envelope.source.as_str(), envelope.detail_type.as_str()) {
             (
@@ -124,8 +135,13 @@ impl EventHandler {
                 s3::OBJECT_CREATED | s3::OBJECT_DELETED | s3::OBJECT_STORAGE_CLASS_CHANGED,
             ) => {
                 let event = envelope.decode::<ObjectEventDetail>().map_err(poison)?;
-                self.object_event(&event.detail_type, event.time, &event.detail)
-                    .await
+                self.object_event(
+                    &event.detail_type,
+                    event.time,
+                    &event.detail,
+                    first_delivery,
+                )
+                .await
             }
             (s3::SOURCE, s3::OBJECT_RESTORE_COMPLETED) => {
                 let event = envelope
@@ -170,6 +186,7 @@ impl EventHandler {
         detail_type: &str,
         time: OffsetDateTime,
         detail: &ObjectEventDetail,
+        first_delivery: bool,
     ) -> Result<&'static str, Failure> {
         if detail.bucket.name != self.bucket_name {
             return Ok("other-bucket");
@@ -197,6 +214,9 @@ impl EventHandler {
             .resolve_key(&object.key, (!deleted).then_some(etag.as_deref()))
             .await?
         else {
+            if deleted && first_delivery {
+                return Err(Failure::Transient(DeleteJudgedOnRedelivery.into()));
+            }
             return Ok("superseded");
         };
         let Some(user) = keys::owner(&key) else {
@@ -388,7 +408,8 @@ impl EventHandler {
     /// - without one, the one reading S3 holds, if only one;
     /// - a delete means a reading the projection has live where S3 now
     ///   holds nothing (where S3 holds another object, its upload's event is
-    ///   still to come and replaces the row itself).
+    ///   still to come and replaces the row itself); with none on its first
+    ///   delivery, it is judged again ([`DeleteJudgedOnRedelivery`]).
     async fn resolve_key(
         &self,
         raw: &str,
@@ -530,7 +551,10 @@ pub(crate) async fn record(
 
 impl Handler for EventHandler {
     async fn handle(&self, delivery: &Delivery) -> Disposition {
-        match self.dispatch(&delivery.body).await {
+        match self
+            .dispatch(&delivery.body, delivery.receive_count <= 1)
+            .await
+        {
             Ok(outcome) => {
                 tracing::info!(message_id = %delivery.message_id, outcome, "event handled");
                 Disposition::Done(outcome)

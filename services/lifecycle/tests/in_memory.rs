@@ -20,7 +20,7 @@ use stowage_lifecycle::{
         policy::{ArchiveClass, IndexedDays, Policies, Policy},
         projection::{Encryption, ObjectRecord, Restore, Verdict},
     },
-    handler::{ClassChangeTooEarly, EventHandler, RestoreOptions},
+    handler::{ClassChangeTooEarly, DeleteJudgedOnRedelivery, EventHandler, RestoreOptions},
     ports::{
         Bucket, CopyError, DueIndex, DueObject, KeyPage, LifecyclePublisher, ObjectHead,
         Projection, RestoreStart, Settlement, StoreError, Versioned,
@@ -248,7 +248,13 @@ fn handle_all(handler: &EventHandler, bodies: Vec<String>) -> Vec<String> {
     runtime().block_on(async {
         let mut outcomes = Vec::new();
         for (i, body) in bodies.into_iter().enumerate() {
-            let outcome = handler.handle(&Delivery::new(i.to_string(), body, 1)).await;
+            let mut delivery = Delivery::new(i.to_string(), body, 1);
+            let mut outcome = handler.handle(&delivery).await;
+            // A delete judged on redelivery comes again, as SQS brings it.
+            if matches!(&outcome, Disposition::Retry(e) if e.is::<DeleteJudgedOnRedelivery>()) {
+                delivery.receive_count += 1;
+                outcome = handler.handle(&delivery).await;
+            }
             outcomes.push(match outcome {
                 Disposition::Done(label) => label.to_string(),
                 Disposition::Retry(error) if error.is::<ClassChangeTooEarly>() => "early".into(),
@@ -262,6 +268,12 @@ fn handle_all(handler: &EventHandler, bodies: Vec<String>) -> Vec<String> {
 /// The event handler on `rows` and `bucket`, tiering to Glacier Instant
 /// Retrieval after 90 days.
 fn handler(rows: Arc<Rows>, bucket: impl Into<Arc<Holding>>) -> EventHandler {
+    let bucket: Arc<Holding> = bucket.into();
+    handler_over(rows, bucket)
+}
+
+/// [`handler`] over any bucket.
+fn handler_over(rows: Arc<Rows>, bucket: Arc<dyn Bucket>) -> EventHandler {
     let policy = Policy {
         cold_after_days: 90,
         target: ArchiveClass::GlacierIr,
@@ -269,7 +281,7 @@ fn handler(rows: Arc<Rows>, bucket: impl Into<Arc<Holding>>) -> EventHandler {
     };
     EventHandler::new(
         rows,
-        bucket.into(),
+        bucket,
         Arc::new(Announced::default()),
         Arc::new(Policies::with_overrides(policy, "").expect("policies")),
         BUCKET,
@@ -331,6 +343,102 @@ fn an_ambiguous_key_never_moves_one_object_s_events_onto_another() {
     assert!(row.live);
     assert_eq!((row.size, row.etag.as_deref()), (1_000_000, Some("kept")));
     assert!(rows.get("users/u/a+b").is_none_or(|row| !row.record.live));
+}
+
+/// S3 holding one object until the first HEAD that finds it: that HEAD
+/// answers as S3 did before the user deleted the object, and the delete's
+/// event (`delete`) is handled before the answer arrives.
+struct DeletedDuringHead {
+    object: Mutex<Option<(String, ObjectHead)>>,
+    handler: std::sync::OnceLock<Arc<EventHandler>>,
+    delete: String,
+    outcome: Mutex<Option<String>>,
+}
+
+#[async_trait]
+impl Bucket for DeletedDuringHead {
+    async fn head(&self, key: &str) -> anyhow::Result<Option<ObjectHead>> {
+        let found = {
+            let mut object = self.object.lock().unwrap();
+            match object.take() {
+                Some((held, head)) if held == key => Some(head),
+                other => {
+                    *object = other;
+                    None
+                }
+            }
+        };
+        if found.is_some() {
+            let handler = self.handler.get().expect("the handler is set");
+            let outcome = handler
+                .handle(&Delivery::new("delete", self.delete.clone(), 1))
+                .await;
+            *self.outcome.lock().unwrap() = Some(format!("{outcome:?}"));
+        }
+        Ok(found)
+    }
+
+    async fn list(&self, _prefix: &str, _after: Option<String>) -> anyhow::Result<KeyPage> {
+        anyhow::bail!("not used by the handler")
+    }
+
+    async fn copy_to_class(
+        &self,
+        _key: &str,
+        _etag: &str,
+        _class: ArchiveClass,
+        _encryption: &Encryption,
+        _parts: Option<&[(u64, u64)]>,
+    ) -> Result<String, CopyError> {
+        Err(CopyError::Other(anyhow::anyhow!("not used by the handler")))
+    }
+
+    async fn restore(
+        &self,
+        _key: &str,
+        _class: &str,
+        _days: u32,
+        _tier: &str,
+    ) -> anyhow::Result<RestoreStart> {
+        anyhow::bail!("not used by the handler")
+    }
+}
+
+#[test]
+fn a_delete_handled_while_its_upload_is_being_recorded_still_takes_it_off() {
+    // `a+b` reads `a%2Bb` in events, so S3 says which reading an upload is
+    // at. The user uploads `a+b` and deletes it while lifecycle, having
+    // asked S3, is about to record the upload.
+    let key = "users/u/a+b";
+    let head = holding(key, 40, "e1", "STANDARD").0[key].clone();
+    let bucket = Arc::new(DeletedDuringHead {
+        object: Mutex::new(Some((key.into(), head))),
+        handler: std::sync::OnceLock::new(),
+        delete: s3_event("Object Deleted", "02", "users/u/a%2Bb", json!({})),
+        outcome: Mutex::default(),
+    });
+    let rows = Arc::new(Rows::default());
+    let handler = Arc::new(handler_over(rows.clone(), bucket.clone()));
+    bucket.handler.set(handler.clone()).ok().unwrap();
+    runtime().block_on(async {
+        let upload = Delivery::new("upload", created("01", "users/u/a%2Bb", 40, "e1"), 1);
+        let outcome = handler.handle(&upload).await;
+        assert!(
+            matches!(outcome, Disposition::Done("applied")),
+            "{outcome:?}"
+        );
+        // Meanwhile the delete found nothing live: it is judged again when
+        // SQS delivers it again.
+        let meanwhile = bucket.outcome.lock().unwrap().clone().unwrap();
+        assert!(meanwhile.contains("judged again"), "{meanwhile}");
+        let again = Delivery::new("delete", bucket.delete.clone(), 2);
+        let outcome = handler.handle(&again).await;
+        assert!(
+            matches!(outcome, Disposition::Done("applied")),
+            "{outcome:?}"
+        );
+    });
+    assert!(!rows.rows.lock().unwrap()[key].record.live);
 }
 
 #[test]
