@@ -71,6 +71,31 @@ fn encryption_of(
     }
 }
 
+/// The encryption S3 reports for the object of `head`.
+fn held_encryption(head: &aws_sdk_s3::operation::head_object::HeadObjectOutput) -> Encryption {
+    encryption_of(
+        head.server_side_encryption(),
+        head.ssekms_key_id(),
+        head.sse_customer_algorithm(),
+    )
+}
+
+/// The encryption a copy must give the object: the one `known`, or when it
+/// is not known, what S3 reports it `held` in. An object encrypted with a
+/// customer's key cannot be copied without that key.
+fn to_keep(known: &Encryption, held: Encryption) -> Result<Encryption, CopyError> {
+    let encryption = match known {
+        Encryption::Unknown => held,
+        known => known.clone(),
+    };
+    if encryption == Encryption::CustomerKey {
+        return Err(CopyError::Other(anyhow::anyhow!(
+            "the object is encrypted with a customer-provided key, which a copy would need"
+        )));
+    }
+    Ok(encryption)
+}
+
 /// True when S3 refused a copy because its condition failed or the source
 /// is gone.
 fn changed<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
@@ -123,17 +148,14 @@ impl S3Bucket {
         format!("{}/{}", self.bucket, utf8_percent_encode(key, COPY_SOURCE))
     }
 
-    async fn copy_in_parts(
+    /// `HeadObject` of the object a copy is about, conditional on its
+    /// entity tag.
+    async fn head_to_copy(
         &self,
         key: &str,
         etag: &str,
-        class: ArchiveClass,
-        encryption: &Encryption,
-        parts: &[(u64, u64)],
-    ) -> Result<String, CopyError> {
-        // Create takes what CopyObject would carry over by itself.
-        let head = self
-            .client
+    ) -> Result<aws_sdk_s3::operation::head_object::HeadObjectOutput, CopyError> {
+        self.client
             .head_object()
             .bucket(&self.bucket)
             .key(key)
@@ -146,7 +168,20 @@ impl S3Bucket {
                 } else {
                     copy_failed(&format!("HeadObject {key}"), e)
                 }
-            })?;
+            })
+    }
+
+    async fn copy_in_parts(
+        &self,
+        key: &str,
+        etag: &str,
+        class: ArchiveClass,
+        encryption: &Encryption,
+        parts: &[(u64, u64)],
+    ) -> Result<String, CopyError> {
+        // Create takes what CopyObject would carry over by itself.
+        let head = self.head_to_copy(key, etag).await?;
+        let encryption = &to_keep(encryption, held_encryption(&head))?;
         let mut create = self
             .client
             .create_multipart_upload()
@@ -273,11 +308,7 @@ impl Bucket for S3Bucket {
                 .unwrap_or(0),
             etag: head.e_tag().map(|e| e.trim_matches('"').to_string()),
             storage_class: aws::storage_class(&head),
-            encryption: encryption_of(
-                head.server_side_encryption(),
-                head.ssekms_key_id(),
-                head.sse_customer_algorithm(),
-            ),
+            encryption: held_encryption(&head),
             last_modified: head.last_modified().map(|t| t.secs()),
         }))
     }
@@ -325,6 +356,16 @@ impl Bucket for S3Bucket {
                 .copy_in_parts(key, etag, class, encryption, parts)
                 .await;
         }
+        // A copy without encryption named takes the bucket's default: an
+        // object whose encryption the projection does not know is asked.
+        let asked;
+        let encryption = if *encryption == Encryption::Unknown {
+            let head = self.head_to_copy(key, etag).await?;
+            asked = to_keep(encryption, held_encryption(&head))?;
+            &asked
+        } else {
+            encryption
+        };
         let mut copy = self
             .client
             .copy_object()
@@ -440,6 +481,31 @@ mod tests {
             asked("INTELLIGENT_TIERING", "Expedited"),
             (None, "Standard".into())
         );
+    }
+
+    #[test]
+    fn a_copy_keeps_the_encryption_known_or_the_one_s3_reports() {
+        let kms = Encryption::Kms {
+            algorithm: "aws:kms".into(),
+            key_id: Some("k".into()),
+        };
+        // Not known: what S3 reports, a KMS key rather than the bucket's
+        // default.
+        assert_eq!(to_keep(&Encryption::Unknown, kms.clone()).unwrap(), kms);
+        assert_eq!(
+            to_keep(&Encryption::Unknown, Encryption::Unknown).unwrap(),
+            Encryption::Unknown
+        );
+        // Known: kept.
+        assert_eq!(
+            to_keep(&Encryption::S3Managed, kms.clone()).unwrap(),
+            Encryption::S3Managed
+        );
+        // A customer's key cannot be copied with.
+        assert!(matches!(
+            to_keep(&Encryption::Unknown, Encryption::CustomerKey),
+            Err(CopyError::Other(_))
+        ));
     }
 
     #[test]
