@@ -627,7 +627,10 @@ impl Ledger {
             }
         }
         for group in &groups {
-            let error = anyhow::anyhow!("rows of {} kept changing", pending[group[0]].user);
+            let error = anyhow::anyhow!(
+                "the rows of {} kept changing, or what S3 said of its uploads kept going stale",
+                pending[group[0]].user
+            );
             fail(&mut results, group, &error);
         }
         finish(results)
@@ -658,11 +661,15 @@ impl Ledger {
                 let asked_at = Instant::now();
                 match self.probe.head(key).await {
                     Ok(head) => {
+                        // An upload without an entity tag means the one
+                        // reading S3 holds.
                         let etag = match &event.change {
                             Change::Created { etag, .. } => unquoted(etag.as_deref()),
                             _ => None,
                         };
-                        if head.is_some_and(|h| unquoted(h.etag.as_deref()) == etag) {
+                        if head
+                            .is_some_and(|h| etag.is_none() || unquoted(h.etag.as_deref()) == etag)
+                        {
                             read_at[index] = Some(asked_at);
                         } else {
                             results[index] = Some(Ok(Applied {
@@ -878,7 +885,10 @@ impl Ledger {
         heads: &[Option<ObjectHead>],
     ) -> Result<Option<usize>, Failure> {
         for (i, (candidate, head)) in candidates.iter().zip(heads).enumerate() {
-            let Some(user) = keys::owner(candidate).filter(|_| head.is_none()) else {
+            // A reading too long for a row is counted nowhere.
+            let Some(user) = keys::owner(candidate)
+                .filter(|_| head.is_none() && candidate.len() <= MAX_KEY_BYTES)
+            else {
                 continue;
             };
             let snapshot = self

@@ -32,8 +32,8 @@ pub struct Settings {
     #[arg(long, env = "STOWAGE_EVENT_BUS", default_value = "stowage")]
     pub event_bus: String,
 
-    /// Days a deleted object's tombstone is kept; longer than the queues'
-    /// retention (14 days) and the archive's replay window.
+    /// Days a deleted object's tombstone is kept; longer than the dead-letter
+    /// queues' retention (14 days) and the archive's replay window.
     #[arg(long, env = "STOWAGE_TOMBSTONE_TTL_DAYS", default_value_t = DEFAULT_TOMBSTONE_TTL_DAYS)]
     pub tombstone_ttl_days: u64,
 

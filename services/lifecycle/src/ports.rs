@@ -177,6 +177,10 @@ pub enum CopyError {
     /// it cannot be copied without a restore.
     #[error("S3 holds the object in an archive class (InvalidObjectState)")]
     Archived,
+    /// The sweep could not claim the object's row (the write failed): it
+    /// was not copied, and stays due for the next sweep.
+    #[error("the row was not claimed: {0:#}")]
+    NotClaimed(anyhow::Error),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }

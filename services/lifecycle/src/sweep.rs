@@ -352,9 +352,7 @@ impl Sweeper {
                     Some(Ok(())) => Ok(()),
                     Some(Err(StoreError::Conflict)) | None => Err(CopyError::Changed),
                     // Not claimed: the row stays due, for the next sweep.
-                    Some(Err(error)) => Err(CopyError::Other(
-                        anyhow::Error::from(error).context("the row was not claimed"),
-                    )),
+                    Some(Err(error)) => Err(CopyError::NotClaimed(error.into())),
                 };
                 (decided, claim)
             })
@@ -389,9 +387,7 @@ impl Sweeper {
     /// The settlement of an object whose transition failed with `error`:
     /// the claimed row records the failure and is due again only at
     /// [`retry_at`], later after each failure in a row, so that an object
-    /// S3 keeps refusing to copy does not come first in every sweep. A row
-    /// whose claim was not written (the claim itself failed) is left due,
-    /// for the next sweep.
+    /// S3 keeps refusing to copy does not come first in every sweep.
     fn failed(&self, due: &DueObject, decision: &Decision, error: &str, at: i64) -> Settlement {
         let retry = retry_at(
             due.row.record.verdict.as_ref(),
@@ -605,6 +601,10 @@ impl Sweeper {
                     let error = format!("{error:#}");
                     settlements.push(self.failed(&due, &decision, &error, at));
                     (FAILED, Some(error))
+                }
+                (Action::Tier, Some(Err(error @ CopyError::NotClaimed(_)))) => {
+                    tracing::warn!(key = %due.key, error = %error, "transition not attempted; the row stays due");
+                    (FAILED, Some(error.to_string()))
                 }
                 (Action::Tier, None) => (FAILED, None),
                 (Action::Skip, _) => {

@@ -1284,3 +1284,19 @@ fn a_restore_completed_delivered_again_is_announced_as_the_same_event() {
     assert_eq!(announced[0], announced[1], "the very same announcement");
     assert!(announced.iter().all(|e| e.key == key));
 }
+
+#[test]
+fn an_object_whose_row_could_not_be_claimed_is_left_due_as_it_was() {
+    let rows = cold_rows(1, 1 << 20);
+    *rows.throttle_next.lock().unwrap() = 1;
+    let bucket = Arc::new(AtOnce::default());
+    let outcomes = sweep_with(&sweeper(rows.clone(), &rows, bucket.clone()));
+    assert_eq!(outcomes, ["failed"]);
+    assert!(bucket.0.lock().unwrap().is_empty(), "not copied");
+    // No settlement: nothing would match the claim that was not written.
+    assert!(rows.settled.lock().unwrap().is_empty());
+    assert_eq!(
+        rows.due.lock().unwrap().values().collect::<Vec<_>>(),
+        [&1_710_000_000]
+    );
+}

@@ -30,7 +30,8 @@ struct Cli {
     /// environment holds; variables already set win. Without it,
     /// .stowage/dev.env in the current directory or above is read unless
     /// the environment configures a deployment (a STOWAGE_* setting,
-    /// AWS_PROFILE, AWS_ACCESS_KEY_ID or AWS_ENDPOINT_URL*).
+    /// AWS_PROFILE, AWS credentials or a role to assume, or
+    /// AWS_ENDPOINT_URL*).
     #[arg(long, global = true, env = "STOWAGE_ENV_FILE")]
     env_file: Option<PathBuf>,
 
@@ -122,10 +123,12 @@ enum Command {
     /// archive's total, and the consumers' stowage.consumer.messages metric
     /// what arrived.
     ///
-    /// A window older than the ledger's tombstones (STOWAGE_TOMBSTONE_TTL_DAYS,
-    /// default 45 days) is refused without --force: the ledger no longer
-    /// knows which of its objects were deleted since, and a replayed
-    /// Object Created would count a deleted object again.
+    /// A window that starts further back than the ledger's tombstones
+    /// (STOWAGE_TOMBSTONE_TTL_DAYS, default 45 days) less the 14 days a
+    /// replayed event may wait in the queues, 31 days by default, is
+    /// refused without --force: the ledger might no longer know which of
+    /// its objects were deleted since, and a replayed Object Created would
+    /// count a deleted object again.
     ///
     /// Ctrl-C before the replay starts starts nothing; after, it cancels the
     /// replay and reports how it ended; a second Ctrl-C leaves at once (exit
@@ -155,9 +158,10 @@ enum Command {
         /// The archive (default: the bus's only archive).
         #[arg(long)]
         archive: Option<String>,
-        /// Replay a window that starts before the ledger's tombstones reach
-        /// back (STOWAGE_TOMBSTONE_TTL_DAYS, default 45 days), though it may
-        /// count objects deleted since in their owners' usage again.
+        /// Replay a window that starts further back than the ledger's
+        /// tombstones allow (STOWAGE_TOMBSTONE_TTL_DAYS less 14 days, 31 by
+        /// default), though it may count objects deleted since in their
+        /// owners' usage again.
         #[arg(long)]
         force: bool,
         /// Print JSON instead of a sentence.

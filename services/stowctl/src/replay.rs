@@ -115,20 +115,26 @@ pub fn may_route(pattern: &Value, source: Option<&str>, detail_type: Option<&str
             })
 }
 
+/// Days a replayed event may wait in the queues before the ledger handles
+/// it: the dead-letter queues' retention, for one dead-lettered and then
+/// redriven.
+pub const QUEUED_DAYS: u64 = 14;
+
 /// Refuses a window that starts before the ledger's tombstones reach back,
 /// unless `force`d. The ledger keeps a deleted object's tombstone for
 /// `tombstone_days` (`STOWAGE_TOMBSTONE_TTL_DAYS`) after the delete; an
-/// event older than that may concern an object deleted so long ago that its
-/// tombstone is gone, and a replayed `Object Created` of such an object would
-/// count it in its owner's usage again. Events newer than that are safe: the
-/// tombstone of any later delete still exists.
+/// `Object Created` replayed and handled later than that after a delete of
+/// its object finds no tombstone and would count the object in its owner's
+/// usage again. A replayed event is handled at most [`QUEUED_DAYS`] after
+/// the replay, so the window may start `tombstone_days - QUEUED_DAYS` back.
 pub fn check_window_start(
     from: OffsetDateTime,
     now: OffsetDateTime,
     tombstone_days: u64,
     force: bool,
 ) -> anyhow::Result<()> {
-    let days = i64::try_from(tombstone_days).unwrap_or(i64::MAX);
+    let allowed = tombstone_days.saturating_sub(QUEUED_DAYS);
+    let days = i64::try_from(allowed).unwrap_or(i64::MAX);
     let oldest = now
         .checked_sub(time::Duration::days(days.min(1_000_000)))
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
@@ -136,11 +142,12 @@ pub fn check_window_start(
         return Ok(());
     }
     anyhow::bail!(
-        "--from {} lies more than {tombstone_days} days back, beyond the ledger's tombstones \
-         (STOWAGE_TOMBSTONE_TTL_DAYS, {tombstone_days} days): the ledger no longer knows which \
-         objects of that time were deleted since, so replaying their Object Created events \
-         would count deleted objects in their owners' usage again. Start the window at {} or \
-         later, or pass --force to replay anyway (then run `stowctl reconcile --fix`)",
+        "--from {} lies more than {allowed} days back: the ledger keeps tombstones \
+         {tombstone_days} days (STOWAGE_TOMBSTONE_TTL_DAYS) and a replayed event may wait up \
+         to {QUEUED_DAYS} days in the queues, so it might no longer know which objects of that \
+         time were deleted since, and replaying their Object Created events would count \
+         deleted objects in their owners' usage again. Start the window at {} or later, or \
+         pass --force to replay anyway (then run `stowctl reconcile --fix`)",
         from.format(&Rfc3339).unwrap_or_default(),
         oldest.format(&Rfc3339).unwrap_or_default()
     )
@@ -758,16 +765,17 @@ mod tests {
     fn a_window_older_than_the_tombstones_is_refused_unless_forced() {
         let now = OffsetDateTime::parse("2026-12-01T10:00:00Z", &Rfc3339).unwrap();
         let days = |d: i64| now - time::Duration::days(d);
-        assert!(check_window_start(days(44), now, 45, false).is_ok());
-        assert!(check_window_start(days(45), now, 45, false).is_ok());
-        let error = check_window_start(days(45) - time::Duration::seconds(1), now, 45, false)
-            .expect_err("older than the tombstones");
+        // 45 days of tombstones, less the 14 a replayed event may wait.
+        assert!(check_window_start(days(30), now, 45, false).is_ok());
+        assert!(check_window_start(days(31), now, 45, false).is_ok());
+        let error = check_window_start(days(31) - time::Duration::seconds(1), now, 45, false)
+            .expect_err("older than the tombstones allow");
         let text = error.to_string();
         for part in [
-            "--from 2026-10-17T09:59:59Z lies more than 45 days back",
+            "--from 2026-10-31T09:59:59Z lies more than 31 days back",
             "STOWAGE_TOMBSTONE_TTL_DAYS",
             "would count deleted objects in their owners' usage again",
-            "Start the window at 2026-10-17T10:00:00Z or later",
+            "Start the window at 2026-10-31T10:00:00Z or later",
             "--force",
         ] {
             assert!(text.contains(part), "{part} missing in {text}");
@@ -775,6 +783,7 @@ mod tests {
         assert!(check_window_start(days(400), now, 45, true).is_ok());
         assert!(check_window_start(days(400), now, 500, false).is_ok());
         assert!(check_window_start(days(1), now, 0, false).is_err());
+        assert!(check_window_start(days(1), now, 14, false).is_err());
         assert!(check_window_start(days(100_000), now, u64::MAX, false).is_ok());
     }
 

@@ -42,8 +42,10 @@ pub fn find_local_file(dir: &Path) -> Option<PathBuf> {
 
 /// The first of these variable names that says the environment configures a
 /// deployment of its own: any `STOWAGE_*` setting (except `STOWAGE_ENV_FILE`,
-/// which only names a file), an AWS profile or access key, or an AWS
-/// endpoint.
+/// which only names a file), an AWS profile, access key or session, a role
+/// to assume (web identity, a container's credentials), or an AWS endpoint.
+/// An instance's role shows in no variable: a file read then is named on
+/// stderr.
 pub fn deployment_variable<I, S>(names: I) -> Option<String>
 where
     I: IntoIterator<Item = S>,
@@ -52,7 +54,15 @@ where
     names.into_iter().find_map(|name| {
         let name = name.as_ref();
         let configures = (name.starts_with("STOWAGE_") && name != "STOWAGE_ENV_FILE")
-            || matches!(name, "AWS_PROFILE" | "AWS_ACCESS_KEY_ID")
+            || matches!(
+                name,
+                "AWS_PROFILE"
+                    | "AWS_ACCESS_KEY_ID"
+                    | "AWS_SESSION_TOKEN"
+                    | "AWS_ROLE_ARN"
+                    | "AWS_WEB_IDENTITY_TOKEN_FILE"
+            )
+            || name.starts_with("AWS_CONTAINER_CREDENTIALS")
             || name.starts_with("AWS_ENDPOINT_URL");
         configures.then(|| name.to_string())
     })
