@@ -349,9 +349,17 @@ def _raise_stop(signum, frame):
     raise Stop()
 
 
+def stop_on_signals():
+    """Ctrl-C (SIGINT) and SIGTERM stop the stack. SIGINT is set explicitly:
+    a shell starts a background job with SIGINT ignored, and Python then
+    keeps ignoring it."""
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGINT, _raise_stop)
+
+
 def cmd_run(args):
     emulators = Emulators(args.state)
-    signal.signal(signal.SIGTERM, _raise_stop)
+    stop_on_signals()
     stop_with_parent()
     try:
         env = emulators.start()
@@ -387,7 +395,7 @@ def cmd_dev(args):
     state = Path(args.state)
     emulators = Emulators(state)
     services = []
-    signal.signal(signal.SIGTERM, _raise_stop)
+    stop_on_signals()
     stop_with_parent()
     try:
         env = emulators.start()
