@@ -176,21 +176,27 @@ fn a_local_stack_file_found_above_is_not_read_over_a_configured_deployment() {
     );
 }
 
+/// Settings of a deployment whose AWS endpoint answers nothing: every call
+/// fails at once.
+const UNREACHABLE_AWS: [(&str, &str); 6] = [
+    ("STOWAGE_ENV_FILE", "/dev/null"),
+    ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+    ("AWS_REGION", "us-east-1"),
+    ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+    ("AWS_SECRET_ACCESS_KEY", "secret"),
+    ("AWS_MAX_ATTEMPTS", "1"),
+];
+
 /// A correcting reconciliation that fails says what may already be done and
 /// that running it again is safe; one that only compares changed nothing.
 #[test]
 fn a_failed_reconciliation_says_what_it_may_have_changed() {
     let checkout = LocalCheckout::new("");
     let env = [
-        ("STOWAGE_ENV_FILE", "/dev/null"),
-        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
-        ("AWS_SECRET_ACCESS_KEY", "secret"),
-        ("AWS_MAX_ATTEMPTS", "1"),
-        ("STOWAGE_BUCKET", "b"),
-        ("STOWAGE_LEDGER_TABLE", "t"),
-    ];
+        UNREACHABLE_AWS.as_slice(),
+        &[("STOWAGE_BUCKET", "b"), ("STOWAGE_LEDGER_TABLE", "t")],
+    ]
+    .concat();
     let output = checkout.stowctl(&["reconcile", "--user", "alice", "--fix"], &env);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{output:?}");
@@ -212,14 +218,7 @@ fn a_failed_reconciliation_says_what_it_may_have_changed() {
 #[test]
 fn a_replay_older_than_the_tombstones_is_refused_unless_forced() {
     let checkout = LocalCheckout::new("");
-    let env = [
-        ("STOWAGE_ENV_FILE", "/dev/null"),
-        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
-        ("AWS_SECRET_ACCESS_KEY", "secret"),
-        ("AWS_MAX_ATTEMPTS", "1"),
-    ];
+    let env = UNREACHABLE_AWS;
     let output = checkout.stowctl(&["replay", "--from", "-32d"], &env);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{output:?}");
