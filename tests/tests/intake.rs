@@ -1214,6 +1214,107 @@ async fn other_methods_get_problems_and_a_head_reads_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bodies_and_queries_intake_cannot_read_are_told_apart_and_change_nothing() {
+    let system = System::start_parts(&[], stowage_e2e::Parts::INTAKE_ONLY)
+        .await
+        .expect("system starts");
+    let token = system.token("ines");
+    let admin = system.admin_token("root");
+    // Sends `body` with `content_type` and checks the answer against the
+    // document.
+    let send = |method: Method,
+                path: &'static str,
+                token: &str,
+                content_type: Option<&'static str>,
+                body: String| {
+        let request = system
+            .http
+            .request(method.clone(), format!("{}{path}", system.intake_url))
+            .bearer_auth(token)
+            .body(body);
+        let request = match content_type {
+            Some(value) => request.header("content-type", value),
+            None => request,
+        };
+        async move {
+            let response = request.send().await.expect("intake answers");
+            let status = response.status().as_u16();
+            let content_type = response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            let bytes = response.bytes().await.expect("intake sends a body");
+            stowage_e2e::openapi::check(method.as_str(), path, status, Some(&content_type), &bytes);
+            let problem: Value = serde_json::from_slice(&bytes).expect("a problem document");
+            (
+                status,
+                problem["type"].as_str().unwrap_or_default().to_string(),
+            )
+        }
+    };
+    let grant = json!({"path": "a.txt", "size": 5, "content_type": "text/plain"}).to_string();
+    let restore = json!({"path": "a.txt", "days": 1}).to_string();
+    let quota = json!({"quota_bytes": 5}).to_string();
+    let calls = [
+        (Method::POST, "/v1/uploads", &token, grant),
+        (Method::POST, "/v1/restores", &token, restore),
+        (Method::PUT, "/v1/admin/quotas/ines", &admin, quota),
+    ];
+
+    for (method, path, token, body) in &calls {
+        // A body not sent as JSON.
+        for content_type in [
+            None,
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+        ] {
+            let answer = send(method.clone(), path, token, content_type, body.clone()).await;
+            assert_eq!(
+                answer,
+                (415, "/problems/unsupported-media-type".into()),
+                "{method} {path} as {content_type:?}"
+            );
+        }
+        // A body longer than any call takes, here of valid JSON.
+        let long = format!(r#"{{"pad":"{}",{}"#, "x".repeat(20_000), &body[1..]);
+        assert!(long.len() > stowage_intake::routes::MAX_BODY_BYTES);
+        let answer = send(method.clone(), path, token, Some("application/json"), long).await;
+        assert_eq!(
+            answer,
+            (413, "/problems/content-too-large".into()),
+            "{method} {path}"
+        );
+        // JSON that does not parse.
+        let cut = body[..body.len() - 1].to_string();
+        let answer = send(method.clone(), path, token, Some("application/json"), cut).await;
+        assert_eq!(
+            answer,
+            (400, "/problems/bad-request".into()),
+            "{method} {path}"
+        );
+    }
+
+    // A query whose escapes spell no UTF-8 is refused, not read as U+FFFD.
+    for query in ["prefix=%FF", "prefix=a%C3", "cursor=%80&limit=5"] {
+        let reply = system
+            .raw("GET", &format!("/v1/objects?{query}"), &token)
+            .await;
+        assert_eq!(reply.status, 400, "{query}: {}", reply.body);
+        assert_eq!(reply.body["type"], "/problems/bad-request", "{query}");
+    }
+    let listed = system
+        .raw("GET", "/v1/objects?prefix=caf%C3%A9%2F", &token)
+        .await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+
+    // Nothing was reserved or set.
+    let usage = system.usage(&token).await;
+    assert_eq!(usage["reserved_bytes"], 0);
+    assert_eq!(usage["quota_bytes"], 1u64 << 30);
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn clients_that_stall_are_let_go() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let system = System::start_parts(

@@ -26,6 +26,12 @@ pub enum ApiError {
     BadRequest(String),
     #[error("content type {0:?} is not allowed")]
     UnsupportedContentType(String),
+    /// The request's body is not sent as JSON.
+    #[error("the request body must be JSON, sent with Content-Type: application/json")]
+    BodyNotJson,
+    /// The request's body is longer than any this API takes.
+    #[error("the request body is longer than {0} bytes")]
+    BodyTooLarge(usize),
     /// A grant was refused and recorded as `REJECTED` under `grant_id`.
     #[error("{}", refusal_text(.refusal))]
     Refused { grant_id: Uuid, refusal: Refusal },
@@ -136,6 +142,8 @@ impl ApiError {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-content-type",
             ),
+            Self::BodyNotJson => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type"),
+            Self::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "content-too-large"),
             Self::Refused {
                 refusal: Refusal::QuotaExceeded { .. },
                 ..

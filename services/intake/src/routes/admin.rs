@@ -43,6 +43,8 @@ pub struct Quota {
         (status = 200, description = "The quota is in force", body = Quota),
         (status = 400, description = "Invalid user id or quota", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The token does not carry the admin claim", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is longer than any this API takes (`content-too-large`)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not sent as JSON (`unsupported-media-type`)", body = Problem, content_type = "application/problem+json"),
         CommonProblems,
     ),
     security(("bearer" = []))

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use axum::{
     Router,
     body::Bytes,
-    extract::{FromRequestParts, rejection::JsonRejection},
-    http::{header, request::Parts},
+    extract::{DefaultBodyLimit, FromRequestParts, rejection::JsonRejection},
+    http::{StatusCode, header, request::Parts},
     routing::{get, post, put},
 };
 use stowage_shared::publisher::EventBus;
@@ -141,6 +141,7 @@ pub fn router(state: AppState) -> Router {
         )
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .fallback(|| async { ApiError::NotFound })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
@@ -173,9 +174,22 @@ pub(crate) fn conflict_pauses() -> impl Iterator<Item = std::time::Duration> {
         .build()
 }
 
-/// Turns axum's JSON body rejections into problem documents.
+/// The longest request body intake reads. The longest a call takes is an
+/// upload's: a path of at most 880 bytes, each character of which JSON may
+/// spell as a `\uXXXX` escape, and its content type.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Turns axum's JSON body rejections into problem documents: `415` for a
+/// body not sent as JSON, `413` for one longer than [`MAX_BODY_BYTES`], `400`
+/// for the rest.
 pub fn bad_json(rejection: JsonRejection) -> ApiError {
-    ApiError::BadRequest(rejection.body_text())
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => ApiError::BodyNotJson,
+        JsonRejection::BytesRejection(bytes) if bytes.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::BodyTooLarge(MAX_BODY_BYTES)
+        }
+        other => ApiError::BadRequest(other.body_text()),
+    }
 }
 
 /// Deserializes a JSON integer, also when written with a zero fraction

@@ -5,7 +5,7 @@
 
 use axum::{
     Json,
-    extract::{Path, Query, State, rejection::PathRejection, rejection::QueryRejection},
+    extract::{Path, Query, RawQuery, State, rejection::PathRejection, rejection::QueryRejection},
     http::{Method, StatusCode},
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -137,8 +137,18 @@ pub(super) fn key_of(
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
+    RawQuery(raw): RawQuery,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<ObjectList>, ApiError> {
+    // The query parser reads an escape that spells no UTF-8 as U+FFFD, which
+    // would list another prefix or refuse a cursor with the wrong reason.
+    if let Some(raw) = raw {
+        percent_encoding::percent_decode_str(&raw)
+            .decode_utf8()
+            .map_err(|_| {
+                ApiError::BadRequest("the query string's escapes do not spell UTF-8 text".into())
+            })?;
+    }
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let limit = match query.limit {
         None => MAX_PAGE,

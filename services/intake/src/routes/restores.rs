@@ -56,6 +56,8 @@ pub struct RestoreAccepted {
         (status = 400, description = "Invalid path or days", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such object", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The object is not archived", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is longer than any this API takes (`content-too-large`)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not sent as JSON (`unsupported-media-type`)", body = Problem, content_type = "application/problem+json"),
         CommonProblems,
     ),
     security(("bearer" = []))

@@ -80,7 +80,8 @@ pub struct UploadGrant {
             )))),
         (status = 400, description = "Invalid path, size or body", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Over quota (`quota-exceeded`, with the caller's usage)", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Content type not allowed", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is longer than any this API takes (`content-too-large`)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Content type not allowed (`unsupported-content-type`), or the body is not sent as JSON (`unsupported-media-type`)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many requests (`rate-limited`) or outstanding grants (`too-many-grants`)", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "`rate-limited`: seconds to wait"))),
         CommonProblems,
@@ -104,7 +105,12 @@ pub async fn create(
             ..
         }) => "too_many_grants",
         Err(ApiError::RateLimited(_)) => "rate_limited",
-        Err(ApiError::BadRequest(_) | ApiError::UnsupportedContentType(_)) => "invalid",
+        Err(
+            ApiError::BadRequest(_)
+            | ApiError::UnsupportedContentType(_)
+            | ApiError::BodyNotJson
+            | ApiError::BodyTooLarge(_),
+        ) => "invalid",
         Err(_) => "failed",
     };
     state
