@@ -3,7 +3,8 @@
 //! the span of the S3 event's message), and intake's projection of the
 //! `UsageChanged` it publishes, all under the frontend's `traceparent`; the
 //! same event delivered again is announced again in the same trace. A sweep
-//! is a trace of its own that its events carry.
+//! is a trace of its own that its events carry, and a restore is announced
+//! in the trace it was asked in.
 //!
 //! The OpenTelemetry providers are process-wide, so intake and the ledger run
 //! as processes of their own (the real binaries), each exporting over
@@ -374,11 +375,9 @@ async fn one_upload_is_one_trace_across_intake_and_ledger() {
     );
 }
 
-/// A sweep is one trace: each copy is a span of it, and the `ObjectTiered.v1`
-/// it publishes carries it, so a transition can be followed from its event.
-/// The sweep runs in this process, under a tracer of the test's own.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_sweep_is_one_trace_that_its_events_carry() {
+/// Makes this process's spans (of the services the harness runs in it)
+/// exported to the returned exporter.
+fn trace_this_process() -> opentelemetry_sdk::trace::InMemorySpanExporter {
     use opentelemetry::trace::TracerProvider as _;
     use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
     use tracing_subscriber::layer::SubscriberExt as _;
@@ -395,7 +394,34 @@ async fn a_sweep_is_one_trace_that_its_events_carry() {
             .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test"))),
     )
     .expect("the test's subscriber is the process's first");
+    exporter
+}
 
+/// The trace id in the `traceparent` of the first event captured in
+/// `queue`, which must be of `key`.
+async fn carried_trace(system: &stowage_e2e::System, queue: &str, key: &str) -> String {
+    let event = eventually(Duration::from_secs(60), "an event captured", || async {
+        system.drain(queue).await.into_iter().next()
+    })
+    .await;
+    let event: Value = serde_json::from_str(&event).expect("event JSON");
+    assert_eq!(event["detail"]["key"], key);
+    let traceparent = event["detail"]["trace"]["traceparent"]
+        .as_str()
+        .expect("the event carries a trace");
+    traceparent
+        .split('-')
+        .nth(1)
+        .unwrap_or_else(|| panic!("{traceparent} names a trace"))
+        .to_string()
+}
+
+/// A sweep is one trace: each copy is a span of it, and the `ObjectTiered.v1`
+/// it publishes carries it, so a transition can be followed from its event.
+/// The sweep runs in this process, under a tracer of the test's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sweep_is_one_trace_that_its_events_carry() {
+    let exporter = trace_this_process();
     let system = stowage_e2e::System::start_parts(&[], stowage_e2e::Parts::INTAKE_ONLY)
         .await
         .expect("system starts");
@@ -431,21 +457,57 @@ async fn a_sweep_is_one_trace_that_its_events_carry() {
     assert_eq!(copy.parent_span_id, sweep.span_context.span_id());
     assert_eq!(copy.span_context.trace_id(), sweep.span_context.trace_id());
 
-    let event = eventually(Duration::from_secs(30), "ObjectTiered.v1", || {
-        let queue = tiered.clone();
-        let sqs = system.sqs.clone();
-        async move { stowage_e2e::drain(&sqs, &queue).await.into_iter().next() }
+    assert_eq!(
+        carried_trace(&system, &tiered, "users/tom/cold.bin").await,
+        sweep.span_context.trace_id().to_string()
+    );
+    system.stop().await;
+}
+
+/// A restore is announced in the trace it was asked in: the
+/// `ObjectRestored.v1` published when S3 reports the restore done, hours
+/// later in production, carries the trace of the frontend's
+/// `POST /v1/restores`, and the span that announces it is linked to the span
+/// of S3's event, which carries no trace. The services run in this process,
+/// under a tracer of the test's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restore_is_announced_in_the_trace_it_was_asked_in() {
+    let exporter = trace_this_process();
+    let system = stowage_e2e::System::start().await.expect("system starts");
+    let restored = system
+        .capture("stowage.lifecycle", "ObjectRestored.v1")
+        .await;
+    system
+        .put_object("users/rosa/old.bin", vec![3; 4096], "GLACIER")
+        .await;
+
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let accepted = system
+        .http
+        .post(format!("{}/v1/restores", system.intake_url))
+        .bearer_auth(system.token("rosa"))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&json!({"path": "old.bin", "days": 2}))
+        .send()
+        .await
+        .expect("intake answers");
+    assert_eq!(accepted.status(), 202);
+
+    assert_eq!(
+        carried_trace(&system, &restored, "users/rosa/old.bin").await,
+        trace_id
+    );
+
+    // The span it was announced from: in the request's trace, linked to the
+    // span of the message that brought S3's event.
+    let announce = eventually(Duration::from_secs(10), "the announcing span", || {
+        let spans = exporter.get_finished_spans().expect("spans readable");
+        async move { spans.into_iter().find(|s| s.name == "announce restore") }
     })
     .await;
-    let event: Value = serde_json::from_str(&event).expect("event JSON");
-    assert_eq!(event["detail"]["key"], "users/tom/cold.bin");
-    let traceparent = event["detail"]["trace"]["traceparent"]
-        .as_str()
-        .expect("the event carries a trace");
-    assert_eq!(
-        traceparent.split('-').nth(1),
-        Some(sweep.span_context.trace_id().to_string().as_str()),
-        "{traceparent}"
-    );
+    assert_eq!(announce.span_context.trace_id().to_string(), trace_id);
+    let links: Vec<_> = announce.links.iter().collect();
+    assert_eq!(links.len(), 1, "{announce:#?}");
+    assert_ne!(links[0].span_context.trace_id().to_string(), trace_id);
     system.stop().await;
 }

@@ -23,6 +23,7 @@ use stowage_shared::{
     telemetry,
 };
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use tracing::Instrument as _;
 
 use crate::{
     domain::{
@@ -320,7 +321,13 @@ impl EventHandler {
             let now = OffsetDateTime::now_utc().unix_timestamp();
             self.record(user, &event.key, &head.observed(now)).await?;
         }
-        let observation = Observation::RestoreRequested { at, days };
+        // The restore's completion, hours later, is announced in this
+        // span's trace: the request's.
+        let observation = Observation::RestoreRequested {
+            at,
+            days,
+            trace: telemetry::current_trace(),
+        };
         self.record(user, &event.key, &observation).await?;
         Ok(outcome)
     }
@@ -343,7 +350,7 @@ impl EventHandler {
         };
         // Only a live object the service knows is restored; a restore of a
         // version replaced since is not the object's.
-        match self.projection.get(user, &key).await? {
+        let requested_in = match self.projection.get(user, &key).await? {
             Some(row) if row.record.live => {
                 if let (Some(held), Some(restored)) = (row.record.etag.as_deref(), etag)
                     && held != restored
@@ -351,12 +358,13 @@ impl EventHandler {
                     tracing::info!(%key, "restore of a replaced version; not announced");
                     return Ok("superseded");
                 }
+                row.record.restore.trace().cloned()
             }
             _ => {
                 tracing::info!(%key, "restore of an object not stored; not announced");
                 return Ok("not-found");
             }
-        }
+        };
         let until = detail
             .restore_expiry_time
             .as_deref()
@@ -365,6 +373,19 @@ impl EventHandler {
             until: until.map(OffsetDateTime::unix_timestamp),
         };
         self.record(user, &key, &observation).await?;
+        // Announced in the trace the restore was asked in, when it was
+        // traced, linked to the span of S3's event, which carries none.
+        let span = tracing::info_span!(
+            "restored",
+            otel.name = "announce restore",
+            stowage.user_id = user,
+            stowage.key = %key,
+        );
+        if let Some(trace) = &requested_in
+            && telemetry::continue_trace(&span, trace)
+        {
+            telemetry::link(&span, &tracing::Span::current());
+        }
         // Announced again on a repeat, as the same event: the first delivery
         // may have recorded the restore and failed to publish, and consumers
         // recognise the repeat by its id.
@@ -372,7 +393,7 @@ impl EventHandler {
             meta: EventMeta {
                 event_id: restored_event_id(&self.bucket_name, &key, event_id, detail),
                 occurred_at: time,
-                ..EventMeta::new(user, telemetry::current_trace())
+                ..EventMeta::new(user, span.in_scope(telemetry::current_trace))
             },
             key: key.clone(),
             storage_class: detail
@@ -382,7 +403,7 @@ impl EventHandler {
             expires_at: until,
             etag: etag.map(str::to_string),
         };
-        self.publisher.restored(&event).await?;
+        self.publisher.restored(&event).instrument(span).await?;
         Ok("restored")
     }
 

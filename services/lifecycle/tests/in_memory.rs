@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use futures::{StreamExt, stream::BoxStream};
 use serde_json::json;
 use stowage_events::sequencer::Sequencer;
-use stowage_events::{ObjectRestoredV1, ObjectTieredV1};
+use stowage_events::{ObjectRestoredV1, ObjectTieredV1, TraceContext};
 use stowage_lifecycle::{
     domain::{
         plan::CopyPlan,
@@ -634,7 +634,8 @@ fn a_restore_of_an_object_without_a_row_is_remembered_and_not_paid_for_twice() {
         row.restore,
         Restore::Requested {
             at: requested,
-            days: 7
+            days: 7,
+            trace: TraceContext::default(),
         }
     );
 }
@@ -653,6 +654,7 @@ fn a_restore_request_delivered_again_asks_s3_for_nothing() {
                 Restore::Restored {
                     until: Some(requested + 86_400),
                     requested_at: Some(requested),
+                    trace: TraceContext::default(),
                 },
             ),
             version: 3,
@@ -703,7 +705,8 @@ fn a_restore_request_delivered_again_asks_s3_for_nothing() {
         rows.rows.lock().unwrap()[key].record.restore,
         Restore::Requested {
             at: requested + 60,
-            days: 7
+            days: 7,
+            trace: TraceContext::default(),
         }
     );
 }
@@ -1232,7 +1235,14 @@ fn a_restore_completed_delivered_again_is_announced_as_the_same_event() {
     rows.rows.lock().unwrap().insert(
         key.into(),
         Versioned {
-            record: record("GLACIER", Restore::Requested { at: 5, days: 7 }),
+            record: record(
+                "GLACIER",
+                Restore::Requested {
+                    at: 5,
+                    days: 7,
+                    trace: TraceContext::default(),
+                },
+            ),
             version: 3,
         },
     );

@@ -18,7 +18,7 @@ use aws_sdk_dynamodb::{
     types::{AttributeValue, Put, TransactWriteItem, Update},
 };
 use futures::{StreamExt, stream::BoxStream};
-use stowage_events::sequencer::Sequencer;
+use stowage_events::{TraceContext, sequencer::Sequencer};
 use stowage_shared::dynamo::{
     Cancelled, Item, classify, get_num, get_str, get_str_list, item_failure, n, query_all,
     query_partition, req_num, req_str, s, str_list, transact_groups,
@@ -118,7 +118,7 @@ pub fn record_item(
     }
     match &record.restore {
         Restore::None => {}
-        Restore::Requested { at, days } => {
+        Restore::Requested { at, days, .. } => {
             put("restore", Some(s("REQUESTED")));
             put("restore_at", Some(n(at)));
             put("restore_days", Some(n(days)));
@@ -126,11 +126,16 @@ pub fn record_item(
         Restore::Restored {
             until,
             requested_at,
+            ..
         } => {
             put("restore", Some(s("RESTORED")));
             put("restore_until", until.map(n));
             put("restore_at", requested_at.map(n));
         }
+    }
+    if let Some(trace) = record.restore.trace() {
+        put("restore_traceparent", trace.traceparent.as_deref().map(s));
+        put("restore_tracestate", trace.tracestate.as_deref().map(s));
     }
     if let Some(v) = &record.verdict {
         put("verdict", Some(s(&v.outcome)));
@@ -165,14 +170,22 @@ fn record_from_item(item: &Item) -> Result<Versioned, StoreError> {
             key_id: text("kms_key_id")?.map(str::to_string),
         },
     };
+    let trace = || -> Result<TraceContext, StoreError> {
+        Ok(TraceContext {
+            traceparent: text("restore_traceparent")?.map(str::to_string),
+            tracestate: text("restore_tracestate")?.map(str::to_string),
+        })
+    };
     let restore = match text("restore")? {
         Some("REQUESTED") => Restore::Requested {
             at: num("restore_at")?.unwrap_or(0),
             days: get_num(item, "restore_days")?.unwrap_or(0),
+            trace: trace()?,
         },
         Some("RESTORED") => Restore::Restored {
             until: num("restore_until")?,
             requested_at: num("restore_at")?,
+            trace: trace()?,
         },
         _ => Restore::None,
     };
@@ -614,7 +627,16 @@ mod tests {
             },
             created_at: 5,
             last_access: Some(7),
-            restore: Restore::Requested { at: 8, days: 3 },
+            restore: Restore::Requested {
+                at: 8,
+                days: 3,
+                trace: TraceContext {
+                    traceparent: Some(
+                        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+                    ),
+                    tracestate: Some("vendor=1".into()),
+                },
+            },
             sequencer: Sequencer::parse("00AB").unwrap(),
             applied: vec!["created:abc:10:STANDARD".into()],
             verdict: Some(Verdict {

@@ -17,7 +17,7 @@
 
 use std::cmp::Ordering;
 
-use stowage_events::sequencer::Sequencer;
+use stowage_events::{TraceContext, sequencer::Sequencer};
 
 use super::DAY;
 
@@ -48,16 +48,19 @@ pub enum Encryption {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Restore {
     None,
-    /// `RestoreObject` was called at `at` (unix seconds) for `days`.
+    /// `RestoreObject` was called at `at` (unix seconds) for `days`, in
+    /// the trace `trace` (of the request's span, when it was traced).
     Requested {
         at: i64,
         days: u32,
+        trace: TraceContext,
     },
     /// A restored copy is readable until `until` (unix seconds), when known;
-    /// it was asked for at `requested_at`, when known.
+    /// it was asked for at `requested_at`, when known, in the trace `trace`.
     Restored {
         until: Option<i64>,
         requested_at: Option<i64>,
+        trace: TraceContext,
     },
 }
 
@@ -68,6 +71,15 @@ impl Restore {
             Self::None => None,
             Self::Requested { at, .. } => Some(*at),
             Self::Restored { requested_at, .. } => *requested_at,
+        }
+    }
+
+    /// The trace the last restore was asked for in: its completion is
+    /// announced in it.
+    pub fn trace(&self) -> Option<&TraceContext> {
+        match self {
+            Self::None => None,
+            Self::Requested { trace, .. } | Self::Restored { trace, .. } => Some(trace),
         }
     }
 }
@@ -199,8 +211,13 @@ pub enum Observation {
         storage_class: String,
         encryption: Encryption,
     },
-    /// `RestoreRequested.v1`, once `RestoreObject` was called.
-    RestoreRequested { at: i64, days: u32 },
+    /// `RestoreRequested.v1`, once `RestoreObject` was called, in the
+    /// trace of the span that called it.
+    RestoreRequested {
+        at: i64,
+        days: u32,
+        trace: TraceContext,
+    },
     /// `Object Restore Completed`.
     RestoreCompleted { until: Option<i64> },
 }
@@ -383,10 +400,11 @@ pub fn apply(current: Option<&ObjectRecord>, observation: &Observation) -> Chang
                 ..row.clone()
             }))
         }
-        (Observation::RestoreRequested { at, days }, Some(row)) if row.live => {
+        (Observation::RestoreRequested { at, days, trace }, Some(row)) if row.live => {
             let restore = Restore::Requested {
                 at: *at,
                 days: *days,
+                trace: trace.clone(),
             };
             if row.restore == restore {
                 return Change::Unchanged;
@@ -400,6 +418,7 @@ pub fn apply(current: Option<&ObjectRecord>, observation: &Observation) -> Chang
             let restore = Restore::Restored {
                 until: *until,
                 requested_at: row.restore.requested_at(),
+                trace: row.restore.trace().cloned().unwrap_or_default(),
             };
             if row.restore == restore {
                 return Change::Unchanged;
@@ -660,12 +679,27 @@ mod tests {
             apply(None, &Observation::RestoreCompleted { until: Some(9) }),
             Change::Unchanged
         );
+        let trace = TraceContext {
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+            tracestate: None,
+        };
         let row = fold(&[
             created("0A", 0, 10),
-            Observation::RestoreRequested { at: 5, days: 2 },
+            Observation::RestoreRequested {
+                at: 5,
+                days: 2,
+                trace: trace.clone(),
+            },
         ])
         .unwrap();
-        assert_eq!(row.restore, Restore::Requested { at: 5, days: 2 });
+        assert_eq!(
+            row.restore,
+            Restore::Requested {
+                at: 5,
+                days: 2,
+                trace: trace.clone()
+            }
+        );
         let Change::Apply(done) = apply(
             Some(&row),
             &Observation::RestoreCompleted { until: Some(9) },
@@ -676,7 +710,8 @@ mod tests {
             done.restore,
             Restore::Restored {
                 until: Some(9),
-                requested_at: Some(5)
+                requested_at: Some(5),
+                trace,
             }
         );
         assert_eq!(
