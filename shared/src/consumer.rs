@@ -58,6 +58,11 @@ pub enum Disposition {
     /// A passing failure (throttling, a conflict, a backend outage): leave the
     /// message for redelivery after its visibility timeout.
     Retry(anyhow::Error),
+    /// Nothing failed, but the message is finished only on a later delivery
+    /// (a decision that must wait for work in flight elsewhere): leave it
+    /// for redelivery after its visibility timeout, counted under the label
+    /// and logged at `info`, with no back-off.
+    Later(&'static str),
     /// The message can never be handled (unparseable, unknown version): make
     /// it visible again at once so it reaches the dead-letter queue quickly.
     Poison(String),
@@ -126,6 +131,8 @@ pub struct BatchOutcome {
     pub received: usize,
     pub deleted: usize,
     pub retried: usize,
+    /// Left for a later delivery without a failure ([`Disposition::Later`]).
+    pub later: usize,
     pub poisoned: usize,
     /// Labels of the messages handled to completion, in order.
     pub done: Vec<&'static str>,
@@ -315,6 +322,20 @@ impl<H: Handler> QueueConsumer<H> {
                             receive_count = delivery.receive_count,
                             error = format!("{error:#}"),
                             "message left for redelivery"
+                        );
+                    });
+                }
+                Disposition::Later(label) => {
+                    span.record("outcome", label);
+                    self.metrics.count(label);
+                    outcome.later += 1;
+                    span.in_scope(|| {
+                        tracing::info!(
+                            queue = %self.queue_url,
+                            message_id = %delivery.message_id,
+                            receive_count = delivery.receive_count,
+                            outcome = label,
+                            "message left to be finished on its next delivery"
                         );
                     });
                 }

@@ -1,7 +1,8 @@
 //! The services' OpenTelemetry metrics, read back through an in-memory
 //! exporter installed as the process's meter provider before the services
 //! start: consumer outcomes, upload violations, grant outcomes, bytes by
-//! storage class, the depth of the dead-letter queues, and sweeps.
+//! storage class, the depth of the dead-letter queues, sweeps, and messages
+//! left for their next delivery.
 
 use std::time::Duration;
 
@@ -100,6 +101,17 @@ fn gauge<T: Number>(exporter: &InMemoryMetricExporter, name: &str, with: &[KeyVa
     .next()
 }
 
+/// Installs the process's meter provider, exporting to the returned
+/// exporter; call before the services start.
+fn measure() -> (InMemoryMetricExporter, SdkMeterProvider) {
+    let exporter = InMemoryMetricExporter::default();
+    let provider = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(exporter.clone()).build())
+        .build();
+    global::set_meter_provider(provider.clone());
+    (exporter, provider)
+}
+
 /// A queue's name, the last part of its URL.
 fn name_of(url: &str) -> String {
     url.rsplit('/').next().unwrap_or_default().to_string()
@@ -107,11 +119,7 @@ fn name_of(url: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn outcomes_violations_grants_bytes_and_dead_letters_are_measured() {
-    let exporter = InMemoryMetricExporter::default();
-    let provider = SdkMeterProvider::builder()
-        .with_reader(PeriodicReader::builder(exporter.clone()).build())
-        .build();
-    global::set_meter_provider(provider.clone());
+    let (exporter, provider) = measure();
 
     let system = System::start_with(&[("default-quota-bytes", "1000")])
         .await
@@ -271,11 +279,7 @@ async fn outcomes_violations_grants_bytes_and_dead_letters_are_measured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sweeps_count_tiered_bytes_savings_and_decisions() {
-    let exporter = InMemoryMetricExporter::default();
-    let provider = SdkMeterProvider::builder()
-        .with_reader(PeriodicReader::builder(exporter.clone()).build())
-        .build();
-    global::set_meter_provider(provider.clone());
+    let (exporter, provider) = measure();
 
     let system = System::start_parts(&[], stowage_e2e::Parts::INTAKE_ONLY)
         .await
@@ -338,6 +342,103 @@ async fn sweeps_count_tiered_bytes_savings_and_decisions() {
             decisions("skipped", "too_small")
         ),
         (1, 1)
+    );
+    system.stop().await;
+}
+
+/// Leaves each message for its next delivery once, as the ledger and the
+/// lifecycle service leave a delete they judge again.
+struct OnTheSecondDelivery;
+
+impl stowage_shared::consumer::Handler for OnTheSecondDelivery {
+    async fn handle(
+        &self,
+        delivery: &stowage_shared::consumer::Delivery,
+    ) -> stowage_shared::consumer::Disposition {
+        use stowage_shared::consumer::Disposition;
+        if delivery.receive_count == 1 {
+            Disposition::Later("judged-on-redelivery")
+        } else {
+            Disposition::Done("applied")
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_message_finished_on_its_next_delivery_is_counted_as_such_not_as_a_failure() {
+    use stowage_shared::consumer::{ConsumerOptions, QueueConsumer};
+
+    let (exporter, provider) = measure();
+
+    let system = System::start_parts(&[], stowage_e2e::Parts::INTAKE_ONLY)
+        .await
+        .expect("system starts");
+    let queue_url = system
+        .sqs
+        .create_queue()
+        .queue_name(format!("{}-later", system.stack.name))
+        .send()
+        .await
+        .expect("CreateQueue")
+        .queue_url
+        .expect("queue URL");
+    let consumer = QueueConsumer::new(
+        system.sqs.clone(),
+        &queue_url,
+        std::sync::Arc::new(OnTheSecondDelivery),
+        ConsumerOptions {
+            wait: Duration::from_secs(1),
+            visibility_timeout: Duration::from_secs(1),
+            ..ConsumerOptions::default()
+        },
+    );
+    system.send(&queue_url, &["a delete".to_string()]).await;
+
+    let first = eventually(Duration::from_secs(30), "the message received", || async {
+        let outcome = consumer.process_batch().await.expect("batch");
+        (outcome.received == 1).then_some(outcome)
+    })
+    .await;
+    assert_eq!(
+        (first.later, first.retried, first.deleted),
+        (1, 0, 0),
+        "{first:?}"
+    );
+    // Still on the queue: delivered again after the visibility timeout, and
+    // finished then.
+    let second = eventually(
+        Duration::from_secs(30),
+        "the message delivered again",
+        || async {
+            let outcome = consumer.process_batch().await.expect("batch");
+            (outcome.received == 1).then_some(outcome)
+        },
+    )
+    .await;
+    assert_eq!(second.done, ["applied"], "{second:?}");
+    assert_eq!(second.deleted, 1);
+
+    tokio::task::spawn_blocking(move || provider.force_flush())
+        .await
+        .expect("flush ran")
+        .expect("metrics flushed");
+    let counted = |outcome: &'static str| {
+        sum_of::<u64>(
+            &exporter,
+            "stowage.consumer.messages",
+            &[
+                KeyValue::new("queue", name_of(&queue_url)),
+                KeyValue::new("outcome", outcome),
+            ],
+        )
+    };
+    assert_eq!(
+        (
+            counted("judged-on-redelivery"),
+            counted("applied"),
+            counted("retried")
+        ),
+        (1, 1, 0)
     );
     system.stop().await;
 }

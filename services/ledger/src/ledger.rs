@@ -74,7 +74,7 @@ pub struct Ledger {
     /// counted on what S3 answered for it: half the queue's visibility
     /// timeout, so that its transaction, sent within that, is written before
     /// a delete of the key that found nothing counted comes back
-    /// ([`DeleteJudgedOnRedelivery`]).
+    /// ([`DELETE_JUDGED_ON_REDELIVERY`]).
     s3_read_valid: Duration,
 }
 
@@ -93,16 +93,15 @@ impl std::fmt::Debug for Ledger {
 #[error("the object whose storage class changed is not counted yet")]
 pub struct ClassChangeTooEarly;
 
-/// A delete of a key whose spelling reads two ways, when no reading is
-/// counted as live, on its first delivery. An upload of the key may have
-/// been read from S3 before the delete and not be counted yet: S3 then no
-/// longer holds it, and once counted nothing would take it off. The delete
-/// is judged again on its next delivery, a visibility timeout later, by when
-/// such an upload is counted (see [`Ledger::with_visibility_timeout`]) and
-/// the delete takes it off.
-#[derive(Debug, thiserror::Error)]
-#[error("no reading of the deleted key is counted yet; it is judged again when delivered again")]
-pub struct DeleteJudgedOnRedelivery;
+/// The outcome of a delete of a key whose spelling reads two ways, when no
+/// reading is counted as live, on its first delivery. An upload of the key
+/// may have been read from S3 before the delete and not be counted yet: S3
+/// then no longer holds it, and once counted nothing would take it off. The
+/// delete is judged again on its next delivery, a visibility timeout later,
+/// by when such an upload is counted (see
+/// [`Ledger::with_visibility_timeout`]) and the delete takes it off: the
+/// message is left for that delivery ([`Disposition::Later`]).
+pub const DELETE_JUDGED_ON_REDELIVERY: &str = "judged-on-redelivery";
 
 /// Why a message was not handled to completion.
 enum Failure {
@@ -110,6 +109,8 @@ enum Failure {
     Poison(String),
     /// It may succeed later.
     Transient(anyhow::Error),
+    /// It is finished on a later delivery, with this outcome now.
+    Later(&'static str),
 }
 
 impl From<anyhow::Error> for Failure {
@@ -434,7 +435,7 @@ impl Ledger {
         let asked_at = Instant::now();
         let Some((key, head)) = self.resolve_key(&detail.object.key, &change).await? else {
             if matches!(change, Change::Deleted) && first_delivery {
-                return Err(Failure::Transient(DeleteJudgedOnRedelivery.into()));
+                return Err(Failure::Later(DELETE_JUDGED_ON_REDELIVERY));
             }
             tracing::debug!(key = %detail.object.key, "no reading of the key holds the event's object: a later event supersedes it");
             return Ok(Prepared::Finished("superseded"));
@@ -832,7 +833,7 @@ impl Ledger {
     /// - A delete means a reading the ledger counts as live where S3 now
     ///   holds nothing. When there is none on its second delivery (on the
     ///   first, an upload of the key may be on its way to being counted:
-    ///   [`DeleteJudgedOnRedelivery`]), the delete has nothing left to do: where S3 holds another object than the one counted, the upload
+    ///   [`DELETE_JUDGED_ON_REDELIVERY`]), the delete has nothing left to do: where S3 holds another object than the one counted, the upload
     ///   that stored it is still to come and replaces the counted one itself
     ///   (a delete taken for that reading could be another key's, and its
     ///   sequencer would say nothing of the upload's); an upload the delete
@@ -1114,6 +1115,7 @@ impl Handler for Ledger {
                 }
                 Err(Failure::Poison(reason)) => Disposition::Poison(reason),
                 Err(Failure::Transient(error)) => Disposition::Retry(error),
+                Err(Failure::Later(label)) => Disposition::Later(label),
             })
             .collect()
     }

@@ -27,7 +27,7 @@ use stowage_ledger::{
         sequencer::Sequencer,
         usage::{ObjectRow, Usage},
     },
-    ledger::{ClassChangeTooEarly, DeleteJudgedOnRedelivery, Ledger},
+    ledger::{ClassChangeTooEarly, DELETE_JUDGED_ON_REDELIVERY, Ledger},
     ports::{
         BucketLister, GrantNote, LedgerRows, LedgerStore, ListedObject, ObjectHead, ObjectProbe,
         Snapshot, StoreError, UsagePublisher, UserCommit,
@@ -533,7 +533,7 @@ impl Queue {
         for (delivery, outcome) in deliveries.into_iter().zip(outcomes) {
             match outcome {
                 Disposition::Done(_) => {}
-                Disposition::Retry(error) if flaky || too_early(&error) || later(&error) => {
+                outcome if comes_back(&outcome, flaky) => {
                     let message = (delivery.body, delivery.receive_count);
                     self.messages.lock().unwrap().insert(0, message);
                 }
@@ -548,9 +548,15 @@ fn too_early(error: &anyhow::Error) -> bool {
     error.downcast_ref::<ClassChangeTooEarly>().is_some()
 }
 
-/// A delete judged when delivered again.
-fn later(error: &anyhow::Error) -> bool {
-    error.downcast_ref::<DeleteJudgedOnRedelivery>().is_some()
+/// Whether a message left with `outcome` must come back: a delete judged
+/// when delivered again, a change of class that came too early, or (with
+/// `flaky` stores) any passing failure.
+fn comes_back(outcome: &Disposition, flaky: bool) -> bool {
+    match outcome {
+        Disposition::Later(label) => *label == DELETE_JUDGED_ON_REDELIVERY,
+        Disposition::Retry(error) => flaky || too_early(error),
+        _ => false,
+    }
 }
 
 /// Hands the ledger one message, and again, as SQS does after the
@@ -559,7 +565,7 @@ async fn judged(ledger: &Ledger, id: &str, body: String) -> Disposition {
     let mut delivery = Delivery::new(id, body, 1);
     loop {
         match ledger.handle(&delivery).await {
-            Disposition::Retry(error) if later(&error) && delivery.receive_count == 1 => {
+            Disposition::Later(DELETE_JUDGED_ON_REDELIVERY) if delivery.receive_count == 1 => {
                 delivery.receive_count += 1;
             }
             outcome => return outcome,
@@ -611,7 +617,7 @@ proptest! {
                 let delivery = Delivery::new(i.to_string(), body, received + 1);
                 match ledger.handle(&delivery).await {
                     Disposition::Done(_) => {}
-                    Disposition::Retry(error) if too_early(&error) || later(&error) => {
+                    outcome if comes_back(&outcome, false) => {
                         queue.push_back((delivery.body, delivery.receive_count));
                     }
                     outcome => panic!("{outcome:?}"),
@@ -1385,7 +1391,10 @@ fn a_delete_handled_while_its_upload_is_being_counted_still_takes_it_off() {
         // Meanwhile the delete found nothing counted: it is judged again
         // when SQS delivers it again.
         let meanwhile = store.outcome.lock().unwrap().clone().unwrap();
-        assert!(meanwhile.contains("judged again"), "{meanwhile}");
+        assert!(
+            meanwhile.contains(DELETE_JUDGED_ON_REDELIVERY),
+            "{meanwhile}"
+        );
         let again = Delivery::new("delete", deleted("02", &event_key(&key)), 2);
         let outcome = ledger.handle(&again).await;
         assert!(

@@ -76,21 +76,22 @@ impl std::fmt::Debug for EventHandler {
 #[error("the object whose storage class changed is not recorded yet")]
 pub struct ClassChangeTooEarly;
 
-/// A delete of a key whose spelling reads two ways, when no reading is live
-/// in the projection, on its first delivery. An upload of the key may have
-/// been read from S3 before the delete and not be recorded yet: S3 then no
-/// longer holds it, and once recorded nothing would take it off. The delete
-/// is judged again on its next delivery, a visibility timeout later, by when
-/// such an upload (recorded as soon as S3 answered) is recorded and the
-/// delete takes it off.
-#[derive(Debug, thiserror::Error)]
-#[error("no reading of the deleted key is live yet; it is judged again when delivered again")]
-pub struct DeleteJudgedOnRedelivery;
+/// The outcome of a delete of a key whose spelling reads two ways, when no
+/// reading is live in the projection, on its first delivery. An upload of
+/// the key may have been read from S3 before the delete and not be recorded
+/// yet: S3 then no longer holds it, and once recorded nothing would take it
+/// off. The delete is judged again on its next delivery, a visibility
+/// timeout later, by when such an upload (recorded as soon as S3 answered)
+/// is recorded and the delete takes it off: the message is left for that
+/// delivery ([`Disposition::Later`]).
+pub const DELETE_JUDGED_ON_REDELIVERY: &str = "judged-on-redelivery";
 
 /// Why a message was not handled to completion.
 enum Failure {
     Poison(String),
     Transient(anyhow::Error),
+    /// It is finished on a later delivery, with this outcome now.
+    Later(&'static str),
 }
 
 impl From<anyhow::Error> for Failure {
@@ -216,7 +217,7 @@ impl EventHandler {
             .await?
         else {
             if deleted && first_delivery {
-                return Err(Failure::Transient(DeleteJudgedOnRedelivery.into()));
+                return Err(Failure::Later(DELETE_JUDGED_ON_REDELIVERY));
             }
             return Ok("superseded");
         };
@@ -430,7 +431,7 @@ impl EventHandler {
     /// - a delete means a reading the projection has live where S3 now
     ///   holds nothing (where S3 holds another object, its upload's event is
     ///   still to come and replaces the row itself); with none on its first
-    ///   delivery, it is judged again ([`DeleteJudgedOnRedelivery`]).
+    ///   delivery, it is judged again ([`DELETE_JUDGED_ON_REDELIVERY`]).
     async fn resolve_key(
         &self,
         raw: &str,
@@ -582,6 +583,7 @@ impl Handler for EventHandler {
             }
             Err(Failure::Poison(reason)) => Disposition::Poison(reason),
             Err(Failure::Transient(error)) => Disposition::Retry(error),
+            Err(Failure::Later(label)) => Disposition::Later(label),
         }
     }
 }

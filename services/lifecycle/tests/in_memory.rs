@@ -20,7 +20,7 @@ use stowage_lifecycle::{
         policy::{ArchiveClass, IndexedDays, Policies, Policy},
         projection::{Encryption, ObjectRecord, Restore, Verdict},
     },
-    handler::{ClassChangeTooEarly, DeleteJudgedOnRedelivery, EventHandler, RestoreOptions},
+    handler::{ClassChangeTooEarly, DELETE_JUDGED_ON_REDELIVERY, EventHandler, RestoreOptions},
     ports::{
         Bucket, CopyError, DueIndex, DueObject, KeyPage, LifecyclePublisher, ObjectHead,
         Projection, RestoreStart, Settlement, StoreError, Versioned,
@@ -251,7 +251,7 @@ fn handle_all(handler: &EventHandler, bodies: Vec<String>) -> Vec<String> {
             let mut delivery = Delivery::new(i.to_string(), body, 1);
             let mut outcome = handler.handle(&delivery).await;
             // A delete judged on redelivery comes again, as SQS brings it.
-            if matches!(&outcome, Disposition::Retry(e) if e.is::<DeleteJudgedOnRedelivery>()) {
+            if matches!(outcome, Disposition::Later(DELETE_JUDGED_ON_REDELIVERY)) {
                 delivery.receive_count += 1;
                 outcome = handler.handle(&delivery).await;
             }
@@ -430,7 +430,10 @@ fn a_delete_handled_while_its_upload_is_being_recorded_still_takes_it_off() {
         // Meanwhile the delete found nothing live: it is judged again when
         // SQS delivers it again.
         let meanwhile = bucket.outcome.lock().unwrap().clone().unwrap();
-        assert!(meanwhile.contains("judged again"), "{meanwhile}");
+        assert!(
+            meanwhile.contains(DELETE_JUDGED_ON_REDELIVERY),
+            "{meanwhile}"
+        );
         let again = Delivery::new("delete", bucket.delete.clone(), 2);
         let outcome = handler.handle(&again).await;
         assert!(
