@@ -147,7 +147,8 @@ pub struct UsageChangedV1 {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reclassified: bool,
     /// Set when a user upload broke the rules: it arrived without a grant, or
-    /// larger than its grant. The object is counted all the same.
+    /// larger than its grant. The object is counted all the same. Told again
+    /// when the change is announced again as itself; never with `repeated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub violation: Option<UploadViolation>,
 }
@@ -160,6 +161,24 @@ pub enum UploadViolation {
     NoGrant,
     /// The object is larger than its grant allowed.
     ExceedsGrant,
+}
+
+impl UploadViolation {
+    /// Every violation.
+    pub const ALL: [Self; 2] = [Self::NoGrant, Self::ExceedsGrant];
+
+    /// Its name, as events spell it: `no_grant`, `exceeds_grant`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoGrant => "no_grant",
+            Self::ExceedsGrant => "exceeds_grant",
+        }
+    }
+
+    /// The violation [`Self::as_str`] names `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == name)
+    }
 }
 
 impl StowageEvent for UsageChangedV1 {

@@ -8,6 +8,7 @@ use stowage_events::{
     StowageEvent, UploadGrantedV1, UsageChangedV1,
     s3::{self, ObjectEventDetail, RestoreCompletedDetail},
     schema,
+    stowage::UploadViolation,
 };
 
 fn dir(name: &str) -> PathBuf {
@@ -130,4 +131,17 @@ fn a_detail_missing_required_fields_is_refused() {
         .decode::<UploadGrantedV1>()
         .expect_err("must not decode");
     assert!(err.to_string().contains("max_size"), "{err}");
+}
+
+#[test]
+fn violations_are_named_as_events_spell_them() {
+    for violation in UploadViolation::ALL {
+        let spelt = serde_json::to_value(violation).unwrap();
+        assert_eq!(spelt, violation.as_str());
+        assert_eq!(
+            UploadViolation::from_name(violation.as_str()),
+            Some(violation)
+        );
+    }
+    assert_eq!(UploadViolation::from_name("NoGrant"), None);
 }

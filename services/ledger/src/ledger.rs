@@ -169,9 +169,6 @@ enum Step {
         before: Usage,
         usage: Usage,
         grant: Option<GrantNote>,
-        /// The upload came under a grant issued before the key's newest,
-        /// which the ledger no longer holds: it is not judged.
-        earlier_grant: bool,
     },
 }
 
@@ -249,6 +246,12 @@ impl Plan {
                     object.reclassified =
                         object.live && previous.is_some() && (transition || !*user_upload);
                     object.revision = after.revision;
+                    // A user upload is judged against its grant, unless it
+                    // came under one issued before the key's newest, which
+                    // the ledger no longer holds.
+                    object.violation = (object.live && !object.reclassified && !earlier_grant)
+                        .then(|| violation(grant.as_ref(), object.size, *time))
+                        .flatten();
                     row.1 = Some(object.clone());
                     row.3 = true;
                     let before = std::mem::replace(&mut usage, after.clone());
@@ -257,7 +260,6 @@ impl Plan {
                         before,
                         usage: after,
                         grant,
-                        earlier_grant,
                     }
                 }
             });
@@ -757,22 +759,24 @@ impl Ledger {
                 // the object's class since (then it names no grant). The
                 // announcement joins the upload's trace as the first did.
                 // While the totals are those the row's last change made, it
-                // tells what that change's announcement told; after other
-                // changes, it is a repeat (see `UsageChangedV1::repeated`).
+                // tells what that change's announcement told, its violation
+                // included; after other changes, it is a repeat (see
+                // `UsageChangedV1::repeated`).
                 Step::Duplicate { row, usage, grant } => Applied {
                     label: "duplicate",
                     announce: row.map(|row| {
                         let apply =
                             span.in_scope(|| apply_span(user, key, &row, grant.as_ref(), *time));
+                        let repeated = row.revision == 0 || row.revision != usage.revision;
                         apply.in_scope(|| UsageChangedV1 {
-                            repeated: row.revision == 0 || row.revision != usage.revision,
+                            repeated,
                             ..usage_changed(
                                 user,
                                 key,
                                 Some(&row),
                                 &usage,
                                 grant_id(&grant),
-                                None,
+                                row.violation.filter(|_| !repeated),
                                 Some(*time),
                             )
                         })
@@ -783,22 +787,15 @@ impl Ledger {
                     before,
                     usage,
                     grant,
-                    earlier_grant,
                 } => {
                     self.count_bytes(&before, &usage);
-                    let user_upload = row.live && !row.reclassified;
                     let apply =
                         span.in_scope(|| apply_span(user, key, &row, grant.as_ref(), *time));
                     let _entered = apply.enter();
-                    let violation = (user_upload && !earlier_grant)
-                        .then(|| violation(grant.as_ref(), row.size, *time))
-                        .flatten();
+                    let violation = row.violation;
                     if let Some(violation) = violation {
-                        let kind = match violation {
-                            UploadViolation::NoGrant => "no_grant",
-                            UploadViolation::ExceedsGrant => "exceeds_grant",
-                        };
-                        self.violations.add(1, &[KeyValue::new("kind", kind)]);
+                        self.violations
+                            .add(1, &[KeyValue::new("kind", violation.as_str())]);
                         tracing::warn!(%key, size = row.size, ?violation, grant = ?grant.as_ref().map(|g| &g.grant_id), "upload broke its grant; counted all the same");
                     }
                     Applied {

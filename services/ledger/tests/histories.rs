@@ -21,7 +21,7 @@ use std::{
 use async_trait::async_trait;
 use proptest::prelude::*;
 use serde_json::json;
-use stowage_events::UsageChangedV1;
+use stowage_events::{UsageChangedV1, stowage::UploadViolation};
 use stowage_ledger::{
     domain::{
         sequencer::Sequencer,
@@ -696,8 +696,6 @@ fn created(sequencer: &str, key: &str, size: u64, etag: &str, reason: &str) -> S
 
 #[test]
 fn a_copy_in_parts_into_an_archive_class_is_a_transition_not_an_upload_without_a_grant() {
-    use stowage_events::stowage::UploadViolation;
-
     let moved = key_name(1);
     let archived_directly = key_name(3);
     let stored = |size, class: &str, etag: &str| Stored {
@@ -844,6 +842,7 @@ fn counting(key: &str, size: u64, class: &str, etag: &str) -> MemoryStore {
         applied: vec![format!("created:{etag}:{size}:{class}")],
         reclassified: false,
         revision: 0,
+        violation: None,
     };
     let user = key.split('/').nth(1).unwrap().to_string();
     MemoryStore {
@@ -1495,8 +1494,12 @@ fn a_change_whose_announcement_failed_is_announced_as_itself_when_delivered_agai
         let again = ledger.handle(&Delivery::new("1", upload, 2)).await;
         assert!(matches!(again, Disposition::Done("duplicate")), "{again:?}");
     });
-    // Intake fills in revision 1 from it, as from the announcement lost.
+    // Intake fills in revision 1 from it, as from the announcement lost,
+    // and the upload, made without a grant, is told as such.
     let events = published.events.lock().unwrap();
-    let announced: Vec<_> = events.iter().map(|e| (e.revision, e.repeated)).collect();
-    assert_eq!(announced, [(1, false)]);
+    let announced: Vec<_> = events
+        .iter()
+        .map(|e| (e.revision, e.repeated, e.violation))
+        .collect();
+    assert_eq!(announced, [(1, false, Some(UploadViolation::NoGrant))]);
 }

@@ -1,8 +1,10 @@
 //! The ledger's rows in its DynamoDB table (`pk`, `sk`):
 //!
 //! - `USER#<id>` / `OBJ#<key>`: one object or tombstone, with the sequencer it
-//!   last applied and `ver`, checked and incremented by every write.
-//!   Tombstones carry `expires_at_epoch` and expire by TTL.
+//!   last applied and `ver`, checked and incremented by every write; `rev`,
+//!   the usage revision its last change made, and `violation`, how the upload
+//!   that brought it broke its grant. Tombstones carry `expires_at_epoch` and
+//!   expire by TTL.
 //! - `USER#<id>` / `USAGE`: the user's totals; `revision` doubles as the
 //!   version every write checks.
 //! - `USER#<id>` / `GRANT#<key>`: the newest upload grant for a key, with
@@ -18,7 +20,7 @@ use aws_sdk_dynamodb::{
     Client,
     types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem},
 };
-use stowage_events::TraceContext;
+use stowage_events::{TraceContext, stowage::UploadViolation};
 use stowage_shared::dynamo::{
     Cancelled, Item, classify, classify_transaction, get_num, get_str, get_str_list, item_failure,
     n, query_partition, req_num, req_str, s, scan_all, str_list, transact_groups,
@@ -138,6 +140,9 @@ impl DynamoLedgerStore {
         if row.revision > 0 {
             item.insert("rev".to_string(), n(row.revision));
         }
+        if let Some(violation) = row.violation {
+            item.insert("violation".to_string(), s(violation.as_str()));
+        }
         if let Some(etag) = &row.etag {
             item.insert("etag".to_string(), s(etag));
         }
@@ -169,6 +174,7 @@ fn object_from_item(item: &Item) -> Result<(ObjectRow, u64), StoreError> {
         applied: get_str_list(item, "applied")?,
         reclassified: matches!(item.get("reclassified"), Some(AttributeValue::Bool(true))),
         revision: get_num(item, "rev")?.unwrap_or(0),
+        violation: get_str(item, "violation")?.and_then(UploadViolation::from_name),
     };
     Ok((row, req_num(item, "ver")?))
 }
@@ -514,6 +520,7 @@ mod tests {
             applied: vec!["created:e:1:STANDARD".into(), "deleted".into()],
             reclassified: false,
             revision: 0,
+            violation: None,
         };
         let item = store.object_item("alice", "users/alice/x", &row, 3);
         assert!(item.contains_key("expires_at_epoch"), "tombstones expire");
@@ -525,6 +532,7 @@ mod tests {
             etag: Some("e".into()),
             reclassified: true,
             revision: 7,
+            violation: Some(UploadViolation::ExceedsGrant),
             ..row
         };
         let item = store.object_item("alice", "users/alice/x", &moved, 4);

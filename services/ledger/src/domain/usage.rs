@@ -17,6 +17,8 @@
 
 use std::collections::BTreeMap;
 
+use stowage_events::stowage::UploadViolation;
+
 use super::sequencer::Sequencer;
 
 /// The storage class of objects whose events do not say otherwise.
@@ -97,6 +99,9 @@ pub struct ObjectRow {
     /// while the totals are still at it, announcing them again tells
     /// exactly what that change's announcement told.
     pub revision: u64,
+    /// How the upload that brought the live object broke its grant, as its
+    /// change announced; `None` for any other change.
+    pub violation: Option<UploadViolation>,
 }
 
 /// One user's totals.
@@ -224,6 +229,7 @@ pub fn decide_holding(
                 applied,
                 reclassified: false,
                 revision: 0,
+                violation: None,
             }
         }
         Change::ClassChanged { .. } | Change::Deleted => ObjectRow {
@@ -237,6 +243,7 @@ pub fn decide_holding(
             applied,
             reclassified: false,
             revision: 0,
+            violation: None,
         },
     };
     usage.revision += 1;
@@ -365,6 +372,7 @@ pub fn reconcile(
                         && unquoted(r.etag.as_deref()) == unquoted(seen.etag.as_deref())
                 }),
                 revision: 0,
+                violation: None,
             }
         }
         None => ObjectRow {
@@ -378,6 +386,7 @@ pub fn reconcile(
             applied,
             reclassified: false,
             revision: 0,
+            violation: None,
         },
     };
     usage.revision += 1;
