@@ -734,7 +734,8 @@ impl Sweeper {
     /// force. Needed after a user's days were lowered: their objects stay
     /// indexed at the dates the old policy gave them until then (a raised
     /// number of days needs nothing: sweeps postpone objects that are not
-    /// due yet). Reads every row of the user once. Returns the rows changed.
+    /// due yet). Reads every row of the user once. A row a sweep holds is
+    /// left to it (see [`Self::redate`]). Returns the rows changed.
     pub async fn reindex(&self, user: &str) -> anyhow::Result<usize> {
         let mut changed = 0;
         for (key, row, indexed) in self.projection.rows(user).await? {
@@ -831,6 +832,20 @@ impl Sweeper {
         let days = self.options.policies.for_user(user).cold_after_days;
         let due = row.record.due_at(days);
         if due == indexed {
+            return Ok(false);
+        }
+        // A row due already but indexed within the next claim's length is
+        // one a sweep has claimed, most likely: re-dated, it would be found
+        // due and copied by another sweep while this one copies it. It is
+        // left to that sweep, which dates it when it settles (or, if the
+        // date was an old policy's, it is found due at that date, within
+        // the day).
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        if let (Some(due), Some(indexed)) = (due, indexed)
+            && due <= now
+            && indexed > now
+            && indexed <= now.saturating_add(CLAIM_SECONDS)
+        {
             return Ok(false);
         }
         match self

@@ -148,7 +148,10 @@ impl Projection for Rows {
             .lock()
             .unwrap()
             .iter()
-            .map(|(key, row)| (key.clone(), row.clone(), Some(INDEXED_AT)))
+            .map(|(key, row)| {
+                let indexed = self.due.lock().unwrap().get(key).copied();
+                (key.clone(), row.clone(), indexed.or(Some(INDEXED_AT)))
+            })
             .collect())
     }
 
@@ -576,6 +579,44 @@ fn a_throttled_re_dating_is_an_error_not_a_row_left_late() {
         assert_eq!(sweeper.reindex("u").await.expect("re-dated"), 1);
         assert_eq!(rows.rows.lock().unwrap()["users/u/a.bin"].version, 2);
     });
+}
+
+#[test]
+fn re_dating_leaves_a_row_a_sweep_has_claimed_to_that_sweep() {
+    let rows = Arc::new(Rows::default());
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    // Both long due under the policy; one indexed a day ahead by a sweep's
+    // claim an hour ago, the other a month ahead by a policy since lowered.
+    for (key, indexed) in [
+        ("users/u/claimed.bin", now + 23 * 3600),
+        ("users/u/lowered.bin", now + 30 * 86_400),
+    ] {
+        let record = record("STANDARD", Restore::None);
+        rows.rows
+            .lock()
+            .unwrap()
+            .insert(key.into(), Versioned { record, version: 2 });
+        rows.due.lock().unwrap().insert(key.into(), indexed);
+    }
+    let sweeper = sweeper(
+        Arc::new(DueNow(Vec::new())),
+        &rows,
+        Arc::new(Holding::new(HashMap::new())),
+    );
+    let changed = runtime().block_on(sweeper.reindex("u")).expect("re-dated");
+    assert_eq!(changed, 1);
+    let versions: HashMap<String, u64> = rows
+        .rows
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(key, row)| (key.clone(), row.version))
+        .collect();
+    assert_eq!(versions["users/u/claimed.bin"], 2, "the claim stands");
+    assert_eq!(versions["users/u/lowered.bin"], 3);
+    let due = rows.due.lock().unwrap();
+    assert_eq!(due["users/u/claimed.bin"], now + 23 * 3600);
+    assert!(due["users/u/lowered.bin"] < now, "due now");
 }
 
 /// A live object of 1 MiB in `class`, stored at 1,700,000,000.
