@@ -305,6 +305,17 @@ pub fn apply(current: Option<&ObjectRecord>, observation: &Observation) -> Chang
                     })
                     .and_then(|row| row.verdict.clone())
                     .filter(|verdict| verdict.outcome == TIERED),
+                // The object's own creation, come after the row was made
+                // from S3's answer (a restore of it asked for first): the
+                // restore asked for stays.
+                restore: current
+                    .filter(|row| {
+                        row.live
+                            && row.sequencer == Sequencer::lowest()
+                            && row.etag.is_some()
+                            && row.etag == *etag
+                    })
+                    .map_or(Restore::None, |row| row.restore.clone()),
                 ..ObjectRecord::new_object(*size, storage_class, etag.as_deref(), encryption, *at)
             },
             Observation::ClassChanged {
@@ -671,6 +682,25 @@ mod tests {
         let row = fold(&[accessed(5_000), created("0A", 1_000, 10)]).unwrap();
         assert_eq!((row.created_at, row.last_access), (1_000, Some(5_000)));
         assert_eq!(row.encryption, Encryption::S3Managed);
+    }
+
+    #[test]
+    fn a_restore_asked_for_before_the_object_s_creation_arrived_stays() {
+        let requested = Observation::RestoreRequested {
+            at: 5,
+            days: 2,
+            trace: TraceContext::default(),
+        };
+        // Known from S3's answer, then its creation arrives.
+        let row = fold(&[listed(1, 10), requested.clone(), created("0A", 1, 10)]).unwrap();
+        assert_eq!(row.sequencer, seq("0A"));
+        assert_eq!(row.restore.requested_at(), Some(5));
+        // Another object's creation (another entity tag) starts afresh, as
+        // does a new version after the first known from an event.
+        let row = fold(&[listed(1, 10), requested.clone(), created("0A", 1, 11)]).unwrap();
+        assert_eq!(row.restore, Restore::None);
+        let row = fold(&[created("0A", 1, 10), requested, created("0B", 2, 10)]).unwrap();
+        assert_eq!(row.restore, Restore::None);
     }
 
     #[test]
