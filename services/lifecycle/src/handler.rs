@@ -28,7 +28,7 @@ use tracing::Instrument as _;
 use crate::{
     domain::{
         policy::Policies,
-        projection::{Change, Encryption, Observation, STANDARD, apply},
+        projection::{Change, Encryption, Observation, Restore, STANDARD, apply},
     },
     ports::{Bucket, LifecyclePublisher, Projection, RestoreStart},
 };
@@ -85,6 +85,15 @@ pub struct ClassChangeTooEarly;
 /// is recorded and the delete takes it off: the message is left for that
 /// delivery ([`Disposition::Later`]).
 pub const DELETE_JUDGED_ON_REDELIVERY: &str = "judged-on-redelivery";
+
+/// The outcome of S3's `Object Restore Completed`, on its first delivery,
+/// for an object with no restore request recorded. S3 may report a restore
+/// done before the request that started it is recorded (the emulators
+/// restore at once; a restore started outside Stowage has no request at
+/// all): the message is left for its next delivery ([`Disposition::Later`]),
+/// a visibility timeout later, when the restore is announced in the trace
+/// of the request recorded by then, if any.
+pub const RESTORE_REQUEST_AWAITED: &str = "restore-request-awaited";
 
 /// Why a message was not handled to completion.
 enum Failure {
@@ -149,7 +158,7 @@ impl EventHandler {
                 let event = envelope
                     .decode::<RestoreCompletedDetail>()
                     .map_err(poison)?;
-                self.restore_completed(&event.id, event.time, &event.detail)
+                self.restore_completed(&event.id, event.time, &event.detail, first_delivery)
                     .await
             }
             (ObjectAccessedV1::SOURCE, t) if t == ObjectAccessedV1::detail_type() => {
@@ -338,6 +347,7 @@ impl EventHandler {
         event_id: &str,
         time: OffsetDateTime,
         detail: &RestoreCompletedDetail,
+        first_delivery: bool,
     ) -> Result<&'static str, Failure> {
         if detail.bucket.name != self.bucket_name {
             return Ok("other-bucket");
@@ -358,6 +368,9 @@ impl EventHandler {
                 {
                     tracing::info!(%key, "restore of a replaced version; not announced");
                     return Ok("superseded");
+                }
+                if row.record.restore == Restore::None && first_delivery {
+                    return Err(Failure::Later(RESTORE_REQUEST_AWAITED));
                 }
                 row.record.restore.trace().cloned()
             }

@@ -20,7 +20,10 @@ use stowage_lifecycle::{
         policy::{ArchiveClass, IndexedDays, Policies, Policy},
         projection::{Encryption, ObjectRecord, Restore, Verdict},
     },
-    handler::{ClassChangeTooEarly, DELETE_JUDGED_ON_REDELIVERY, EventHandler, RestoreOptions},
+    handler::{
+        ClassChangeTooEarly, DELETE_JUDGED_ON_REDELIVERY, EventHandler, RESTORE_REQUEST_AWAITED,
+        RestoreOptions,
+    },
     ports::{
         Bucket, CopyError, DueIndex, DueObject, KeyPage, LifecyclePublisher, ObjectHead,
         Projection, RestoreStart, Settlement, StoreError, Versioned,
@@ -254,7 +257,8 @@ fn handle_all(handler: &EventHandler, bodies: Vec<String>) -> Vec<String> {
             let mut delivery = Delivery::new(i.to_string(), body, 1);
             let mut outcome = handler.handle(&delivery).await;
             // A delete judged on redelivery comes again, as SQS brings it.
-            if matches!(outcome, Disposition::Later(DELETE_JUDGED_ON_REDELIVERY)) {
+            // So does a restore completed before its request is recorded.
+            if matches!(outcome, Disposition::Later(_)) {
                 delivery.receive_count += 1;
                 outcome = handler.handle(&delivery).await;
             }
@@ -1337,6 +1341,73 @@ fn a_restore_completed_delivered_again_is_announced_as_the_same_event() {
     assert_ne!(ids[3], ids[0], "another restore, another id");
     assert_eq!(announced[0], announced[1], "the very same announcement");
     assert!(announced.iter().all(|e| e.key == key));
+}
+
+#[test]
+fn a_restore_completed_before_its_request_is_recorded_waits_for_the_next_delivery() {
+    let key = "users/u/archived.bin";
+    let rows = Arc::new(Rows::default());
+    rows.rows.lock().unwrap().insert(
+        key.into(),
+        Versioned {
+            record: record("GLACIER", Restore::None),
+            version: 3,
+        },
+    );
+    let handler = handler(rows.clone(), holding(key, 1 << 20, "e", "GLACIER"));
+    let trace = TraceContext {
+        traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+        tracestate: None,
+    };
+    let body = restore_completed("first", key, "2026-11-30T00:00:00Z");
+    runtime().block_on(async {
+        // S3 reports the restore done before the request is recorded.
+        let first = handler.handle(&Delivery::new("1", body.clone(), 1)).await;
+        assert!(
+            matches!(first, Disposition::Later(RESTORE_REQUEST_AWAITED)),
+            "{first:?}"
+        );
+        assert_eq!(rows.rows.lock().unwrap()[key].version, 3, "nothing written");
+        // Meanwhile the request is recorded; the next delivery announces
+        // the restore in its trace, which the row keeps.
+        rows.rows
+            .lock()
+            .unwrap()
+            .get_mut(key)
+            .unwrap()
+            .record
+            .restore = Restore::Requested {
+            at: 5,
+            days: 7,
+            trace: trace.clone(),
+        };
+        let again = handler.handle(&Delivery::new("1", body.clone(), 2)).await;
+        assert!(matches!(again, Disposition::Done("restored")), "{again:?}");
+    });
+    assert_eq!(
+        rows.rows.lock().unwrap()[key].record.restore,
+        Restore::Restored {
+            until: Some(1_795_996_800),
+            requested_at: Some(5),
+            trace,
+        }
+    );
+
+    // A restore started outside Stowage, never requested here, is
+    // announced on its next delivery all the same.
+    let other = "users/u/elsewhere.bin";
+    rows.rows.lock().unwrap().insert(
+        other.into(),
+        Versioned {
+            record: record("GLACIER", Restore::None),
+            version: 1,
+        },
+    );
+    let outcomes = handle_all(
+        &handler,
+        vec![restore_completed("other", other, "2026-11-30T00:00:00Z")],
+    );
+    assert_eq!(outcomes, ["restored"]);
 }
 
 #[test]
