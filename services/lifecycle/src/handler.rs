@@ -87,7 +87,7 @@ pub struct ClassChangeTooEarly;
 pub const DELETE_JUDGED_ON_REDELIVERY: &str = "judged-on-redelivery";
 
 /// The outcome of S3's `Object Restore Completed`, on its first delivery,
-/// for an object with no restore request recorded. S3 may report a restore
+/// for an object with no row or no restore request recorded. S3 may report a restore
 /// done before the request that started it is recorded (the emulators
 /// restore at once; a restore started outside Stowage has no request at
 /// all): the message is left for its next delivery ([`Disposition::Later`]),
@@ -374,6 +374,9 @@ impl EventHandler {
                 }
                 row.record.restore.trace().cloned()
             }
+            // No row yet: S3 may have been quicker than the recording of the
+            // request, which makes the row from S3's answer.
+            None if first_delivery => return Err(Failure::Later(RESTORE_REQUEST_AWAITED)),
             _ => {
                 tracing::info!(%key, "restore of an object not stored; not announced");
                 return Ok("not-found");

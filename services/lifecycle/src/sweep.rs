@@ -47,6 +47,10 @@ use crate::{
 /// settles leaves the row due again after it.
 const CLAIM_SECONDS: i64 = 24 * 3600;
 
+/// How far the clocks of the hosts that sweep and re-date (a service
+/// instance, an operator's machine) may disagree.
+const CLOCK_SLACK_SECONDS: i64 = 3600;
+
 /// A due object, the decision on it, and what a sweep would do with it.
 type Decided = (DueObject, Decision, PlannedObject);
 
@@ -834,17 +838,17 @@ impl Sweeper {
         if due == indexed {
             return Ok(false);
         }
-        // A row due already but indexed within the next claim's length is
-        // one a sweep has claimed, most likely: re-dated, it would be found
-        // due and copied by another sweep while this one copies it. It is
-        // left to that sweep, which dates it when it settles (or, if the
-        // date was an old policy's, it is found due at that date, within
-        // the day).
+        // A row indexed within the next claim's length (an hour more for
+        // clocks that disagree) and due before that date is one a sweep has
+        // claimed, most likely: re-dated earlier, it would be found due and
+        // copied by another sweep while this one copies it. It is left to
+        // that sweep, which dates it when it settles (or, if the date was an
+        // old policy's, it is found due at that date, within the day).
         let now = OffsetDateTime::now_utc().unix_timestamp();
         if let (Some(due), Some(indexed)) = (due, indexed)
-            && due <= now
+            && due < indexed
             && indexed > now
-            && indexed <= now.saturating_add(CLAIM_SECONDS)
+            && indexed <= now.saturating_add(CLAIM_SECONDS + CLOCK_SLACK_SECONDS)
         {
             return Ok(false);
         }

@@ -1408,6 +1408,21 @@ fn a_restore_completed_before_its_request_is_recorded_waits_for_the_next_deliver
         vec![restore_completed("other", other, "2026-11-30T00:00:00Z")],
     );
     assert_eq!(outcomes, ["restored"]);
+
+    // An object with no row yet (the request makes it from S3's answer)
+    // waits too, and is not announced on a later delivery without one.
+    let unknown = restore_completed("unknown", "users/u/unknown.bin", "2026-11-30T00:00:00Z");
+    runtime().block_on(async {
+        let first = handler
+            .handle(&Delivery::new("2", unknown.clone(), 1))
+            .await;
+        assert!(
+            matches!(first, Disposition::Later(RESTORE_REQUEST_AWAITED)),
+            "{first:?}"
+        );
+        let again = handler.handle(&Delivery::new("2", unknown, 2)).await;
+        assert!(matches!(again, Disposition::Done("not-found")), "{again:?}");
+    });
 }
 
 #[test]

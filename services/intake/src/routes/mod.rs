@@ -174,9 +174,10 @@ pub(crate) fn conflict_pauses() -> impl Iterator<Item = std::time::Duration> {
         .build()
 }
 
-/// The longest request body intake reads. The longest a call takes is an
-/// upload's: a path of at most 880 bytes, each character of which JSON may
-/// spell as a `\uXXXX` escape, and its content type.
+/// The longest request body intake reads. The longest body of the
+/// documented fields is an upload's: a path of at most 880 bytes in NFC
+/// form, sent decomposed (about 7.9 KB with each character spelt as a
+/// `\uXXXX` escape), and an allowed content type.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// Turns axum's JSON body rejections into problem documents: `415` for a
