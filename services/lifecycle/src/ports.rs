@@ -42,20 +42,7 @@ pub trait Projection: Send + Sync + 'static {
     /// [`StoreError::Conflict`] when the row changed or another sweep
     /// claimed it first. One write per row unless the store can do better.
     async fn claim(&self, due: &[&DueObject], due_at: i64) -> Vec<Result<(), StoreError>> {
-        let mut claimed = Vec::with_capacity(due.len());
-        for row in due {
-            claimed.push(
-                self.put(
-                    &row.user,
-                    &row.key,
-                    &row.row.record,
-                    Some(due_at),
-                    Some(row.row.version),
-                )
-                .await,
-            );
-        }
-        claimed
+        claim_each(self, due, due_at).await
     }
 
     /// Every row of `user` with its key and the date it is indexed at, for
@@ -238,4 +225,28 @@ pub trait Bucket: Send + Sync + 'static {
 pub trait LifecyclePublisher: Send + Sync + 'static {
     async fn tiered(&self, events: &[ObjectTieredV1]) -> anyhow::Result<()>;
     async fn restored(&self, event: &ObjectRestoredV1) -> anyhow::Result<()>;
+}
+
+/// [`Projection::claim`] as one conditional write per row, for stores that
+/// cannot do better.
+pub async fn claim_each<P: Projection + ?Sized>(
+    projection: &P,
+    due: &[&DueObject],
+    due_at: i64,
+) -> Vec<Result<(), StoreError>> {
+    let mut claimed = Vec::with_capacity(due.len());
+    for row in due {
+        claimed.push(
+            projection
+                .put(
+                    &row.user,
+                    &row.key,
+                    &row.row.record,
+                    Some(due_at),
+                    Some(row.row.version),
+                )
+                .await,
+        );
+    }
+    claimed
 }

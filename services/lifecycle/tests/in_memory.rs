@@ -89,20 +89,7 @@ impl Projection for Rows {
     /// claim are counted.
     async fn claim(&self, due: &[&DueObject], due_at: i64) -> Vec<Result<(), StoreError>> {
         self.claims.lock().unwrap().push(due.len());
-        let mut claimed = Vec::with_capacity(due.len());
-        for row in due {
-            claimed.push(
-                self.put(
-                    &row.user,
-                    &row.key,
-                    &row.row.record,
-                    Some(due_at),
-                    Some(row.row.version),
-                )
-                .await,
-            );
-        }
-        claimed
+        stowage_lifecycle::ports::claim_each(self, due, due_at).await
     }
 
     async fn get(&self, _user: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
@@ -1013,52 +1000,15 @@ fn an_object_read_while_copies_ahead_of_it_run_is_not_copied() {
     }
 }
 
-/// A bucket whose copies all succeed at once.
-#[derive(Default)]
-struct AtOnce(Mutex<Vec<String>>);
-
-#[async_trait]
-impl Bucket for AtOnce {
-    async fn head(&self, _key: &str) -> anyhow::Result<Option<ObjectHead>> {
-        anyhow::bail!("not used by a sweep")
-    }
-
-    async fn list(&self, _prefix: &str, _after: Option<String>) -> anyhow::Result<KeyPage> {
-        anyhow::bail!("not used by a sweep")
-    }
-
-    async fn copy_to_class(
-        &self,
-        key: &str,
-        etag: &str,
-        _class: ArchiveClass,
-        _encryption: &Encryption,
-        _parts: Option<&[(u64, u64)]>,
-    ) -> Result<String, CopyError> {
-        self.0.lock().unwrap().push(key.to_string());
-        Ok(etag.to_string())
-    }
-
-    async fn restore(
-        &self,
-        _key: &str,
-        _class: &str,
-        _days: u32,
-        _tier: &str,
-    ) -> anyhow::Result<RestoreStart> {
-        anyhow::bail!("not used by a sweep")
-    }
-}
-
 #[test]
 fn rows_are_claimed_a_hundred_at_a_time_within_the_bytes_allowed_ahead() {
     // 1 MiB objects: 100 rows to a claim.
     let rows = cold_rows(250, 1 << 20);
-    let bucket = Arc::new(AtOnce::default());
+    let bucket = Arc::new(Holding::new(HashMap::new()));
     let outcomes = sweep_with(&sweeper_copying(rows.clone(), &rows, bucket.clone(), 4));
     assert_eq!(outcomes, ["tiered"; 250]);
     assert_eq!(*rows.claims.lock().unwrap(), [100, 100, 50]);
-    assert_eq!(bucket.0.lock().unwrap().len(), 250);
+    assert_eq!(bucket.2.lock().unwrap().len(), 250);
 
     // 300 MiB objects: a fifth would wait behind 1200 MiB, so four at a
     // time, as slots free.
@@ -1429,10 +1379,10 @@ fn a_restore_completed_before_its_request_is_recorded_waits_for_the_next_deliver
 fn an_object_whose_row_could_not_be_claimed_is_left_due_as_it_was() {
     let rows = cold_rows(1, 1 << 20);
     *rows.throttle_next.lock().unwrap() = 1;
-    let bucket = Arc::new(AtOnce::default());
+    let bucket = Arc::new(Holding::new(HashMap::new()));
     let outcomes = sweep_with(&sweeper(rows.clone(), &rows, bucket.clone()));
     assert_eq!(outcomes, ["failed"]);
-    assert!(bucket.0.lock().unwrap().is_empty(), "not copied");
+    assert!(bucket.2.lock().unwrap().is_empty(), "not copied");
     // No settlement: nothing would match the claim that was not written.
     assert!(rows.settled.lock().unwrap().is_empty());
     assert_eq!(

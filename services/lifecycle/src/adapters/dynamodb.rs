@@ -440,15 +440,8 @@ impl Projection for DynamoProjection {
     /// others are sent again without it, so each round settles at least
     /// one row.
     async fn claim(&self, due: &[&DueObject], due_at: i64) -> Vec<Result<(), StoreError>> {
-        if let [row] = due {
-            let item = record_item(
-                &row.user,
-                &row.key,
-                &row.row.record,
-                Some(due_at),
-                row.row.version + 1,
-            );
-            return vec![self.put_versioned(item, Some(row.row.version)).await];
+        if due.len() == 1 {
+            return crate::ports::claim_each(self, due, due_at).await;
         }
         let mut claimed = Vec::with_capacity(due.len());
         for chunk in due.chunks(TRANSACTION_ITEMS) {
