@@ -621,16 +621,9 @@ mod tests {
     #[tokio::test]
     async fn an_interrupt_before_the_replay_starts_starts_nothing() {
         let stub = Stub::start(eventbridge(|_| state("COMPLETED"), |_| state("CANCELLING"))).await;
-        let error = replay_named(
-            &stub.client(),
-            &request(),
-            "r",
-            Duration::from_secs(3600),
-            |_| {},
-            std::future::ready(()),
-        )
-        .await
-        .expect_err("interrupted");
+        let error = replay_with(&stub, "r", std::future::ready(()))
+            .await
+            .expect_err("interrupted");
         assert!(
             error.to_string().contains("nothing was replayed"),
             "{error:#}"
@@ -640,6 +633,24 @@ mod tests {
             "{:?}",
             stub.calls()
         );
+    }
+
+    /// Replays the last hour as `name` against `stub`, interrupted when
+    /// `cancel` resolves.
+    async fn replay_with(
+        stub: &Stub,
+        name: &str,
+        cancel: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<ReplayReport> {
+        replay_named(
+            &stub.client(),
+            &request(),
+            name,
+            Duration::from_secs(3600),
+            |_| {},
+            cancel,
+        )
+        .await
     }
 
     /// Resolves once the stub has been asked to start the replay.
@@ -661,16 +672,9 @@ mod tests {
             },
         ))
         .await;
-        let report = replay_named(
-            &stub.client(),
-            &request(),
-            "r",
-            Duration::from_secs(3600),
-            |_| {},
-            after_start(&stub),
-        )
-        .await
-        .expect("the replay's report");
+        let report = replay_with(&stub, "r", after_start(&stub))
+            .await
+            .expect("the replay's report");
         assert!(report.completed(), "{report:?}");
         assert_eq!(report.archive_events, 7);
         assert_eq!(
@@ -695,16 +699,9 @@ mod tests {
             |_| state("CANCELLING"),
         ))
         .await;
-        let report = replay_named(
-            &stub.client(),
-            &request(),
-            "r",
-            Duration::from_secs(3600),
-            |_| {},
-            after_start(&stub),
-        )
-        .await
-        .expect("the replay's report");
+        let report = replay_with(&stub, "r", after_start(&stub))
+            .await
+            .expect("the replay's report");
         assert_eq!(report.state, "CANCELLED");
         assert!(!report.completed());
         assert!(stub.calls().contains(&"CancelReplay".to_string()));
@@ -714,16 +711,9 @@ mod tests {
     async fn a_replay_that_cannot_be_followed_is_cancelled_or_named_as_maybe_running() {
         let denied = || refused("AccessDeniedException", "not allowed");
         let stub = Stub::start(eventbridge(move |_| denied(), |_| state("CANCELLING"))).await;
-        let error = replay_named(
-            &stub.client(),
-            &request(),
-            "r-1",
-            Duration::from_secs(3600),
-            |_| {},
-            std::future::pending(),
-        )
-        .await
-        .expect_err("DescribeReplay is refused");
+        let error = replay_with(&stub, "r-1", std::future::pending())
+            .await
+            .expect_err("DescribeReplay is refused");
         let text = format!("{error:#}");
         assert!(
             text.starts_with("the replay r-1 was started and could not be followed, so stowctl asked EventBridge to cancel it"),
@@ -739,16 +729,9 @@ mod tests {
         );
 
         let stub = Stub::start(eventbridge(move |_| denied(), move |_| denied())).await;
-        let error = replay_named(
-            &stub.client(),
-            &request(),
-            "r-2",
-            Duration::from_secs(3600),
-            |_| {},
-            std::future::pending(),
-        )
-        .await
-        .expect_err("DescribeReplay is refused");
+        let error = replay_with(&stub, "r-2", std::future::pending())
+            .await
+            .expect_err("DescribeReplay is refused");
         let text = format!("{error:#}");
         for part in [
             "the replay r-2 was started and may still be running",
