@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use stowage_e2e::{System, eventually};
+use stowage_e2e::{Reply, System, eventually};
 
 const MB: u64 = 1_000_000;
 
@@ -339,6 +339,20 @@ async fn fifty_concurrent_grants_against_room_for_ten_admit_exactly_ten() {
     system.stop().await;
 }
 
+/// The seconds a `429` problem of type `slug` says to wait, checked to be
+/// the same in its `Retry-After` header and its body.
+fn too_many(reply: &Reply, slug: &str) -> u64 {
+    assert_eq!(reply.status, 429, "{}", reply.body);
+    assert_eq!(reply.body["type"], format!("/problems/{slug}"));
+    let retry_after: u64 = reply.headers["retry-after"]
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert_eq!(reply.body["retry_after"], retry_after);
+    retry_after
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn grant_requests_beyond_the_rate_get_429_with_retry_after() {
     let system = System::start_with(&[("grant-rate-per-minute", "1"), ("grant-burst", "3")])
@@ -352,19 +366,41 @@ async fn grant_requests_beyond_the_rate_get_429_with_retry_after() {
     }
     // The burst is spent; at one grant a minute the next is refused.
     let limited = system.grant(&token, &body(3)).await;
-    assert_eq!(limited.status, 429, "{}", limited.body);
-    assert_eq!(limited.body["type"], "/problems/rate-limited");
-    let retry_after: u64 = limited.headers["retry-after"]
-        .to_str()
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .expect("Retry-After in seconds");
+    let retry_after = too_many(&limited, "rate-limited");
     // One grant a minute: the next is due within the minute.
     assert!((1..=60).contains(&retry_after), "{retry_after}");
-    assert_eq!(limited.body["retry_after"], retry_after);
     let other = system.token("grace");
     assert_eq!(system.grant(&other, &body(0)).await.status, 201);
     assert_eq!(system.usage(&token).await["reserved_bytes"], 30);
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grants_beyond_the_outstanding_cap_get_429_with_the_wait_until_one_lapses() {
+    let system = System::start_with(&[
+        ("max-outstanding-grants", "2"),
+        ("grant-ttl-seconds", "600"),
+        ("settle-window-seconds", "300"),
+    ])
+    .await
+    .expect("system starts");
+    let token = system.token("heidi");
+    let body =
+        |i: u32| json!({"path": format!("c{i}.txt"), "size": 10, "content_type": "text/plain"});
+    for i in 0..2 {
+        assert_eq!(system.grant(&token, &body(i)).await.status, 201);
+    }
+    let capped = system.grant(&token, &body(2)).await;
+    let retry_after = too_many(&capped, "too-many-grants");
+    // The first grant lapses 600 + 300 s after it was made, moments ago.
+    assert!((840..=900).contains(&retry_after), "{retry_after}");
+    let id = capped.body["grant_id"].as_str().expect("refused grant id");
+    let status = system.get(&token, &format!("/v1/uploads/{id}")).await;
+    assert_eq!(status.body["state"], "REJECTED");
+    // Nothing of the refused grant is held, and another user is not capped.
+    assert_eq!(system.usage(&token).await["reserved_bytes"], 20);
+    let other = system.token("ivan");
+    assert_eq!(system.grant(&other, &body(0)).await.status, 201);
     system.stop().await;
 }
 

@@ -75,9 +75,9 @@ fn retry_after_seconds(wait: Duration) -> u64 {
 fn refusal_text(refusal: &Refusal) -> String {
     match refusal {
         Refusal::QuotaExceeded { .. } => "the upload would exceed the storage quota".into(),
-        Refusal::TooManyGrants { limit } => {
-            format!("too many outstanding upload grants (at most {limit})")
-        }
+        Refusal::TooManyGrants { limit, retry_after } => format!(
+            "too many outstanding upload grants (at most {limit}); the next lapses in {retry_after} s"
+        ),
     }
 }
 
@@ -108,7 +108,8 @@ pub struct Problem {
     /// `object-archived`: `ARCHIVED` (no restore yet) or `RESTORING`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restore: Option<&'static str>,
-    /// `rate-limited`: seconds to wait, as in the `Retry-After` header.
+    /// `rate-limited`, `too-many-grants`: seconds to wait, as in the
+    /// `Retry-After` header.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
 }
@@ -202,7 +203,13 @@ impl ApiError {
                 problem.storage_class = Some(storage_class.clone());
                 problem.restore = Some(restore);
             }
-            Self::Refused { grant_id, .. } => problem.grant_id = Some(*grant_id),
+            Self::Refused {
+                grant_id,
+                refusal: Refusal::TooManyGrants { retry_after, .. },
+            } => {
+                problem.grant_id = Some(*grant_id);
+                problem.retry_after = Some(*retry_after);
+            }
             Self::NotArchived { storage_class } => {
                 problem.storage_class = Some(storage_class.clone());
             }

@@ -72,7 +72,11 @@ pub enum Refusal {
         requested: u64,
     },
     /// The user already has the maximum number of outstanding grants.
-    TooManyGrants { limit: usize },
+    TooManyGrants {
+        limit: usize,
+        /// Seconds until enough of them lapse for this grant to fit.
+        retry_after: u64,
+    },
 }
 
 /// Missing revisions an account waits for before it gives up on them.
@@ -139,6 +143,26 @@ impl Account {
         self.forget_missing();
     }
 
+    /// Seconds from `now` until `grants` outstanding grants have lapsed (a
+    /// reservation's grants lapse together, with it), at least 1.
+    fn room_at(&self, grants: usize, now: i64) -> u64 {
+        let mut lapsing: Vec<(i64, usize)> = self
+            .reservations
+            .values()
+            .map(|r| (r.lapses_at, r.grants.len()))
+            .collect();
+        lapsing.sort_unstable();
+        let mut freed = 0;
+        let lapses_at = lapsing
+            .into_iter()
+            .find(|&(_, count)| {
+                freed += count;
+                freed >= grants
+            })
+            .map_or(now, |(lapses_at, _)| lapses_at);
+        u64::try_from(lapses_at.saturating_sub(now)).map_or(1, |wait| wait.max(1))
+    }
+
     /// Forgets the missing revisions no reservation can learn from: those
     /// not after every reservation's own revision (a reservation made later
     /// starts at the account's revision).
@@ -169,6 +193,7 @@ impl Account {
         if outstanding >= max_outstanding {
             return Err(Refusal::TooManyGrants {
                 limit: max_outstanding,
+                retry_after: self.room_at(outstanding + 1 - max_outstanding, now),
             });
         }
         let quota = self.quota(default_quota);
@@ -388,8 +413,40 @@ mod tests {
         }
         assert_eq!(
             account.reserve(&request("g", "k9", 1), 0, 100, 3),
-            Err(Refusal::TooManyGrants { limit: 3 })
+            Err(Refusal::TooManyGrants {
+                limit: 3,
+                retry_after: 1_000
+            })
         );
+    }
+
+    #[test]
+    fn a_capped_grant_is_told_when_enough_grants_lapse() {
+        let mut account = Account::new();
+        let lapsing = [("a", 300), ("b", 100), ("a", 200), ("c", 500), ("d", 400)];
+        for (key, lapses_at) in lapsing {
+            let grant = ReservationRequest {
+                lapses_at,
+                ..request("g", key, 1)
+            };
+            account.reserve(&grant, 0, 100, 5).unwrap();
+        }
+        // Key b lapses at 100 with its one grant; a's two grants at 300.
+        let at = |now, cap| match account
+            .clone()
+            .reserve(&request("g", "e", 1), now, 100, cap)
+        {
+            Err(Refusal::TooManyGrants { retry_after, .. }) => retry_after,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(at(40, 5), 60, "one grant to lapse: b's");
+        assert_eq!(at(40, 4), 260, "two: b's, then a's two together");
+        assert_eq!(at(40, 3), 260, "three: b's and a's");
+        assert_eq!(at(40, 2), 360, "four: then d's");
+        // A reservation lapsing this very second is already gone; none
+        // waits less than a second.
+        assert_eq!(at(99, 5), 1);
+        assert_eq!(at(100, 4), 200);
     }
 
     #[test]

@@ -83,7 +83,7 @@ pub struct UploadGrant {
         (status = 413, description = "The body is longer than any this API takes (`content-too-large`)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Content type not allowed (`unsupported-content-type`), or the body is not sent as JSON (`unsupported-media-type`)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many requests (`rate-limited`) or outstanding grants (`too-many-grants`)", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "`rate-limited`: seconds to wait"))),
+            headers(("Retry-After" = u64, description = "Seconds to wait: until the rate allows another grant (`rate-limited`), or until enough outstanding grants lapse (`too-many-grants`)"))),
         CommonProblems,
     ),
     security(("bearer" = []))
