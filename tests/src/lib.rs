@@ -818,6 +818,23 @@ pub struct ProcessUsage {
     pub rss_kb: u64,
     /// Peak resident memory so far (`VmHWM`), in KiB.
     pub peak_rss_kb: u64,
+    /// Context switches so far, voluntary and not, of the threads alive
+    /// now: how often the process was put to sleep or woken.
+    pub switches: u64,
+}
+
+/// What a process used between two readings: CPU time and context switches
+/// between them; memory as of the later one.
+impl std::ops::Sub for ProcessUsage {
+    type Output = ProcessUsage;
+
+    fn sub(self, earlier: ProcessUsage) -> ProcessUsage {
+        ProcessUsage {
+            cpu_ns: self.cpu_ns.saturating_sub(earlier.cpu_ns),
+            switches: self.switches.saturating_sub(earlier.switches),
+            ..self
+        }
+    }
 }
 
 /// Reads [`ProcessUsage`] of process `pid`; zeros for what cannot be read.
@@ -840,10 +857,24 @@ pub fn process_usage(pid: u32) -> ProcessUsage {
             .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
             .unwrap_or(0)
     };
+    let switches = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum();
     ProcessUsage {
         cpu_ns,
         rss_kb: kb("VmRSS:"),
         peak_rss_kb: kb("VmHWM:"),
+        switches,
     }
 }
 

@@ -210,6 +210,9 @@ const KEY: &str = "users/bench/photos/cat.jpg";
 const SIZE: u64 = 12_345;
 const CONTENT_TYPE: &str = "image/jpeg";
 const EXPIRES_IN: Duration = Duration::from_secs(900);
+/// How long intake is watched idle; CPU time is counted in 10 ms ticks, so
+/// 30 s resolve its idle cost to about 0.3 ms per second.
+const IDLE: Duration = Duration::from_secs(30);
 
 /// What a grant request does to make its policy: read the clock, build the
 /// policy, sign it (credentials come from the signer's cache).
@@ -510,7 +513,11 @@ async fn load(intake: &Path, backend: Backend, grants: usize, clients: usize) {
     .await;
     // Idle: started, its queue consumer long-polling, no request yet.
     tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle_from = (process_usage(pid), Instant::now());
+    tokio::time::sleep(IDLE).await;
     let idle = process_usage(pid);
+    let idle_cpu_per_s =
+        (idle - idle_from.0).cpu_ns as f64 / 1e3 / idle_from.1.elapsed().as_secs_f64();
 
     let expires = OffsetDateTime::now_utc().unix_timestamp() + 3_600;
     let tokens: Vec<String> = (0..clients)
@@ -591,12 +598,7 @@ async fn load(intake: &Path, backend: Backend, grants: usize, clients: usize) {
         let (before, started) = (process_usage(pid), Instant::now());
         let outcomes = send_all(&http, &url, &tokens, ask, grants, pace).await;
         let (elapsed, after) = (started.elapsed(), process_usage(pid));
-        light.push((
-            what,
-            outcomes,
-            elapsed,
-            after.cpu_ns.saturating_sub(before.cpu_ns),
-        ));
+        light.push((what, outcomes, elapsed, after - before));
     }
     child.kill().await.expect("intake stops");
 
@@ -604,15 +606,17 @@ async fn load(intake: &Path, backend: Backend, grants: usize, clients: usize) {
     let p99 = measured.percentile_ms(0.99);
     outcomes.merge(measured);
     println!(
-        "| clients | grants | refused or failed | grants/s | p50 latency | p99 latency | AWS requests per grant | intake CPU µs per grant | intake RSS idle | intake peak RSS |"
+        "| clients | grants | refused or failed | grants/s | p50 latency | p99 latency | AWS requests per grant | intake CPU µs per grant | intake context switches per grant | intake CPU idle, µs per second | intake RSS idle | intake peak RSS |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let used = after - before;
     println!(
-        "| {clients} | {grants} | {} | {:.0} | {p50:.0} ms | {p99:.0} ms | {:.2} | {:.0} | {:.1} MB | {:.1} MB |",
+        "| {clients} | {grants} | {} | {:.0} | {p50:.0} ms | {p99:.0} ms | {:.2} | {:.0} | {:.2} | {idle_cpu_per_s:.0} | {:.1} MB | {:.1} MB |",
         outcomes.failed(),
         grants as f64 / elapsed.as_secs_f64(),
         requests as f64 / grants as f64,
-        after.cpu_ns.saturating_sub(before.cpu_ns) as f64 / 1e3 / grants as f64,
+        used.cpu_ns as f64 / 1e3 / grants as f64,
+        used.switches as f64 / grants as f64,
         idle.rss_kb as f64 / 1024.0,
         after.peak_rss_kb as f64 / 1024.0,
     );
@@ -627,15 +631,16 @@ async fn load(intake: &Path, backend: Backend, grants: usize, clients: usize) {
     }
     println!();
     println!(
-        "| requests making no AWS request | failed | requests/s | intake CPU µs per request |"
+        "| requests making no AWS request | failed | requests/s | intake CPU µs per request | intake context switches per request |"
     );
-    println!("| --- | --- | --- | --- |");
-    for (what, outcomes, elapsed, cpu_ns) in &light {
+    println!("| --- | --- | --- | --- | --- |");
+    for (what, outcomes, elapsed, used) in &light {
         println!(
-            "| {grants} {what} | {} | {:.0} | {:.0} |",
+            "| {grants} {what} | {} | {:.0} | {:.0} | {:.2} |",
             outcomes.failed(),
             grants as f64 / elapsed.as_secs_f64(),
-            *cpu_ns as f64 / 1e3 / grants as f64,
+            used.cpu_ns as f64 / 1e3 / grants as f64,
+            used.switches as f64 / grants as f64,
         );
     }
     for (failure, count) in light
