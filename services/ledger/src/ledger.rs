@@ -86,12 +86,12 @@ impl std::fmt::Debug for Ledger {
     }
 }
 
-/// A change of storage class S3 reported before the ledger applied its
-/// object's creation. Its message is retried until the creation is applied;
-/// one whose object never comes reaches the dead-letter queue.
-#[derive(Debug, thiserror::Error)]
-#[error("the object whose storage class changed is not counted yet")]
-pub struct ClassChangeTooEarly;
+/// The outcome of a change of storage class S3 reported before the ledger
+/// applied its object's creation (S3's events may come in any order). The
+/// message is left for its next delivery ([`Disposition::Later`]), until
+/// the creation is applied; one whose object never comes reaches the
+/// dead-letter queue.
+pub const CREATION_AWAITED: &str = "creation-awaited";
 
 /// The outcome of a delete of a key whose spelling reads two ways, when no
 /// reading is counted as live, on its first delivery. An upload of the key
@@ -750,7 +750,7 @@ impl Ledger {
                     announce: None,
                 },
                 Step::Early => {
-                    results[index] = Some(Err(Failure::Transient(ClassChangeTooEarly.into())));
+                    results[index] = Some(Err(Failure::Later(CREATION_AWAITED)));
                     continue;
                 }
                 // The first delivery may have committed and then failed to

@@ -27,7 +27,7 @@ use stowage_ledger::{
         sequencer::Sequencer,
         usage::{ObjectRow, Usage},
     },
-    ledger::{ClassChangeTooEarly, DELETE_JUDGED_ON_REDELIVERY, Ledger},
+    ledger::{CREATION_AWAITED, DELETE_JUDGED_ON_REDELIVERY, Ledger},
     ports::{
         BucketLister, GrantNote, LedgerRows, LedgerStore, ListedObject, ObjectHead, ObjectProbe,
         Snapshot, StoreError, UsagePublisher, UserCommit,
@@ -543,18 +543,15 @@ impl Queue {
     }
 }
 
-/// A change of class that came before its object's creation: it is retried.
-fn too_early(error: &anyhow::Error) -> bool {
-    error.downcast_ref::<ClassChangeTooEarly>().is_some()
-}
-
 /// Whether a message left with `outcome` must come back: a delete judged
 /// when delivered again, a change of class that came too early, or (with
 /// `flaky` stores) any passing failure.
 fn comes_back(outcome: &Disposition, flaky: bool) -> bool {
     match outcome {
-        Disposition::Later(label) => *label == DELETE_JUDGED_ON_REDELIVERY,
-        Disposition::Retry(error) => flaky || too_early(error),
+        Disposition::Later(label) => {
+            [DELETE_JUDGED_ON_REDELIVERY, CREATION_AWAITED].contains(label)
+        }
+        Disposition::Retry(_) => flaky,
         _ => false,
     }
 }

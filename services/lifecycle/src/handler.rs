@@ -69,12 +69,12 @@ impl std::fmt::Debug for EventHandler {
     }
 }
 
-/// A change of storage class S3 reported before the projection applied its
-/// object's creation. Its message is retried until the creation is applied;
-/// one whose object never comes reaches the dead-letter queue.
-#[derive(Debug, thiserror::Error)]
-#[error("the object whose storage class changed is not recorded yet")]
-pub struct ClassChangeTooEarly;
+/// The outcome of a change of storage class S3 reported before the
+/// projection applied its object's creation (S3's events may come in any
+/// order). The message is left for its next delivery
+/// ([`Disposition::Later`]), until the creation is applied; one whose
+/// object never comes reaches the dead-letter queue.
+pub const CREATION_AWAITED: &str = "creation-awaited";
 
 /// The outcome of a delete of a key whose spelling reads two ways, when no
 /// reading is live in the projection, on its first delivery. An upload of
@@ -432,8 +432,10 @@ impl EventHandler {
         observation: &Observation,
     ) -> Result<&'static str, Failure> {
         let days = self.policies.for_user(user).cold_after_days;
-        let recorded = record(self.projection.as_ref(), user, key, observation, days).await?;
-        Ok(recorded.label())
+        match record(self.projection.as_ref(), user, key, observation, days).await? {
+            Recorded::Early => Err(Failure::Later(CREATION_AWAITED)),
+            recorded => Ok(recorded.label()),
+        }
     }
 
     /// The key an event means, or `None` when no reading can be named
@@ -534,6 +536,8 @@ pub(crate) enum Recorded {
     Duplicate,
     Stale,
     Unchanged,
+    /// Nothing written: a change of class of an object with no row yet.
+    Early,
 }
 
 impl Recorded {
@@ -544,6 +548,7 @@ impl Recorded {
             Self::Duplicate => "duplicate",
             Self::Stale => "stale",
             Self::Unchanged => "unchanged",
+            Self::Early => CREATION_AWAITED,
         }
     }
 }
@@ -565,7 +570,7 @@ pub(crate) async fn record(
             Change::Duplicate => return Ok(Recorded::Duplicate),
             Change::Stale => return Ok(Recorded::Stale),
             Change::Unchanged => return Ok(Recorded::Unchanged),
-            Change::Early => return Err(ClassChangeTooEarly.into()),
+            Change::Early => return Ok(Recorded::Early),
         };
         match projection
             .put(

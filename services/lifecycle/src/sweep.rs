@@ -730,6 +730,8 @@ impl Sweeper {
             match record(self.projection.as_ref(), user, key, &observation, days).await? {
                 Recorded::Applied => Found::Added,
                 Recorded::Duplicate | Recorded::Stale | Recorded::Unchanged => Found::Known,
+                // A HEAD's observation is never a change of class.
+                Recorded::Early => Found::Known,
             },
         )
     }

@@ -21,7 +21,7 @@ use stowage_lifecycle::{
         projection::{Encryption, ObjectRecord, Restore, Verdict},
     },
     handler::{
-        ClassChangeTooEarly, DELETE_JUDGED_ON_REDELIVERY, EventHandler, RESTORE_REQUEST_AWAITED,
+        CREATION_AWAITED, DELETE_JUDGED_ON_REDELIVERY, EventHandler, RESTORE_REQUEST_AWAITED,
         RestoreOptions,
     },
     ports::{
@@ -251,7 +251,7 @@ fn handle_all(handler: &EventHandler, bodies: Vec<String>) -> Vec<String> {
             }
             outcomes.push(match outcome {
                 Disposition::Done(label) => label.to_string(),
-                Disposition::Retry(error) if error.is::<ClassChangeTooEarly>() => "early".into(),
+                Disposition::Later(CREATION_AWAITED) => "early".into(),
                 other => format!("{other:?}"),
             });
         }
