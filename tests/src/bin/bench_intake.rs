@@ -11,8 +11,10 @@
 //!   verified before.
 //! - `bench_intake floor`: CPU microseconds a minimal blocking server (a
 //!   thread that reads one 200-byte message from a loopback connection and
-//!   writes it back) spends per message, at several request rates: what any
-//!   server pays this machine per request, before any work of its own.
+//!   writes it back) spends per message, and a minimal axum server (on a
+//!   tokio runtime of one thread, answering `ok` to `GET /`) per request,
+//!   at several request rates: what any server, and any tokio, hyper and
+//!   axum server, pays this machine per request before any work of its own.
 //! - `bench_intake load <release stowage-intake>` (inside `stack.py run`):
 //!   starts the release intake on a freshly deployed stack and has 64
 //!   concurrent clients ask it for upload grants; prints grants per second,
@@ -89,7 +91,8 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
-    /// CPU microseconds a minimal echo server spends per message, by rate.
+    /// CPU microseconds a minimal echo server, and a minimal axum server,
+    /// spend per request, by rate.
     Floor {
         /// Messages per second sent, one at a time; 0 sends each as soon as
         /// the previous one is answered.
@@ -654,6 +657,20 @@ async fn load(intake: &Path, backend: Backend, grants: usize, clients: usize) {
 /// Bytes of one `floor` message, about a small HTTP request's.
 const FLOOR_MESSAGE: usize = 200;
 
+/// The request `floor` sends its HTTP server, and the body it answers.
+const HELLO_REQUEST: &[u8] = b"GET / HTTP/1.1\r\nhost: floor\r\n\r\n";
+const HELLO: &str = "ok";
+
+/// The servers `floor` measures.
+#[derive(Debug, Clone, Copy)]
+enum FloorServer {
+    /// A thread that reads [`FLOOR_MESSAGE`] bytes and writes them back.
+    Echo,
+    /// axum on a tokio runtime of one thread, answering [`HELLO`] to a
+    /// `GET /`: the least a tokio, hyper and axum server does per request.
+    Hello,
+}
+
 /// Echoes `messages` messages of [`FLOOR_MESSAGE`] bytes on the first
 /// connection to `listener` and returns the CPU time this took the serving
 /// thread, in nanoseconds.
@@ -670,43 +687,103 @@ fn echo(listener: std::net::TcpListener, messages: u32) -> u64 {
     thread_cpu_ns().saturating_sub(started)
 }
 
-/// What a server pays this machine per request before doing anything: a
-/// thread that reads a message from a loopback connection and writes it
-/// back, while another thread sends the messages one at a time at each of
-/// `rates` per second (0: back to back).
-fn floor(rates: &[u32], messages: u32) {
-    use std::io::{Read, Write};
-    println!("| messages/s asked | messages/s sent | messages | server CPU µs per message |");
-    println!("| --- | --- | --- | --- |");
-    for &rate in rates {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
-        let address = listener.local_addr().expect("its address");
-        let server = std::thread::spawn(move || echo(listener, messages));
-        let mut stream = std::net::TcpStream::connect(address).expect("connects");
-        stream.set_nodelay(true).expect("TCP_NODELAY");
-        let gap = (rate > 0).then(|| Duration::from_secs(1) / rate);
-        let mut message = [7u8; FLOOR_MESSAGE];
-        let started = Instant::now();
-        for sent in 1..=messages {
-            stream.write_all(&message).expect("sends");
-            stream.read_exact(&mut message).expect("is answered");
-            if let Some(due) = gap.map(|gap| started + gap * sent) {
-                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+/// Serves [`HELLO`] with axum on a tokio runtime of this thread alone until
+/// it has answered `messages` requests, and returns the CPU time this took
+/// the thread, in nanoseconds.
+fn hello(listener: std::net::TcpListener, messages: u32) -> u64 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    listener.set_nonblocking(true).expect("non-blocking");
+    let served = Arc::new(AtomicUsize::new(0));
+    let all_served = Arc::new(tokio::sync::Notify::new());
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get({
+            let (served, all_served) = (served.clone(), all_served.clone());
+            move || async move {
+                if served.fetch_add(1, Ordering::Relaxed) + 1 == messages as usize {
+                    all_served.notify_one();
+                }
+                HELLO
             }
-        }
-        let elapsed = started.elapsed();
-        let cpu_ns = server.join().expect("the server thread");
+        }),
+    );
+    let started = thread_cpu_ns();
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+        let serving = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { all_served.notified().await });
+        serving.await.expect("serves");
+    });
+    thread_cpu_ns().saturating_sub(started)
+}
+
+/// What a server pays this machine per request before doing anything:
+/// [`FloorServer`]s answering one client that sends one request at a time,
+/// at each of `rates` per second (0: back to back).
+fn floor(rates: &[u32], messages: u32) {
+    println!(
+        "| requests/s asked | requests/s sent | requests | echo thread: CPU µs per message | axum on one tokio thread: CPU µs per request |"
+    );
+    println!("| --- | --- | --- | --- | --- |");
+    for &rate in rates {
+        let (sent, echo) = exchange(FloorServer::Echo, rate, messages);
+        let (_, hello) = exchange(FloorServer::Hello, rate, messages);
         let asked = if rate == 0 {
             "back to back".to_string()
         } else {
             rate.to_string()
         };
-        println!(
-            "| {asked} | {:.0} | {messages} | {:.1} |",
-            f64::from(messages) / elapsed.as_secs_f64(),
-            cpu_ns as f64 / 1e3 / f64::from(messages),
-        );
+        println!("| {asked} | {sent:.0} | {messages} | {echo:.1} | {hello:.1} |");
     }
+}
+
+/// Sends `server` `messages` requests at `rate` per second (0: back to
+/// back); returns the rate they were sent at and the server's CPU
+/// microseconds per request.
+fn exchange(server: FloorServer, rate: u32, messages: u32) -> (f64, f64) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let address = listener.local_addr().expect("its address");
+    let serving = std::thread::spawn(move || match server {
+        FloorServer::Echo => echo(listener, messages),
+        FloorServer::Hello => hello(listener, messages),
+    });
+    let mut stream = std::net::TcpStream::connect(address).expect("connects");
+    stream.set_nodelay(true).expect("TCP_NODELAY");
+    let gap = (rate > 0).then(|| Duration::from_secs(1) / rate);
+    let mut answer = Vec::with_capacity(1024);
+    let mut chunk = [7u8; FLOOR_MESSAGE];
+    let started = Instant::now();
+    for sent in 1..=messages {
+        match server {
+            FloorServer::Echo => {
+                stream.write_all(&chunk).expect("sends");
+                stream.read_exact(&mut chunk).expect("is answered");
+            }
+            FloorServer::Hello => {
+                stream.write_all(HELLO_REQUEST).expect("sends");
+                answer.clear();
+                while !answer.ends_with(HELLO.as_bytes()) {
+                    let read = stream.read(&mut chunk).expect("is answered");
+                    assert!(read > 0, "the server closed the connection");
+                    answer.extend_from_slice(&chunk[..read]);
+                }
+            }
+        }
+        if let Some(due) = gap.map(|gap| started + gap * sent) {
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
+    }
+    let elapsed = started.elapsed();
+    drop(stream);
+    let cpu_ns = serving.join().expect("the server thread");
+    (
+        f64::from(messages) / elapsed.as_secs_f64(),
+        cpu_ns as f64 / 1e3 / f64::from(messages),
+    )
 }
 
 /// Keys of the identity provider `verify` pretends to be.
