@@ -160,6 +160,10 @@ pub enum CopyError {
     /// (overwritten or deleted).
     #[error("the object changed since it was planned")]
     Changed,
+    /// The copy found the object changed, and S3 holds this at its key now
+    /// (`None`: nothing).
+    #[error("the object changed since it was planned")]
+    Replaced(Option<ObjectHead>),
     /// S3 holds the object in an archive class already (`InvalidObjectState`):
     /// it cannot be copied without a restore.
     #[error("S3 holds the object in an archive class (InvalidObjectState)")]

@@ -32,14 +32,49 @@ use crate::{
     domain::{
         plan::{Action, CopyPlan, Decision, FAILED, decide, retry_at},
         policy::{IndexedDays, Policies, Redating},
-        projection::{STANDARD, TIERED, Verdict},
+        projection::{Encryption, ObjectRecord, Restore, STANDARD, TIERED, Verdict},
     },
     handler::{Recorded, record},
     ports::{
-        Bucket, CopyError, DueIndex, DueObject, LifecyclePublisher, Projection, Settlement,
-        StoreError, Versioned,
+        Bucket, CopyError, DueIndex, DueObject, LifecyclePublisher, ObjectHead, Projection,
+        Settlement, StoreError, Versioned,
     },
 };
+
+/// The row of `row`'s key as S3 was found holding it, `head` (`None`: no
+/// object), at `now`, when a copy conditional on the row's entity tag found
+/// another object or none: S3's events of the change were not applied (lost
+/// past the queues' retention, or still on their way). The row keeps its
+/// place in the order of S3's events, so that every event that would have
+/// outranked it still does (the one that made what S3 holds among them),
+/// and the reads it recorded; the restore and the verdict were the old
+/// object's.
+fn as_s3_holds(row: &ObjectRecord, head: Option<ObjectHead>, now: i64) -> ObjectRecord {
+    let held = match head {
+        Some(head) => ObjectRecord::new_object(
+            head.size,
+            &head.storage_class,
+            head.etag.as_deref(),
+            &head.encryption,
+            head.last_modified.unwrap_or(now),
+        ),
+        None => ObjectRecord {
+            live: false,
+            size: 0,
+            etag: None,
+            encryption: Encryption::Unknown,
+            restore: Restore::None,
+            verdict: None,
+            ..row.clone()
+        },
+    };
+    ObjectRecord {
+        sequencer: row.sequencer.clone(),
+        applied: row.applied.clone(),
+        last_access: row.last_access,
+        ..held
+    }
+}
 
 /// How long a sweep's claim on a row keeps other sweeps from finding it
 /// due, from the moment it is claimed: longer than a sweep takes, since a
@@ -101,8 +136,8 @@ type Copied = (
 enum Held {
     /// The object the sweep decided on, in this class.
     Archived(String),
-    /// Another object, or none: the key's own events tell the row.
-    Other,
+    /// Another object, or none (`None`): the row is put right from it.
+    Other(Option<ObjectHead>),
     /// Not known, for this reason.
     Unknown(String),
 }
@@ -385,7 +420,55 @@ impl Sweeper {
             }
             None => Err(CopyError::Changed),
         };
+        let result = match result {
+            // What S3 holds instead, so that a row whose events were not
+            // applied can be put right: one `HeadObject`, only for such a
+            // refusal.
+            Err(CopyError::Changed) if planned.etag.is_some() => {
+                match self.bucket.head(&planned.key).await {
+                    Ok(head) => Err(CopyError::Replaced(head)),
+                    Err(error) => {
+                        tracing::warn!(key = %planned.key, error = format!("{error:#}"), "cannot ask S3 what replaced the object");
+                        Err(CopyError::Changed)
+                    }
+                }
+            }
+            other => other,
+        };
         (due, decision, planned, Some(result))
+    }
+
+    /// Puts right the claimed row of `due`, whose copy found S3 holding
+    /// another object than the row says, or none (`head`): unless S3 holds
+    /// the object planned after all, the row takes what S3 holds
+    /// ([`as_s3_holds`]), if it is still at the version the claim wrote. A
+    /// row an event changed meanwhile is left to that event.
+    async fn put_right(&self, due: &DueObject, planned: &PlannedObject, head: Option<ObjectHead>) {
+        if head.as_ref().is_some_and(|head| head.etag == planned.etag) {
+            return;
+        }
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let row = as_s3_holds(&due.row.record, head, now);
+        let days = self.options.policies.for_user(&due.user).cold_after_days;
+        let claimed = Some(due.row.version + 1);
+        match self
+            .projection
+            .put(&due.user, &due.key, &row, row.due_at(days), claimed)
+            .await
+        {
+            Ok(()) => tracing::info!(
+                key = %due.key,
+                live = row.live,
+                etag = row.etag.as_deref().unwrap_or_default(),
+                "S3 holds another object than the row said; the row now says what S3 holds"
+            ),
+            Err(StoreError::Conflict) => {}
+            Err(error) => tracing::warn!(
+                key = %due.key,
+                error = %error,
+                "the row of a replaced object was not put right; the next sweep finds it again"
+            ),
+        }
     }
 
     /// The settlement of an object whose transition failed with `error`:
@@ -421,10 +504,12 @@ impl Sweeper {
     /// object is archived: one `HeadObject`, only for such a refusal.
     async fn archived(&self, due: &DueObject, planned: &PlannedObject) -> Held {
         match self.bucket.head(&due.key).await {
-            Ok(Some(head)) if head.etag.as_deref() != planned.etag.as_deref() => Held::Other,
+            Ok(Some(head)) if head.etag.as_deref() != planned.etag.as_deref() => {
+                Held::Other(Some(head))
+            }
             Ok(Some(head)) if head.storage_class != STANDARD => Held::Archived(head.storage_class),
             Ok(Some(head)) => Held::Unknown(format!("yet S3 says {}", head.storage_class)),
-            Ok(None) => Held::Other,
+            Ok(None) => Held::Other(None),
             Err(error) => Held::Unknown(format!("HeadObject: {error:#}")),
         }
     }
@@ -568,6 +653,10 @@ impl Sweeper {
                     ("tiered", None)
                 }
                 (Action::Tier, Some(Err(CopyError::Changed))) => ("changed", None),
+                (Action::Tier, Some(Err(CopyError::Replaced(head)))) => {
+                    self.put_right(&due, &planned, head).await;
+                    ("changed", None)
+                }
                 (Action::Tier, Some(Err(CopyError::Archived))) => {
                     match self.archived(&due, &planned).await {
                         Held::Archived(class) => {
@@ -593,7 +682,10 @@ impl Sweeper {
                             });
                             (FAILED, Some(error))
                         }
-                        Held::Other => ("changed", None),
+                        Held::Other(head) => {
+                            self.put_right(&due, &planned, head).await;
+                            ("changed", None)
+                        }
                         Held::Unknown(error) => {
                             let error = format!("{}; {error}", CopyError::Archived);
                             settlements.push(self.failed(&due, &decision, &error, at));

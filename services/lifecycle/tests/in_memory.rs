@@ -1050,23 +1050,40 @@ fn a_claim_lasts_a_day_from_when_it_is_written() {
     );
 }
 
-/// A bucket that refuses every copy: S3 holds the object archived
-/// (`archived`), or the service may not read it.
+/// A bucket that refuses every copy with `refusal`, and whose HEAD answers
+/// `held`.
 struct Refusing {
-    archived: Option<&'static str>,
+    held: Option<ObjectHead>,
+    refusal: fn() -> CopyError,
     copies: Mutex<usize>,
+}
+
+impl Refusing {
+    fn new(held: Option<ObjectHead>, refusal: fn() -> CopyError) -> Arc<Self> {
+        Arc::new(Self {
+            held,
+            refusal,
+            copies: Mutex::new(0),
+        })
+    }
+}
+
+/// What S3 holds: `size` bytes with entity tag `etag`, in `class`, last
+/// modified at `modified`.
+fn held(size: u64, etag: &str, class: &str, modified: Option<i64>) -> Option<ObjectHead> {
+    Some(ObjectHead {
+        size,
+        etag: Some(etag.into()),
+        storage_class: class.into(),
+        encryption: Encryption::S3Managed,
+        last_modified: modified,
+    })
 }
 
 #[async_trait]
 impl Bucket for Refusing {
     async fn head(&self, _key: &str) -> anyhow::Result<Option<ObjectHead>> {
-        Ok(self.archived.map(|class| ObjectHead {
-            size: 1 << 20,
-            etag: Some("e".into()),
-            storage_class: class.into(),
-            encryption: Encryption::S3Managed,
-            last_modified: None,
-        }))
+        Ok(self.held.clone())
     }
 
     async fn list(&self, _prefix: &str, _after: Option<String>) -> anyhow::Result<KeyPage> {
@@ -1082,10 +1099,7 @@ impl Bucket for Refusing {
         _parts: Option<&[(u64, u64)]>,
     ) -> Result<String, CopyError> {
         *self.copies.lock().unwrap() += 1;
-        Err(match self.archived {
-            Some(_) => CopyError::Archived,
-            None => CopyError::Other(anyhow::anyhow!("CopyObject: AccessDenied")),
-        })
+        Err((self.refusal)())
     }
 
     async fn restore(
@@ -1104,9 +1118,8 @@ fn a_failed_copy_is_tried_again_later_after_each_failure_in_a_row() {
     const DAY: i64 = 86_400;
     let at = 1_800_000_100;
     let rows = cold_rows(1, 1 << 20);
-    let bucket = Arc::new(Refusing {
-        archived: None,
-        copies: Mutex::new(0),
+    let bucket = Refusing::new(None, || {
+        CopyError::Other(anyhow::anyhow!("CopyObject: AccessDenied"))
     });
     let sweeper = sweeper(rows.clone(), &rows, bucket.clone());
     assert_eq!(sweep_with(&sweeper), ["failed"]);
@@ -1165,9 +1178,8 @@ fn a_failed_copy_is_tried_again_later_after_each_failure_in_a_row() {
 #[test]
 fn an_object_s3_holds_archived_already_takes_the_class_s3_holds() {
     let rows = cold_rows(1, 1 << 20);
-    let bucket = Arc::new(Refusing {
-        archived: Some("DEEP_ARCHIVE"),
-        copies: Mutex::new(0),
+    let bucket = Refusing::new(held(1 << 20, "e", "DEEP_ARCHIVE", None), || {
+        CopyError::Archived
     });
     let report = runtime()
         .block_on(sweeper(rows.clone(), &rows, bucket.clone()).run(
@@ -1389,4 +1401,87 @@ fn an_object_whose_row_could_not_be_claimed_is_left_due_as_it_was() {
         rows.due.lock().unwrap().values().collect::<Vec<_>>(),
         [&1_710_000_000]
     );
+}
+
+/// Rows of `key` made by its `Object Created` at sequencer `0A`, due now;
+/// the events of what S3 holds since were not applied.
+fn row_behind_s3(key: &str) -> (Arc<Rows>, EventHandler) {
+    let rows = Arc::new(Rows::default());
+    let events = handler(rows.clone(), Holding::new(HashMap::new()));
+    assert_eq!(
+        handle_all(&events, vec![created("0A", key, 1 << 20, "e")]),
+        ["applied"]
+    );
+    rows.due.lock().unwrap().insert(key.into(), 1_710_000_000);
+    (rows, events)
+}
+
+#[test]
+fn a_copy_that_finds_another_object_puts_the_row_right_from_s3() {
+    let key = "users/u/overwritten.bin";
+    let (rows, events) = row_behind_s3(key);
+    let modified = 1_799_000_000;
+    let bucket = Refusing::new(held(2 << 20, "f", "STANDARD", Some(modified)), || {
+        CopyError::Changed
+    });
+    let sweeper = sweeper(rows.clone(), &rows, bucket.clone());
+    assert_eq!(sweep_with(&sweeper), ["changed"]);
+    let row = rows.rows.lock().unwrap()[key].clone();
+    assert_eq!(
+        (
+            row.version,
+            row.record.live,
+            row.record.size,
+            row.record.etag.as_deref()
+        ),
+        (3, true, 2 << 20, Some("f")),
+        "claimed, then put right"
+    );
+    // Due by the object S3 holds, 30 days after it was written: not now.
+    assert_eq!(
+        rows.due.lock().unwrap().get(key),
+        Some(&(modified + 30 * 86_400))
+    );
+    assert_eq!(sweep_with(&sweeper), Vec::<&str>::new());
+    assert_eq!(*bucket.copies.lock().unwrap(), 1);
+    // The row keeps its place among S3's events: an older one is stale,
+    // the first delivered again a duplicate, and the event that made what
+    // S3 holds, come at last, applies.
+    assert_eq!(
+        handle_all(
+            &events,
+            vec![
+                created("09", key, 5, "d"),
+                created("0A", key, 1 << 20, "e"),
+                created("0B", key, 2 << 20, "f"),
+            ]
+        ),
+        ["stale", "duplicate", "applied"]
+    );
+    let row = rows.rows.lock().unwrap()[key].record.clone();
+    assert_eq!(
+        (row.sequencer, row.etag.as_deref()),
+        (Sequencer::parse("0B").unwrap(), Some("f"))
+    );
+}
+
+#[test]
+fn a_copy_that_finds_no_object_leaves_the_row_deleted() {
+    let key = "users/u/deleted.bin";
+    let (rows, events) = row_behind_s3(key);
+    let bucket = Refusing::new(None, || CopyError::Changed);
+    let sweeper = sweeper(rows.clone(), &rows, bucket.clone());
+    assert_eq!(sweep_with(&sweeper), ["changed"]);
+    let row = rows.rows.lock().unwrap()[key].clone();
+    assert_eq!((row.version, row.record.live), (3, false));
+    // Out of the index: no sweep copies it again.
+    assert_eq!(rows.due.lock().unwrap().get(key), None);
+    assert_eq!(sweep_with(&sweeper), Vec::<&str>::new());
+    // An upload of the key after the delete counts as ever.
+    assert_eq!(
+        handle_all(&events, vec![created("0C", key, 7, "g")]),
+        ["applied"]
+    );
+    let row = rows.rows.lock().unwrap()[key].record.clone();
+    assert_eq!((row.live, row.etag.as_deref()), (true, Some("g")));
 }

@@ -127,7 +127,7 @@ pub struct ObjectRecord {
 impl ObjectRecord {
     /// A live object created at `at`, known from no S3 event yet (the
     /// lowest sequencer), never read, restored or decided on.
-    fn new_object(
+    pub(crate) fn new_object(
         size: u64,
         storage_class: &str,
         etag: Option<&str>,
