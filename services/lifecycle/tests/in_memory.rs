@@ -1050,12 +1050,17 @@ fn a_claim_lasts_a_day_from_when_it_is_written() {
     );
 }
 
+/// What happens elsewhere while a copy is refused.
+type WhileRefused = Box<dyn FnOnce() + Send>;
+
 /// A bucket that refuses every copy with `refusal`, and whose HEAD answers
 /// `held`.
 struct Refusing {
     held: Option<ObjectHead>,
     refusal: fn() -> CopyError,
     copies: Mutex<usize>,
+    /// Run when the first copy is refused.
+    while_refused: Mutex<Option<WhileRefused>>,
 }
 
 impl Refusing {
@@ -1064,6 +1069,7 @@ impl Refusing {
             held,
             refusal,
             copies: Mutex::new(0),
+            while_refused: Mutex::new(None),
         })
     }
 }
@@ -1099,6 +1105,9 @@ impl Bucket for Refusing {
         _parts: Option<&[(u64, u64)]>,
     ) -> Result<String, CopyError> {
         *self.copies.lock().unwrap() += 1;
+        if let Some(happening) = self.while_refused.lock().unwrap().take() {
+            happening();
+        }
         Err((self.refusal)())
     }
 
@@ -1484,4 +1493,37 @@ fn a_copy_that_finds_no_object_leaves_the_row_deleted() {
     );
     let row = rows.rows.lock().unwrap()[key].record.clone();
     assert_eq!((row.live, row.etag.as_deref()), (true, Some("g")));
+}
+
+#[test]
+fn a_row_an_event_changed_since_the_refused_copy_is_left_to_that_event() {
+    let key = "users/u/raced.bin";
+    let (rows, _) = row_behind_s3(key);
+    let bucket = Refusing::new(held(2 << 20, "f", "STANDARD", None), || CopyError::Changed);
+    // The overwrite's own event is applied while its copy is refused.
+    let applied = ObjectRecord {
+        size: 2 << 20,
+        etag: Some("f".into()),
+        sequencer: Sequencer::parse("0B").unwrap(),
+        ..rows.rows.lock().unwrap()[key].record.clone()
+    };
+    *bucket.while_refused.lock().unwrap() = Some(Box::new({
+        let (rows, applied) = (rows.clone(), applied.clone());
+        move || {
+            let mut all = rows.rows.lock().unwrap();
+            let row = all.get_mut(key).unwrap();
+            *row = Versioned {
+                record: applied,
+                version: row.version + 1,
+            };
+        }
+    }));
+    let sweeper = sweeper(rows.clone(), &rows, bucket.clone());
+    assert_eq!(sweep_with(&sweeper), ["changed"]);
+    let row = rows.rows.lock().unwrap()[key].clone();
+    assert_eq!(
+        (row.version, row.record),
+        (3, applied),
+        "claimed, then written by the event alone"
+    );
 }
