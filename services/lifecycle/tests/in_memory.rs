@@ -50,6 +50,16 @@ struct Rows {
     settled: Mutex<Vec<Settlement>>,
 }
 
+impl Rows {
+    /// Writes `key`'s row as `record` at `version`, outside the index.
+    fn insert(&self, key: &str, record: ObjectRecord, version: u64) {
+        self.rows
+            .lock()
+            .unwrap()
+            .insert(key.into(), Versioned { record, version });
+    }
+}
+
 /// The rows as a due index; settlements are recorded, not applied.
 #[async_trait]
 impl DueIndex for Rows {
@@ -445,17 +455,15 @@ fn a_delete_of_an_ambiguous_key_never_takes_an_object_s3_still_holds() {
     // `a%2Bb` too, and S3 holds e3 there, so the delete is not its.
     let kept = "users/u/a%2Bb";
     let rows = Arc::new(Rows::default());
-    rows.rows.lock().unwrap().insert(
-        kept.into(),
-        Versioned {
-            record: ObjectRecord {
-                size: 100,
-                etag: Some("e2".into()),
-                sequencer: Sequencer::parse("01").unwrap(),
-                ..record("STANDARD", Restore::None)
-            },
-            version: 1,
+    rows.insert(
+        kept,
+        ObjectRecord {
+            size: 100,
+            etag: Some("e2".into()),
+            sequencer: Sequencer::parse("01").unwrap(),
+            ..record("STANDARD", Restore::None)
         },
+        1,
     );
     let handler = handler(rows.clone(), holding(kept, 300, "e3", "STANDARD"));
     handle_all(
@@ -681,19 +689,17 @@ fn a_restore_request_delivered_again_asks_s3_for_nothing() {
     let requested = 1_750_000_000;
     let rows = Arc::new(Rows::default());
     // Restored after the request at `requested`; the copy has expired since.
-    rows.rows.lock().unwrap().insert(
-        key.into(),
-        Versioned {
-            record: record(
-                "GLACIER",
-                Restore::Restored {
-                    until: Some(requested + 86_400),
-                    requested_at: Some(requested),
-                    trace: TraceContext::default(),
-                },
-            ),
-            version: 3,
-        },
+    rows.insert(
+        key,
+        record(
+            "GLACIER",
+            Restore::Restored {
+                until: Some(requested + 86_400),
+                requested_at: Some(requested),
+                trace: TraceContext::default(),
+            },
+        ),
+        3,
     );
     let bucket = Arc::new(Holding::new(HashMap::new()));
     let policy = Policy {
@@ -786,15 +792,13 @@ fn an_object_read_after_the_sweep_found_it_due_is_not_copied() {
     };
     // Read just after the index was queried: the row was written again.
     let rows = Arc::new(Rows::default());
-    rows.rows.lock().unwrap().insert(
-        key.into(),
-        Versioned {
-            record: ObjectRecord {
-                last_access: Some(1_800_000_000),
-                ..cold
-            },
-            version: 2,
+    rows.insert(
+        key,
+        ObjectRecord {
+            last_access: Some(1_800_000_000),
+            ..cold
         },
+        2,
     );
     let bucket = Arc::new(Holding::new(HashMap::new()));
     let sweep = sweep_of(Arc::new(DueNow(vec![due])), &rows, &bucket);
@@ -865,13 +869,7 @@ fn sweep_with(sweeper: &Sweeper) -> Vec<&'static str> {
 fn two_sweeps_of_the_same_due_object_copy_it_once() {
     let key = "users/u/cold.bin";
     let rows = Arc::new(Rows::default());
-    rows.rows.lock().unwrap().insert(
-        key.into(),
-        Versioned {
-            record: record("STANDARD", Restore::None),
-            version: 1,
-        },
-    );
+    rows.insert(key, record("STANDARD", Restore::None), 1);
     rows.due.lock().unwrap().insert(key.into(), 1_710_000_000);
     let bucket = Arc::new(Holding::new(HashMap::new()));
     // The second runs before the first settles (settling is left out here).
@@ -952,15 +950,13 @@ fn cold_rows(count: usize, size: u64) -> Arc<Rows> {
     let rows = Arc::new(Rows::default());
     for i in 0..count {
         let key = format!("users/u/cold-{i}.bin");
-        rows.rows.lock().unwrap().insert(
-            key.clone(),
-            Versioned {
-                record: ObjectRecord {
-                    size,
-                    ..record("STANDARD", Restore::None)
-                },
-                version: 1,
+        rows.insert(
+            &key,
+            ObjectRecord {
+                size,
+                ..record("STANDARD", Restore::None)
             },
+            1,
         );
         rows.due.lock().unwrap().insert(key, 1_710_000_000);
     }
@@ -1251,19 +1247,17 @@ fn restore_completed(id: &str, key: &str, expiry: &str) -> String {
 fn a_restore_completed_delivered_again_is_announced_as_the_same_event() {
     let key = "users/u/archived.bin";
     let rows = Arc::new(Rows::default());
-    rows.rows.lock().unwrap().insert(
-        key.into(),
-        Versioned {
-            record: record(
-                "GLACIER",
-                Restore::Requested {
-                    at: 5,
-                    days: 7,
-                    trace: TraceContext::default(),
-                },
-            ),
-            version: 3,
-        },
+    rows.insert(
+        key,
+        record(
+            "GLACIER",
+            Restore::Requested {
+                at: 5,
+                days: 7,
+                trace: TraceContext::default(),
+            },
+        ),
+        3,
     );
     let announced = Arc::new(Announced::default());
     let handler = EventHandler::new(
@@ -1318,13 +1312,7 @@ fn a_restore_completed_delivered_again_is_announced_as_the_same_event() {
 fn a_restore_completed_before_its_request_is_recorded_waits_for_the_next_delivery() {
     let key = "users/u/archived.bin";
     let rows = Arc::new(Rows::default());
-    rows.rows.lock().unwrap().insert(
-        key.into(),
-        Versioned {
-            record: record("GLACIER", Restore::None),
-            version: 3,
-        },
-    );
+    rows.insert(key, record("GLACIER", Restore::None), 3);
     let handler = handler(rows.clone(), holding(key, 1 << 20, "e", "GLACIER"));
     let trace = TraceContext {
         traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
@@ -1367,13 +1355,7 @@ fn a_restore_completed_before_its_request_is_recorded_waits_for_the_next_deliver
     // A restore started outside Stowage, never requested here, is
     // announced on its next delivery all the same.
     let other = "users/u/elsewhere.bin";
-    rows.rows.lock().unwrap().insert(
-        other.into(),
-        Versioned {
-            record: record("GLACIER", Restore::None),
-            version: 1,
-        },
-    );
+    rows.insert(other, record("GLACIER", Restore::None), 1);
     let outcomes = handle_all(
         &handler,
         vec![restore_completed("other", other, "2026-11-30T00:00:00Z")],
