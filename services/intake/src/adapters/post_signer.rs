@@ -2,14 +2,17 @@
 //! require. The SDK cannot build POST policies, so the policy is built by
 //! [`crate::domain::policy`] and signed here with `aws-sigv4`'s signing key.
 
-use std::{sync::Arc, time::SystemTime};
+use std::{
+    sync::{Arc, Mutex},
+    time::SystemTime,
+};
 
 use aws_credential_types::{
     Credentials,
     provider::{ProvideCredentials, SharedCredentialsProvider},
 };
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
-use time::{OffsetDateTime, macros::format_description};
+use time::{Date, OffsetDateTime, macros::format_description};
 use tokio::sync::RwLock;
 
 use crate::domain::policy::{SigningFields, UploadPolicy};
@@ -27,8 +30,28 @@ pub struct SignedUpload {
 pub struct PostSigner {
     credentials: SharedCredentialsProvider,
     cached: Arc<RwLock<Option<Credentials>>>,
+    /// The signing key of the day's policies, derived once a day (and
+    /// again when the credentials change) instead of once a policy.
+    key: Arc<Mutex<Option<SigningKey>>>,
     region: String,
     url: String,
+}
+
+/// A SigV4 signing key for S3 in the signer's region: what a secret
+/// signs with on one day.
+#[derive(Clone)]
+struct SigningKey {
+    credentials: Credentials,
+    day: Date,
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("day", &self.day)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Credentials closer than this to expiry are refreshed before signing, so a
@@ -45,6 +68,7 @@ impl PostSigner {
         Self {
             credentials,
             cached: Arc::default(),
+            key: Arc::default(),
             region: region.into(),
             url: url.into(),
         }
@@ -90,7 +114,25 @@ impl PostSigner {
         policy: &UploadPolicy,
         now: OffsetDateTime,
     ) -> SignedUpload {
-        sign_with(credentials, &self.region, &self.url, policy, now)
+        let now = now.to_offset(time::UtcOffset::UTC);
+        let key = {
+            let mut kept = self.key.lock().unwrap_or_else(|e| e.into_inner());
+            match kept.as_ref() {
+                Some(kept) if kept.day == now.date() && kept.credentials == *credentials => {
+                    kept.key
+                }
+                _ => {
+                    let key = signing_key(credentials.secret_access_key(), now, &self.region);
+                    *kept = Some(SigningKey {
+                        credentials: credentials.clone(),
+                        day: now.date(),
+                        key,
+                    });
+                    key
+                }
+            }
+        };
+        signed_upload(credentials, key, &self.region, &self.url, policy, now)
     }
 }
 
@@ -103,6 +145,20 @@ pub fn sign_with(
     now: OffsetDateTime,
 ) -> SignedUpload {
     let now = now.to_offset(time::UtcOffset::UTC);
+    let key = signing_key(credentials.secret_access_key(), now, region);
+    signed_upload(credentials, key, region, url, policy, now)
+}
+
+/// The form of `policy`, signed at `now` (UTC) with `key`, the signing key
+/// of `credentials` on that day.
+fn signed_upload(
+    credentials: &Credentials,
+    key: [u8; 32],
+    region: &str,
+    url: &str,
+    policy: &UploadPolicy,
+    now: OffsetDateTime,
+) -> SignedUpload {
     let date = now
         .format(format_description!("[year][month][day]"))
         .unwrap_or_default();
@@ -121,7 +177,7 @@ pub fn sign_with(
         security_token: credentials.session_token(),
     };
     let encoded = BASE64.encode(policy.document(&signing));
-    let signature = sign_policy(credentials.secret_access_key(), now, region, &encoded);
+    let signature = aws_sigv4::sign::v4::calculate_signature(key, encoded.as_bytes());
     let mut fields: Vec<(String, String)> = policy
         .form_fields(&signing)
         .into_iter()
@@ -135,10 +191,20 @@ pub fn sign_with(
     }
 }
 
+/// The SigV4 signing key of `secret` for S3 in `region` on `at`'s day (UTC).
+fn signing_key(secret: &str, at: OffsetDateTime, region: &str) -> [u8; 32] {
+    let key = aws_sigv4::sign::v4::generate_signing_key(secret, SystemTime::from(at), region, "s3");
+    let mut bytes = [0; 32];
+    bytes.copy_from_slice(key.as_ref());
+    bytes
+}
+
 /// The SigV4 signature of a base64-encoded policy.
 pub fn sign_policy(secret: &str, at: OffsetDateTime, region: &str, encoded_policy: &str) -> String {
-    let key = aws_sigv4::sign::v4::generate_signing_key(secret, SystemTime::from(at), region, "s3");
-    aws_sigv4::sign::v4::calculate_signature(key, encoded_policy.as_bytes())
+    aws_sigv4::sign::v4::calculate_signature(
+        signing_key(secret, at, region),
+        encoded_policy.as_bytes(),
+    )
 }
 
 #[cfg(test)]
@@ -205,5 +271,49 @@ mod tests {
                 encoded
             )
         );
+    }
+
+    /// A signer keeps the day's signing key; each signature it makes must
+    /// still be the one its day and credentials give.
+    #[test]
+    fn a_kept_signing_key_serves_only_its_day_and_credentials() {
+        let first = Credentials::new("AKID1", "secret-one", None, None, "test");
+        let rotated = Credentials::new("AKID2", "secret-two", Some("token".into()), None, "test");
+        let signer = PostSigner::new(
+            SharedCredentialsProvider::new(first.clone()),
+            "eu-west-1",
+            "https://b.s3.eu-west-1.amazonaws.com",
+        );
+        let policy = |expires_at| UploadPolicy {
+            bucket: "b".into(),
+            key: "users/alice/x.png".into(),
+            content_type: "image/png".into(),
+            max_size: 10,
+            expires_at,
+        };
+        let moments = [
+            (&first, datetime!(2026-11-23 23:59:58 UTC)),
+            (&first, datetime!(2026-11-23 23:59:59 UTC)),
+            // The next day, in another offset than UTC.
+            (&first, datetime!(2026-11-24 01:00:00 +01:00)),
+            (&first, datetime!(2026-11-24 12:00:00 UTC)),
+            (&rotated, datetime!(2026-11-24 12:00:01 UTC)),
+            (&first, datetime!(2026-11-24 12:00:02 UTC)),
+        ];
+        for (credentials, now) in moments {
+            let policy = policy(now + std::time::Duration::from_secs(900));
+            assert_eq!(
+                signer.sign_with(credentials, &policy, now),
+                sign_with(
+                    credentials,
+                    "eu-west-1",
+                    "https://b.s3.eu-west-1.amazonaws.com",
+                    &policy,
+                    now
+                ),
+                "signed by {} at {now}",
+                credentials.access_key_id()
+            );
+        }
     }
 }

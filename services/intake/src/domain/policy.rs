@@ -2,7 +2,7 @@
 //! form upload. Building the document is pure; signing it lives with the
 //! credentials in `adapters::post_signer`.
 
-use serde_json::{Value, json};
+use serde::{Serialize, Serializer, ser::SerializeMap, ser::SerializeSeq};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 /// The conditions of one upload grant.
@@ -29,6 +29,40 @@ pub struct SigningFields<'a> {
     pub security_token: Option<&'a str>,
 }
 
+/// A policy document as S3 reads it.
+#[derive(Serialize)]
+struct Document<'a> {
+    expiration: String,
+    conditions: Vec<Condition<'a>>,
+}
+
+/// One condition of a policy.
+enum Condition<'a> {
+    /// `{"name": "value"}`: the form field must have exactly this value.
+    Exact(&'static str, &'a str),
+    /// `["content-length-range", 0, max]`: the file is at most `max` bytes.
+    SizeAtMost(u64),
+}
+
+impl Serialize for Condition<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match *self {
+            Self::Exact(name, value) => {
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry(name, value)?;
+                map.end()
+            }
+            Self::SizeAtMost(max) => {
+                let mut seq = serializer.serialize_seq(Some(3))?;
+                seq.serialize_element("content-length-range")?;
+                seq.serialize_element(&0)?;
+                seq.serialize_element(&max)?;
+                seq.end()
+            }
+        }
+    }
+}
+
 /// Server-side encryption every upload must request.
 pub const SERVER_SIDE_ENCRYPTION: &str = "AES256";
 /// The only algorithm S3 accepts for SigV4 POST policies.
@@ -44,20 +78,24 @@ impl UploadPolicy {
             .format(&Rfc3339)
             .unwrap_or_default();
         let mut conditions = vec![
-            json!({ "bucket": self.bucket }),
-            json!({ "key": self.key }),
-            json!({ "Content-Type": self.content_type }),
-            json!(["content-length-range", 0, self.max_size]),
-            json!({ "x-amz-server-side-encryption": SERVER_SIDE_ENCRYPTION }),
-            json!({ "x-amz-credential": signing.credential }),
-            json!({ "x-amz-algorithm": ALGORITHM }),
-            json!({ "x-amz-date": signing.amz_date }),
+            Condition::Exact("bucket", &self.bucket),
+            Condition::Exact("key", &self.key),
+            Condition::Exact("Content-Type", &self.content_type),
+            Condition::SizeAtMost(self.max_size),
+            Condition::Exact("x-amz-server-side-encryption", SERVER_SIDE_ENCRYPTION),
+            Condition::Exact("x-amz-credential", signing.credential),
+            Condition::Exact("x-amz-algorithm", ALGORITHM),
+            Condition::Exact("x-amz-date", signing.amz_date),
         ];
         if let Some(token) = signing.security_token {
-            conditions.push(json!({ "x-amz-security-token": token }));
+            conditions.push(Condition::Exact("x-amz-security-token", token));
         }
-        let document: Value = json!({ "expiration": expiration, "conditions": conditions });
-        document.to_string()
+        let document = Document {
+            expiration,
+            conditions,
+        };
+        // Serialising strings and integers into a `String` cannot fail.
+        serde_json::to_string(&document).unwrap_or_default()
     }
 
     /// The form fields a browser sends besides `policy`, `x-amz-signature` and
@@ -84,6 +122,7 @@ impl UploadPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Value, json};
     use time::macros::datetime;
 
     #[test]

@@ -10,8 +10,7 @@ use axum::{
     http::StatusCode,
 };
 use opentelemetry::KeyValue;
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde::{Deserialize, Serialize, Serializer, ser::SerializeMap};
 use stowage_events::{EventMeta, UploadGrantedV1};
 use stowage_shared::telemetry::current_trace;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
@@ -61,10 +60,20 @@ pub struct UploadGrant {
     pub url: String,
     /// Form fields to send, in this order, before the file field.
     #[schema(value_type = std::collections::BTreeMap<String, String>)]
-    pub fields: Map<String, Value>,
+    #[serde(serialize_with = "in_order")]
+    pub fields: Vec<(String, String)>,
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
     pub max_size: u64,
+}
+
+/// Form fields as one JSON object, in the order the form sends them.
+fn in_order<S: Serializer>(fields: &[(String, String)], serializer: S) -> Result<S::Ok, S::Error> {
+    let mut map = serializer.serialize_map(Some(fields.len()))?;
+    for (name, value) in fields {
+        map.serialize_entry(name, value)?;
+    }
+    map.end()
 }
 
 /// Reserves quota for one upload and signs an S3 POST policy for it.
@@ -210,11 +219,7 @@ async fn issue(
             grant_id,
             key,
             url: signed.url,
-            fields: signed
-                .fields
-                .into_iter()
-                .map(|(k, v)| (k, Value::String(v)))
-                .collect(),
+            fields: signed.fields,
             expires_at,
             max_size: size,
         }),
