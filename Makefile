@@ -50,6 +50,7 @@ bench-intake: emulators
 	$(STACK) run --state $(STATE)/bench -- target/release/bench_intake load target/release/stowage-intake
 	target/release/bench_intake load --stub target/release/stowage-intake
 	target/release/bench_intake load --stub --stub-delay-ms 10 target/release/stowage-intake
+	target/release/bench_intake load --stub --instructions target/release/stowage-intake
 	target/release/bench_intake load --stub --stub-delay-ms 140 target/release/stowage-intake
 
 bench-lifecycle: emulators

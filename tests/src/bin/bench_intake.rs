@@ -31,6 +31,11 @@
 //!   `--stub-delay-ms` it waits that long before each answer: about 140 ms
 //!   brings the rate down to the emulators', without their work on the same
 //!   cores.
+//! - `bench_intake load --stub --instructions <release stowage-intake>`:
+//!   the same load with intake run under valgrind's callgrind, reporting
+//!   the instructions intake executes per grant and per request of each
+//!   kind instead of time and memory: a count that does not change with
+//!   how busy the machine is, to compare builds by.
 
 use std::{
     collections::BTreeMap,
@@ -121,6 +126,11 @@ enum Command {
         /// as a service across the network would.
         #[arg(long, default_value_t = 0)]
         stub_delay_ms: u64,
+        /// Run intake under valgrind's callgrind and report the instructions
+        /// it executes per grant and per request instead of CPU time and
+        /// memory: a count that does not depend on how busy the machine is.
+        #[arg(long)]
+        instructions: bool,
     },
 }
 
@@ -465,14 +475,73 @@ async fn send_all(
     all
 }
 
-async fn load(intake: &Path, backend: Backend, grants: usize, clients: usize) {
+/// Intake running under valgrind's callgrind, whose instruction counts are
+/// read phase by phase.
+struct Callgrind {
+    pid: u32,
+    /// Where callgrind writes its dumps (`callgrind.out.1`, `.2`, ...).
+    dir: PathBuf,
+}
+
+impl Callgrind {
+    /// The command that runs `intake` under callgrind, dumping into `dir`.
+    fn command(intake: &Path, dir: &Path) -> tokio::process::Command {
+        std::fs::create_dir_all(dir).expect("a directory for callgrind's dumps");
+        let mut command = tokio::process::Command::new("valgrind");
+        command
+            .arg("--tool=callgrind")
+            .arg(format!(
+                "--callgrind-out-file={}",
+                dir.join("callgrind.out").display()
+            ))
+            .arg(intake);
+        command
+    }
+
+    /// Instructions intake executed since the last dump (or its start):
+    /// has callgrind dump them and reads the dump's total.
+    async fn since_last(&self) -> u64 {
+        let output = tokio::process::Command::new("callgrind_control")
+            .args(["--dump", &self.pid.to_string()])
+            .output()
+            .await
+            .expect("callgrind_control runs");
+        assert!(
+            output.status.success(),
+            "callgrind_control --dump failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let newest = std::fs::read_dir(&self.dir)
+            .expect("callgrind's dumps")
+            .filter_map(|entry| {
+                let path = entry.ok()?.path();
+                let part: u32 = path.extension()?.to_str()?.parse().ok()?;
+                Some((part, path))
+            })
+            .max()
+            .expect("a dump")
+            .1;
+        let dump = std::fs::read_to_string(&newest).expect("the dump reads");
+        dump.lines()
+            .find_map(|line| line.strip_prefix("summary: "))
+            .and_then(|total| total.trim().parse().ok())
+            .expect("the dump's total of instructions")
+    }
+}
+
+async fn load(intake: &Path, backend: Backend, grants: usize, clients: usize, instructions: bool) {
     let stack = backend.stack();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
     let url = format!("http://127.0.0.1:{port}");
-    let mut command = tokio::process::Command::new(intake);
+    let dumps = std::env::temp_dir().join(format!("bench-intake-{}", std::process::id()));
+    let mut command = if instructions {
+        Callgrind::command(intake, &dumps)
+    } else {
+        tokio::process::Command::new(intake)
+    };
     backend.point(&mut command);
     let mut child = command
         .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -500,6 +569,11 @@ async fn load(intake: &Path, backend: Backend, grants: usize, clients: usize) {
         .spawn()
         .expect("intake starts");
     let pid = child.id().expect("pid");
+    let callgrind = instructions.then(|| Callgrind {
+        pid,
+        dir: dumps.clone(),
+    });
+    let mut counted = Vec::new();
 
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
@@ -517,7 +591,9 @@ async fn load(intake: &Path, backend: Backend, grants: usize, clients: usize) {
     // Idle: started, its queue consumer long-polling, no request yet.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle_from = (process_usage(pid), Instant::now());
-    tokio::time::sleep(IDLE).await;
+    if callgrind.is_none() {
+        tokio::time::sleep(IDLE).await;
+    }
     let idle = process_usage(pid);
     let idle_cpu_per_s =
         (idle - idle_from.0).cpu_ns as f64 / 1e3 / idle_from.1.elapsed().as_secs_f64();
@@ -542,6 +618,9 @@ async fn load(intake: &Path, backend: Backend, grants: usize, clients: usize) {
     )
     .await;
 
+    if let Some(callgrind) = &callgrind {
+        callgrind.since_last().await;
+    }
     let before = process_usage(pid);
     let requests_before = backend.requests();
     let operations_before = backend.operations();
@@ -563,6 +642,9 @@ async fn load(intake: &Path, backend: Backend, grants: usize, clients: usize) {
     .await;
     let elapsed = started.elapsed();
     let after = process_usage(pid);
+    if let Some(callgrind) = &callgrind {
+        counted.push((format!("{grants} grants"), callgrind.since_last().await));
+    }
     let requests = backend.requests() - requests_before;
     let operations = backend.operations_since(&operations_before);
 
@@ -598,12 +680,30 @@ async fn load(intake: &Path, backend: Backend, grants: usize, clients: usize) {
             Some(pace),
         ),
     ] {
+        if let Some(callgrind) = &callgrind {
+            callgrind.since_last().await;
+        }
         let (before, started) = (process_usage(pid), Instant::now());
         let outcomes = send_all(&http, &url, &tokens, ask, grants, pace).await;
         let (elapsed, after) = (started.elapsed(), process_usage(pid));
+        if let Some(callgrind) = &callgrind {
+            counted.push((format!("{grants} {what}"), callgrind.since_last().await));
+        }
         light.push((what, outcomes, elapsed, after - before));
     }
     child.kill().await.expect("intake stops");
+    if callgrind.is_some() {
+        let _ = std::fs::remove_dir_all(&dumps);
+        report_instructions(&counted, grants, requests, &operations);
+        for (failure, count) in [&outcomes, &measured]
+            .into_iter()
+            .chain(light.iter().map(|(_, outcomes, ..)| outcomes))
+            .flat_map(|outcomes| &outcomes.failures)
+        {
+            println!("- {count} × {failure}");
+        }
+        return;
+    }
 
     let p50 = measured.percentile_ms(0.50);
     let p99 = measured.percentile_ms(0.99);
@@ -651,6 +751,35 @@ async fn load(intake: &Path, backend: Backend, grants: usize, clients: usize) {
         .flat_map(|(_, outcomes, ..)| &outcomes.failures)
     {
         println!("- {count} × {failure}");
+    }
+}
+
+/// Prints `load --instructions`'s table: instructions per request of each
+/// phase, with the AWS requests the grants made.
+fn report_instructions(
+    counted: &[(String, u64)],
+    grants: usize,
+    requests: usize,
+    operations: &BTreeMap<String, usize>,
+) {
+    println!("| requests | AWS requests per grant | intake instructions per request |");
+    println!("| --- | --- | --- |");
+    for (index, (what, instructions)) in counted.iter().enumerate() {
+        let aws = if index == 0 {
+            format!("{:.2}", requests as f64 / grants as f64)
+        } else {
+            "0".to_string()
+        };
+        println!(
+            "| {what} | {aws} | {:.0} |",
+            *instructions as f64 / grants as f64
+        );
+    }
+    for (operation, count) in operations {
+        println!(
+            "- {operation}: {count} requests, {:.3} per grant",
+            *count as f64 / grants as f64
+        );
     }
 }
 
@@ -915,11 +1044,12 @@ fn main() {
             clients,
             stub,
             stub_delay_ms,
+            instructions,
         } => tokio::runtime::Runtime::new()
             .expect("tokio runtime")
             .block_on(async {
                 let backend = Backend::start(stub, Duration::from_millis(stub_delay_ms)).await;
-                load(&intake, backend, grants, clients).await;
+                load(&intake, backend, grants, clients, instructions).await;
             }),
     }
 }
