@@ -19,7 +19,7 @@ use crate::{
     ports::AccountStore,
     projection::UsageProjection,
     rate::GrantLimiter,
-    routes::{AppState, router},
+    routes::{AppState, Services, router},
     settings::Settings,
 };
 
@@ -95,7 +95,7 @@ impl App {
             NonZeroU32::new(settings.grant_rate_per_minute).unwrap_or(NonZeroU32::MIN),
             NonZeroU32::new(settings.grant_burst).unwrap_or(NonZeroU32::MIN),
         );
-        let state = AppState {
+        let state = AppState::from(Services {
             objects: Arc::new(S3Objects::new(
                 aws::s3(&sdk, settings.s3_path_style),
                 &settings.bucket,
@@ -108,10 +108,10 @@ impl App {
             signer: PostSigner::new(credentials, region, public_url),
             bus: EventBus::new(aws::eventbridge(&sdk), &settings.event_bus)
                 .coalescing(PUBLISH_IN_FLIGHT),
-            auth: Arc::new(auth),
+            auth,
             store: Arc::clone(&store),
-            settings: Arc::new(settings.clone()),
-        };
+            settings: settings.clone(),
+        });
         let consumer = QueueConsumer::new(
             aws::sqs(&sdk),
             &settings.queue_url,

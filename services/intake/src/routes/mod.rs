@@ -38,15 +38,34 @@ use crate::{
     settings::Settings,
 };
 
-/// What every handler can reach.
+/// What every handler can reach: one shared [`Services`], so that the
+/// state axum hands each request is a single reference count.
 #[derive(Debug, Clone)]
-pub struct AppState {
-    pub settings: Arc<Settings>,
+pub struct AppState(Arc<Services>);
+
+impl From<Services> for AppState {
+    fn from(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The service's parts, behind [`AppState`].
+#[derive(Debug)]
+pub struct Services {
+    pub settings: Settings,
     pub store: Arc<dyn AccountStore>,
     pub objects: Arc<dyn ObjectStore>,
     pub signer: PostSigner,
     pub bus: EventBus,
-    pub auth: Arc<Authenticator>,
+    pub auth: Authenticator,
     pub limiter: GrantLimiter,
     /// `stowage.intake.grants`: grant requests by outcome (`issued`,
     /// `quota_exceeded`, `too_many_grants`, `rate_limited`, `invalid`,

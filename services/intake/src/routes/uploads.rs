@@ -326,6 +326,7 @@ mod tests {
         domain::quota::Account,
         ports::{AccountStore, StoreError, Versioned},
         rate::GrantLimiter,
+        routes::Services,
         settings::Settings,
         startup::authenticator,
     };
@@ -398,8 +399,8 @@ mod tests {
         .unwrap();
         let sdk = aws::load().await;
         let store = Arc::new(CountingStore::default());
-        let state = AppState {
-            auth: Arc::new(authenticator(&settings).unwrap()),
+        let state = AppState::from(Services {
+            auth: authenticator(&settings).unwrap(),
             store: Arc::clone(&store) as Arc<dyn AccountStore>,
             objects: Arc::new(S3Objects::new(aws::s3(&sdk, true), "b")),
             signer: PostSigner::new(
@@ -412,8 +413,8 @@ mod tests {
             grant_outcomes: opentelemetry::global::meter("stowage")
                 .u64_counter("stowage.intake.grants")
                 .build(),
-            settings: Arc::new(settings),
-        };
+            settings,
+        });
         let caller = Caller {
             user: UserId::parse("alice").unwrap(),
             admin: false,
