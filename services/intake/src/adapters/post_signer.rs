@@ -39,7 +39,6 @@ pub struct PostSigner {
 
 /// A SigV4 signing key for S3 in the signer's region: what a secret
 /// signs with on one day.
-#[derive(Clone)]
 struct SigningKey {
     credentials: Credentials,
     day: Date,
@@ -115,38 +114,27 @@ impl PostSigner {
         now: OffsetDateTime,
     ) -> SignedUpload {
         let now = now.to_offset(time::UtcOffset::UTC);
-        let key = {
-            let mut kept = self.key.lock().unwrap_or_else(|e| e.into_inner());
-            match kept.as_ref() {
-                Some(kept) if kept.day == now.date() && kept.credentials == *credentials => {
-                    kept.key
-                }
-                _ => {
-                    let key = signing_key(credentials.secret_access_key(), now, &self.region);
-                    *kept = Some(SigningKey {
-                        credentials: credentials.clone(),
-                        day: now.date(),
-                        key,
-                    });
-                    key
-                }
-            }
-        };
+        let key = self.day_key(credentials, now);
         signed_upload(credentials, key, &self.region, &self.url, policy, now)
     }
-}
 
-/// Signs `policy` with `credentials`; the pure part of [`PostSigner::sign`].
-pub fn sign_with(
-    credentials: &Credentials,
-    region: &str,
-    url: &str,
-    policy: &UploadPolicy,
-    now: OffsetDateTime,
-) -> SignedUpload {
-    let now = now.to_offset(time::UtcOffset::UTC);
-    let key = signing_key(credentials.secret_access_key(), now, region);
-    signed_upload(credentials, key, region, url, policy, now)
+    /// The signing key of `credentials` on `now`'s day (UTC): the kept one,
+    /// or a new one kept in its place.
+    fn day_key(&self, credentials: &Credentials, now: OffsetDateTime) -> [u8; 32] {
+        let mut kept = self.key.lock().unwrap_or_else(|e| e.into_inner());
+        match kept.as_ref() {
+            Some(kept) if kept.day == now.date() && kept.credentials == *credentials => kept.key,
+            _ => {
+                let key = signing_key(credentials.secret_access_key(), now, &self.region);
+                *kept = Some(SigningKey {
+                    credentials: credentials.clone(),
+                    day: now.date(),
+                    key,
+                });
+                key
+            }
+        }
+    }
 }
 
 /// The form of `policy`, signed at `now` (UTC) with `key`, the signing key
@@ -199,18 +187,32 @@ fn signing_key(secret: &str, at: OffsetDateTime, region: &str) -> [u8; 32] {
     bytes
 }
 
-/// The SigV4 signature of a base64-encoded policy.
-pub fn sign_policy(secret: &str, at: OffsetDateTime, region: &str, encoded_policy: &str) -> String {
-    aws_sigv4::sign::v4::calculate_signature(
-        signing_key(secret, at, region),
-        encoded_policy.as_bytes(),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    /// Signs `policy` with `credentials`, deriving the signing key afresh:
+    /// what a signer that keeps its key must agree with.
+    fn sign_with(
+        credentials: &Credentials,
+        region: &str,
+        url: &str,
+        policy: &UploadPolicy,
+        now: OffsetDateTime,
+    ) -> SignedUpload {
+        let now = now.to_offset(time::UtcOffset::UTC);
+        let key = signing_key(credentials.secret_access_key(), now, region);
+        signed_upload(credentials, key, region, url, policy, now)
+    }
+
+    /// The SigV4 signature of a base64-encoded policy.
+    fn sign_policy(secret: &str, at: OffsetDateTime, region: &str, encoded_policy: &str) -> String {
+        aws_sigv4::sign::v4::calculate_signature(
+            signing_key(secret, at, region),
+            encoded_policy.as_bytes(),
+        )
+    }
 
     /// AWS's published example of a browser-based upload with SigV4
     /// ("Example: Browser-Based Upload using HTTP POST", 2015-12-29).
