@@ -486,6 +486,14 @@ struct Callgrind {
 impl Callgrind {
     /// The command that runs `intake` under callgrind, dumping into `dir`.
     fn command(intake: &Path, dir: &Path) -> tokio::process::Command {
+        let found = std::process::Command::new("valgrind")
+            .arg("--version")
+            .output()
+            .is_ok_and(|output| output.status.success());
+        assert!(
+            found,
+            "--instructions runs intake under valgrind, which is not installed (Debian package `valgrind`)"
+        );
         std::fs::create_dir_all(dir).expect("a directory for callgrind's dumps");
         let mut command = tokio::process::Command::new("valgrind");
         command
