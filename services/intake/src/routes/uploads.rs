@@ -10,7 +10,7 @@ use axum::{
     http::StatusCode,
 };
 use opentelemetry::KeyValue;
-use serde::{Deserialize, Serialize, Serializer, ser::SerializeMap};
+use serde::{Deserialize, Serialize, Serializer};
 use stowage_events::{EventMeta, UploadGrantedV1};
 use stowage_shared::telemetry::current_trace;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
@@ -69,11 +69,7 @@ pub struct UploadGrant {
 
 /// Form fields as one JSON object, in the order the form sends them.
 fn in_order<S: Serializer>(fields: &[(String, String)], serializer: S) -> Result<S::Ok, S::Error> {
-    let mut map = serializer.serialize_map(Some(fields.len()))?;
-    for (name, value) in fields {
-        map.serialize_entry(name, value)?;
-    }
-    map.end()
+    serializer.collect_map(fields.iter().map(|(name, value)| (name, value)))
 }
 
 /// Reserves quota for one upload and signs an S3 POST policy for it.
@@ -430,5 +426,27 @@ mod tests {
             "{answer:?}"
         );
         assert_eq!(store.writes.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_grant_answers_its_form_fields_in_form_order() {
+        let grant = UploadGrant {
+            grant_id: Uuid::nil(),
+            key: "users/alice/x.png".into(),
+            url: "http://127.0.0.1:1/b".into(),
+            fields: ["key", "Content-Type", "policy", "x-amz-signature"]
+                .map(|name| (name.to_string(), format!("{name} value")))
+                .to_vec(),
+            expires_at: OffsetDateTime::UNIX_EPOCH,
+            max_size: 10,
+        };
+        let json = serde_json::to_string(&grant).unwrap();
+        let fields = &json[json.find("\"fields\":").unwrap()..];
+        assert!(
+            fields.starts_with(
+                r#""fields":{"key":"key value","Content-Type":"Content-Type value","policy":"policy value","x-amz-signature":"x-amz-signature value"}"#
+            ),
+            "{json}"
+        );
     }
 }
